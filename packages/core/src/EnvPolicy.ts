@@ -1,0 +1,135 @@
+/**
+ * Which inherited environment variables reach a supervised process.
+ *
+ * The policy applies to *inherited* variables only: variables the command sets
+ * explicitly (`ChildProcess.make(..., { env })`) always reach the child.
+ * A variable is stripped when its name is in `strip` or starts with one of
+ * `stripPrefixes`, unless it is in `preserve` or starts with one of
+ * `preservePrefixes` (preserve wins). `process.env` is never mutated.
+ *
+ * @since 0.1.0
+ */
+import * as Schema from "effect/Schema"
+
+/**
+ * @since 0.1.0
+ * @category schemas
+ */
+export const EnvPolicy = Schema.Struct({
+  strip: Schema.Array(Schema.String),
+  stripPrefixes: Schema.Array(Schema.String),
+  preserve: Schema.Array(Schema.String),
+  preservePrefixes: Schema.Array(Schema.String)
+})
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export interface EnvPolicy extends Schema.Schema.Type<typeof EnvPolicy> {}
+
+/**
+ * Inherit everything.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const inherit: EnvPolicy = { strip: [], stripPrefixes: [], preserve: [], preservePrefixes: [] }
+
+/**
+ * The agent-host preset: children of an AI agent host must not believe they
+ * run inside the host's own agent session (`CLAUDECODE`, `CLAUDE_CODE_*`,
+ * `MCP_SESSION_ID`), but keep their credentials, cloud-provider switches and
+ * proxy settings.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const agentHost: EnvPolicy = {
+  strip: ["CLAUDECODE", "CLAUDE_CODE_SESSION", "CLAUDE_CODE_ENTRYPOINT", "MCP_SESSION_ID"],
+  stripPrefixes: ["CLAUDECODE_", "CLAUDE_CODE_"],
+  preserve: [
+    "CLAUDE_CODE_OAUTH_TOKEN",
+    "CLAUDE_CODE_USE_BEDROCK",
+    "CLAUDE_CODE_USE_VERTEX",
+    "CLAUDE_CODE_USE_FOUNDRY",
+    "CLAUDE_CODE_SKIP_BEDROCK_AUTH",
+    "CLAUDE_CODE_SKIP_VERTEX_AUTH",
+    "CLAUDE_CODE_SKIP_FOUNDRY_AUTH",
+    "GOOGLE_APPLICATION_CREDENTIALS",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "NO_PROXY",
+    "ALL_PROXY",
+    "http_proxy",
+    "https_proxy",
+    "no_proxy",
+    "all_proxy"
+  ],
+  preservePrefixes: ["AWS_"]
+}
+
+/**
+ * What the policy did to one environment (names only, never values).
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface EnvExplain {
+  readonly inherited: ReadonlyArray<string>
+  readonly stripped: ReadonlyArray<string>
+  readonly preserved: ReadonlyArray<string>
+  readonly explicit: ReadonlyArray<string>
+}
+
+/**
+ * `true` when the policy removes `name` from an inherited environment.
+ *
+ * @since 0.1.0
+ * @category predicates
+ */
+export const strips = (policy: EnvPolicy, name: string): boolean => {
+  if (policy.preserve.includes(name) || policy.preservePrefixes.some((p) => name.startsWith(p))) return false
+  return policy.strip.includes(name) || policy.stripPrefixes.some((p) => name.startsWith(p))
+}
+
+const matchesStrip = (policy: EnvPolicy, name: string): boolean =>
+  policy.strip.includes(name) || policy.stripPrefixes.some((p) => name.startsWith(p))
+
+/**
+ * Builds a child's environment: `inherited` (the host's environment, when the
+ * command inherits) filtered by the policy, then `explicit` on top, where an
+ * `undefined` value deletes the variable.
+ *
+ * @since 0.1.0
+ * @category combinators
+ */
+export const apply = (
+  policy: EnvPolicy,
+  inherited: Readonly<Record<string, string | undefined>>,
+  explicit: Readonly<Record<string, string | undefined>>
+): { readonly env: Record<string, string>; readonly explain: EnvExplain } => {
+  const env: Record<string, string> = {}
+  const kept: Array<string> = []
+  const stripped: Array<string> = []
+  const preserved: Array<string> = []
+  for (const name in inherited) {
+    const value = inherited[name]
+    if (value === undefined) continue
+    if (strips(policy, name)) {
+      stripped.push(name)
+      continue
+    }
+    if (matchesStrip(policy, name)) preserved.push(name)
+    kept.push(name)
+    env[name] = value
+  }
+  const explicitNames: Array<string> = []
+  for (const name in explicit) {
+    const value = explicit[name]
+    explicitNames.push(name)
+    if (value === undefined) delete env[name]
+    else env[name] = value
+  }
+  return { env, explain: { inherited: kept, stripped, preserved, explicit: explicitNames } }
+}

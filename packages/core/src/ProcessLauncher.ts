@@ -1,0 +1,57 @@
+/**
+ * The launcher port: starts one OS process (never a pipeline) in its own
+ * process group, with exactly the environment it is given, and without any
+ * kill-on-close behaviour of its own: the pool owns the teardown.
+ *
+ * @since 0.1.0
+ */
+import * as Context from "effect/Context"
+import type * as Effect from "effect/Effect"
+import type * as PlatformError from "effect/PlatformError"
+import type * as ChildProcess from "effect/process/ChildProcess"
+import type { ChildProcessHandle } from "effect/process/ChildProcessSpawner"
+import type * as Scope from "effect/Scope"
+import type { ProcessIdentity } from "./ProcessIdentity.ts"
+
+/**
+ * How the leader ended: an exit code, or the signal that killed it.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface ExitStatus {
+  readonly code: number | null
+  readonly signal: string | null
+}
+
+/**
+ * A started process, as the launcher reports it.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Launched {
+  readonly pid: number
+  readonly pgid: number
+  readonly identity: ProcessIdentity
+  /** Waits for the leader to exit; never fails. */
+  readonly exit: Effect.Effect<ExitStatus>
+  /** The leader's exit status if it has exited, synchronously. */
+  readonly exitStatus: () => ExitStatus | undefined
+  /** The I/O half of an Effect `ChildProcessHandle`. */
+  readonly io: Pick<ChildProcessHandle, "stdin" | "stdout" | "stderr" | "all" | "getInputFd" | "getOutputFd">
+}
+
+/**
+ * @since 0.1.0
+ * @category services
+ */
+export class ProcessLauncher extends Context.Service<ProcessLauncher, {
+  /** The host environment children inherit (a copy; never mutated). */
+  readonly inheritedEnv: () => Readonly<Record<string, string | undefined>>
+  /** Starts `command` with exactly `env`. I/O resources live in the current scope. */
+  readonly launch: (
+    command: ChildProcess.StandardCommand,
+    env: Readonly<Record<string, string>>
+  ) => Effect.Effect<Launched, PlatformError.PlatformError, Scope.Scope>
+}>()("@shepherd/core/ProcessLauncher") {}

@@ -1,0 +1,549 @@
+/**
+ * The `ProcessPool` service: spawn processes as scoped resources, group them
+ * into sessions, bound how many run at once, and tear whole trees down with a
+ * timed graceful-to-forced kill.
+ *
+ * @since 0.1.0
+ */
+import * as Clock from "effect/Clock"
+import * as Context from "effect/Context"
+import * as Deferred from "effect/Deferred"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import * as FiberSet from "effect/FiberSet"
+import * as Layer from "effect/Layer"
+import * as PlatformError from "effect/PlatformError"
+import type * as ChildProcess from "effect/process/ChildProcess"
+import * as ChildProcessSpawner from "effect/process/ChildProcessSpawner"
+import * as CommandLine from "effect/process/CommandLine"
+import * as Redacted from "effect/Redacted"
+import * as Schema from "effect/Schema"
+import * as Scope from "effect/Scope"
+import * as Semaphore from "effect/Semaphore"
+import * as EnvPolicy from "./EnvPolicy.ts"
+import { terminate } from "./internal/terminate.ts"
+import * as KillPolicy from "./KillPolicy.ts"
+import type { ManagedProcess } from "./ManagedProcess.ts"
+import { ProcessLauncher } from "./ProcessLauncher.ts"
+import { ProcessTable } from "./ProcessTable.ts"
+import * as ShepherdConfig from "./ShepherdConfig.ts"
+import { HardCapExceeded, type InvalidConfig, PoolClosed, SlotTimeout, SpawnError } from "./ShepherdError.ts"
+import * as Teardown from "./Teardown.ts"
+
+/**
+ * Options of one spawn.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface SpawnOptions {
+  /** The session to spawn into (created if needed). Default: the current session, else `"default"`. */
+  readonly session?: string | undefined
+  /** Overrides of the pool's KillPolicy for this process. */
+  readonly kill?: KillPolicy.KillPolicyInput | undefined
+}
+
+/**
+ * A session: a group of processes that end together.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Session {
+  readonly id: string
+  /** Spawns into this session; the process is also bound to the caller's Scope. */
+  readonly spawn: (
+    command: ChildProcess.Command,
+    options?: Omit<SpawnOptions, "session">
+  ) => Effect.Effect<ManagedProcess, SpawnFailure, Scope.Scope>
+  /** The session's live processes. */
+  readonly processes: Effect.Effect<ReadonlyArray<ManagedProcess>>
+  /** Closes the session (idempotent): every tree is torn down concurrently. */
+  readonly close: Effect.Effect<ReadonlyArray<Teardown.Teardown>>
+}
+
+/**
+ * A snapshot of the pool's slot accounting.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface PoolStats {
+  readonly poolId: string
+  readonly slots: number
+  readonly hardCap: number
+  /** Slots held by running (or terminating) processes. */
+  readonly inUse: number
+  /** Requests waiting for a slot. */
+  readonly waiting: number
+  readonly sessions: ReadonlyArray<string>
+  readonly closing: boolean
+}
+
+/**
+ * Any error `spawn` can fail with.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export type SpawnFailure = SlotTimeout | HardCapExceeded | SpawnError | PoolClosed
+
+/**
+ * The session that `spawn` uses when no `session` option is given; set by
+ * `withSession`.
+ *
+ * @since 0.1.0
+ * @category references
+ */
+export const CurrentSession = Context.Reference<string | undefined>("@shepherd/core/CurrentSession", {
+  defaultValue: () => undefined
+})
+
+/**
+ * @since 0.1.0
+ * @category services
+ */
+export class ProcessPool extends Context.Service<ProcessPool, {
+  /** Unique per pool instance; the prefix of every `SHEPHERD_ID` (`<poolId>:<n>`). */
+  readonly poolId: string
+  readonly config: ShepherdConfig.Resolved
+  /**
+   * Spawns `command` (built with Effect's `ChildProcess.make`) as a supervised
+   * tree bound to the current Scope and to its session.
+   */
+  readonly spawn: (
+    command: ChildProcess.Command,
+    options?: SpawnOptions
+  ) => Effect.Effect<ManagedProcess, SpawnFailure, Scope.Scope>
+  /** Opens (or joins) a session; it is closed when the current Scope closes. */
+  readonly session: (id: string) => Effect.Effect<Session, PoolClosed, Scope.Scope>
+  /** Runs `effect` in session `id` (its spawns default to it) and closes the session afterwards. */
+  readonly withSession: <A, E, R>(
+    id: string,
+    effect: Effect.Effect<A, E, R>
+  ) => Effect.Effect<A, E | PoolClosed, Exclude<R, Scope.Scope>>
+  /** Closes a session from outside (idempotent; an unknown id is a no-op returning `[]`). */
+  readonly closeSession: (id: string) => Effect.Effect<ReadonlyArray<Teardown.Teardown>>
+  /** Live processes, all sessions. */
+  readonly processes: Effect.Effect<ReadonlyArray<ManagedProcess>>
+  readonly stats: Effect.Effect<PoolStats>
+  /** Ends every grace period now: running and future teardowns SIGKILL at once (a host's second signal). */
+  readonly hurry: Effect.Effect<void>
+  /** Closes the pool: refuses new spawns and closes every session concurrently. */
+  readonly shutdown: Effect.Effect<ReadonlyArray<Teardown.Teardown>>
+}>()("@shepherd/core/ProcessPool") {
+  /**
+   * The pool, given a process table and a launcher (see `NodeShepherd.layer`
+   * for the Node composition). Fails with `InvalidConfig` naming the field.
+   *
+   * @since 0.1.0
+   * @category layers
+   */
+  static readonly layer = (
+    config: ShepherdConfig.ShepherdConfig = {}
+  ): Layer.Layer<ProcessPool, InvalidConfig, ProcessTable | ProcessLauncher> =>
+    Layer.effect(ProcessPool, Effect.flatMap(ShepherdConfig.resolve(config), make))
+
+  /**
+   * Like `layer`, reading `SHEPHERD_*` environment variables over `config`.
+   *
+   * @since 0.1.0
+   * @category layers
+   */
+  static readonly layerConfig = (
+    config: ShepherdConfig.ShepherdConfig = {}
+  ): Layer.Layer<ProcessPool, InvalidConfig, ProcessTable | ProcessLauncher> =>
+    Layer.effect(ProcessPool, Effect.flatMap(ShepherdConfig.fromEnv(config), make))
+
+  /**
+   * Shepherd as an Effect `ChildProcessSpawner`: existing code that runs
+   * `yield* ChildProcess.make(...)` becomes supervised by providing this layer.
+   * Each process is spawned into the current session (see `withSession`).
+   *
+   * @since 0.1.0
+   * @category layers
+   */
+  static readonly spawner: Layer.Layer<ChildProcessSpawner.ChildProcessSpawner, never, ProcessPool> = Layer.effect(
+    ChildProcessSpawner.ChildProcessSpawner,
+    Effect.map(ProcessPool, (pool: ProcessPool["Service"]) =>
+      ChildProcessSpawner.make((command) =>
+        pool.spawn(command).pipe(
+          Effect.map((managed) => managed.handle),
+          Effect.mapError((error) =>
+            PlatformError.systemError({
+              _tag: error._tag === "SpawnError" ? "NotFound" : error._tag === "SlotTimeout" ? "TimedOut" : "Busy",
+              module: "Shepherd",
+              method: "spawn",
+              description: error.message,
+              cause: error
+            })
+          )
+        )
+      ))
+  )
+}
+
+interface SessionState {
+  readonly id: string
+  readonly processes: Set<ProcessState>
+  /** Completed when closing starts: slot waiters of this session give up. */
+  readonly closingSignal: Deferred.Deferred<void>
+  closed: Deferred.Deferred<ReadonlyArray<Teardown.Teardown>> | undefined
+}
+
+interface ProcessState {
+  readonly managed: ManagedProcess
+  readonly stop: Effect.Effect<Teardown.Teardown>
+}
+
+const decodeKill = Schema.decodeUnknownResult(ShepherdConfig.KillPolicyConfig)
+
+const unwrapEnv = (env: ChildProcess.CommandOptions["env"]): Record<string, string | undefined> => {
+  const out: Record<string, string | undefined> = {}
+  if (env === undefined) return out
+  for (const [name, value] of Object.entries(env)) {
+    out[name] = value === undefined ? undefined : Redacted.isRedacted(value) ? Redacted.value(value) : value
+  }
+  return out
+}
+
+const make = Effect.fnUntraced(function*(config: ShepherdConfig.Resolved) {
+  const table = yield* ProcessTable
+  const launcher = yield* ProcessLauncher
+  const layerScope = yield* Scope.Scope
+  const poolId = `${config.name}~${globalThis.crypto.randomUUID().slice(0, 8)}`
+  const slots = yield* Semaphore.make(config.slots)
+  const watchers = yield* FiberSet.make<unknown, never>()
+  const hurry = yield* Deferred.make<void>()
+  const poolClosing = yield* Deferred.make<void>()
+  const sessions = new Map<string, SessionState>()
+  let closing = false
+  let shutdownResult: Deferred.Deferred<ReadonlyArray<Teardown.Teardown>> | undefined
+  let inUse = 0
+  let waiting = 0
+  let counter = 0
+
+  const closed = (session?: string) =>
+    new PoolClosed(session === undefined ? { pool: poolId } : { pool: poolId, session })
+
+  const openSession = (id: string): Effect.Effect<SessionState, PoolClosed> =>
+    Effect.suspend(() => {
+      if (closing) return Effect.fail(closed(id))
+      let state = sessions.get(id)
+      if (state === undefined) {
+        state = { id, processes: new Set(), closingSignal: Deferred.makeUnsafe(), closed: undefined }
+        sessions.set(id, state)
+      }
+      return state.closed === undefined ? Effect.succeed(state) : Effect.fail(closed(id))
+    })
+
+  const closeSessionState = (state: SessionState): Effect.Effect<ReadonlyArray<Teardown.Teardown>> =>
+    Effect.suspend(() => {
+      if (state.closed !== undefined) return Deferred.await(state.closed)
+      const done = Deferred.makeUnsafe<ReadonlyArray<Teardown.Teardown>>()
+      state.closed = done
+      Deferred.doneUnsafe(state.closingSignal, Exit.void)
+      return Effect.forEach([...state.processes], (p) => p.stop, { concurrency: "unbounded" }).pipe(
+        Effect.tap((reports) =>
+          Effect.sync(() => {
+            if (sessions.get(state.id) === state) sessions.delete(state.id)
+            Deferred.doneUnsafe(done, Exit.succeed(reports))
+          })
+        ),
+        Effect.withSpan("ProcessPool.closeSession", { attributes: { session: state.id } }),
+        Effect.uninterruptible
+      )
+    })
+
+  const closeSession = (id: string) =>
+    Effect.suspend(() => {
+      const state = sessions.get(id)
+      return state === undefined ? Effect.succeed([]) : closeSessionState(state)
+    })
+
+  const logReport = (report: Teardown.Teardown) => {
+    const line = `${report.command} (pid ${report.pid}, session ${report.session}): ${Teardown.describe(report)}`
+    const annotated = { shepherdId: report.shepherdId, outcome: report._tag }
+    switch (report._tag) {
+      case "Exited":
+      case "Graceful":
+        return Effect.logDebug(line).pipe(Effect.annotateLogs(annotated))
+      case "Forced":
+        return Effect.logInfo(line).pipe(Effect.annotateLogs(annotated))
+      default:
+        return Effect.logWarning(line).pipe(Effect.annotateLogs(annotated))
+    }
+  }
+
+  const spawn = Effect.fn("ProcessPool.spawn")(function*(
+    command: ChildProcess.Command,
+    options?: SpawnOptions
+  ): Effect.fn.Return<ManagedProcess, SpawnFailure, Scope.Scope> {
+    const sessionId = options?.session ?? (yield* CurrentSession) ?? "default"
+    const display = command._tag === "StandardCommand"
+      ? CommandLine.display([command.command, ...command.args])
+      : "<pipeline>"
+    yield* Effect.annotateCurrentSpan({ session: sessionId, command: display })
+    if (command._tag !== "StandardCommand") {
+      return yield* new SpawnError({
+        session: sessionId,
+        command: display,
+        reason: "pipelines are not supervised as one tree yet: spawn each stage and connect their streams"
+      })
+    }
+    let policy = config.kill
+    if (options?.kill !== undefined) {
+      const decoded = decodeKill(options.kill)
+      if (decoded._tag === "Failure") {
+        return yield* new SpawnError({ session: sessionId, command: display, reason: `invalid kill policy: ${decoded.failure.message}` })
+      }
+      policy = KillPolicy.override(config.kill, decoded.success as KillPolicy.KillPolicyInput)
+    }
+    const session = yield* openSession(sessionId)
+    if (inUse + waiting >= config.hardCap) {
+      return yield* new HardCapExceeded({
+        session: sessionId,
+        command: display,
+        hardCap: config.hardCap,
+        tracked: inUse,
+        waiting
+      })
+    }
+    const callerScope = yield* Scope.Scope
+    const waitStart = yield* Clock.currentTimeMillis
+
+    return yield* Effect.uninterruptibleMask((restore) =>
+      Effect.gen(function*() {
+        waiting++
+        const gaveUp = Effect.raceFirst(Deferred.await(session.closingSignal), Deferred.await(poolClosing))
+        const acquired = yield* restore(
+          Effect.raceFirst(
+            Effect.as(slots.take(1), true),
+            Effect.as(gaveUp, false)
+          ).pipe(
+            Number.isFinite(config.slotTimeoutMs)
+              ? Effect.timeoutOrElse({
+                duration: config.slotTimeoutMs,
+                orElse: () =>
+                  Effect.fail(
+                    new SlotTimeout({
+                      session: sessionId,
+                      command: display,
+                      waitedMs: config.slotTimeoutMs,
+                      slots: config.slots
+                    })
+                  )
+              })
+              : (self) => self
+          )
+        ).pipe(Effect.ensuring(Effect.sync(() => waiting--)))
+        if (!acquired) return yield* closed(sessionId)
+
+        // From here on we hold one permit; every path must give it back exactly once.
+        inUse++
+        let held = true
+        const releaseSlot = Effect.suspend(() => {
+          if (!held) return Effect.void
+          held = false
+          inUse--
+          return slots.release(1)
+        })
+        if (closing || session.closed !== undefined) {
+          yield* releaseSlot
+          return yield* closed(sessionId)
+        }
+        const slotWaitMs = (yield* Clock.currentTimeMillis) - waitStart
+        const id = ++counter
+        const shepherdId = `${poolId}:${id}`
+        const inherits = command.options.env === undefined || command.options.extendEnv === true
+        const { env, explain } = EnvPolicy.apply(
+          config.env,
+          inherits ? launcher.inheritedEnv() : {},
+          unwrapEnv(command.options.env)
+        )
+        env.SHEPHERD_ID = shepherdId
+
+        const procScope = yield* Scope.fork(callerScope, "sequential")
+        const launched = yield* launcher.launch(command, env).pipe(
+          Scope.provide(procScope),
+          Effect.catch((error) =>
+            Effect.andThen(
+              Effect.andThen(releaseSlot, Scope.close(procScope, Exit.void)),
+              Effect.fail(
+                new SpawnError({
+                  session: sessionId,
+                  command: display,
+                  reason: error.message,
+                  cause: error
+                })
+              )
+            )
+          )
+        )
+        const startedAt = yield* Clock.currentTimeMillis
+        const container = { pgid: launched.pgid, shepherdId, leader: launched.identity }
+        const done = Deferred.makeUnsafe<Teardown.Teardown>()
+        let started = false
+        let state: ProcessState
+
+        const stopWith = (kill: KillPolicy.KillPolicy): Effect.Effect<Teardown.Teardown> =>
+          Effect.suspend(() => {
+            if (started) return Deferred.await(done)
+            started = true
+            return terminate({
+              table,
+              container,
+              policy: kill,
+              exitStatus: launched.exitStatus,
+              leaderExit: launched.exit,
+              hurry
+            }).pipe(
+              Effect.map((r): Teardown.Teardown => {
+                const common = {
+                  pid: launched.pid,
+                  shepherdId,
+                  session: sessionId,
+                  command: display,
+                  signalled: r.signalled,
+                  durationMs: r.durationMs
+                }
+                switch (r.outcome._tag) {
+                  case "Exited":
+                    return new Teardown.Exited({ ...common, code: r.outcome.status.code, signal: r.outcome.status.signal })
+                  case "Graceful":
+                    return new Teardown.Graceful({ ...common, signal: kill.signal })
+                  case "Forced":
+                    return new Teardown.Forced({ ...common, forced: r.forced })
+                  case "Escaped":
+                    return new Teardown.Escaped({ ...common, escaped: r.outcome.escaped })
+                  case "Unverified":
+                    return new Teardown.Unverified({ ...common, reason: r.outcome.reason })
+                }
+              }),
+              Effect.tap((report) =>
+                Effect.andThen(
+                  Effect.sync(() => {
+                    session.processes.delete(state)
+                    Deferred.doneUnsafe(done, Exit.succeed(report))
+                  }),
+                  releaseSlot
+                )
+              ),
+              Effect.tap(logReport),
+              Effect.tap(() => Scope.close(procScope, Exit.void)),
+              Effect.withSpan("ProcessPool.teardown", { attributes: { shepherdId, pid: launched.pid } }),
+              Effect.uninterruptible
+            )
+          })
+
+        const stop = stopWith(policy)
+        const exitCode = Effect.flatMap(launched.exit, (status) =>
+          status.code !== null
+            ? Effect.succeed(ChildProcessSpawner.ExitCode(status.code))
+            : Effect.fail(
+              PlatformError.systemError({
+                _tag: "Unknown",
+                module: "ChildProcess",
+                method: "exitCode",
+                description: `Process interrupted due to receipt of signal: '${status.signal}'`
+              })
+            ))
+        const handle = ChildProcessSpawner.makeHandle({
+          pid: ChildProcessSpawner.ProcessId(launched.pid),
+          exitCode,
+          isRunning: Effect.sync(() => launched.exitStatus() === undefined),
+          kill: (opts) =>
+            Effect.asVoid(stopWith(KillPolicy.override(policy, {
+              signal: opts?.killSignal === undefined ? undefined : opts.killSignal as KillPolicy.KillPolicy["signal"],
+              grace: opts?.forceKillAfter
+            }))),
+          ...launched.io,
+          // Shepherd never lets a process outlive its scope: unref is a no-op.
+          unref: Effect.succeed(Effect.void)
+        })
+        const managed: ManagedProcess = {
+          id,
+          shepherdId,
+          session: sessionId,
+          pid: launched.pid,
+          pgid: launched.pgid,
+          identity: launched.identity,
+          command: display,
+          startedAt,
+          slotWaitMs,
+          policy,
+          env: explain,
+          handle,
+          awaitExit: launched.exit,
+          terminate: (input) => stopWith(KillPolicy.override(policy, input)),
+          awaitTeardown: Deferred.await(done),
+          teardown: Effect.suspend(() =>
+            Deferred.isDoneUnsafe(done) ? Effect.asSome(Deferred.await(done)) : Effect.succeedNone
+          )
+        }
+        state = { managed, stop }
+        session.processes.add(state)
+        yield* Scope.addFinalizer(procScope, stop)
+        // Natural exit: clean up what the leader left behind and return the slot at once.
+        yield* FiberSet.run(watchers, Effect.andThen(launched.exit, stop))
+        if (closing || session.closed !== undefined) {
+          // The session began closing while we were launching: do not outlive it.
+          yield* stop
+          return yield* closed(sessionId)
+        }
+        return managed
+      })
+    )
+  })
+
+  const makeSession = (state: SessionState): Session => ({
+    id: state.id,
+    spawn: (command, options) => spawn(command, { ...options, session: state.id }),
+    processes: Effect.sync(() => [...state.processes].map((p) => p.managed)),
+    close: closeSessionState(state)
+  })
+
+  const session = (id: string) =>
+    Effect.acquireRelease(Effect.map(openSession(id), makeSession), (s) => s.close)
+
+  const withSession = <A, E, R>(id: string, effect: Effect.Effect<A, E, R>) =>
+    Effect.scoped(
+      Effect.andThen(session(id), effect.pipe(Effect.provideService(CurrentSession, id)))
+    ) as Effect.Effect<A, E | PoolClosed, Exclude<R, Scope.Scope>>
+
+  const shutdown = Effect.suspend(() => {
+    if (shutdownResult !== undefined) return Deferred.await(shutdownResult)
+    const done = Deferred.makeUnsafe<ReadonlyArray<Teardown.Teardown>>()
+    shutdownResult = done
+    closing = true
+    Deferred.doneUnsafe(poolClosing, Exit.void)
+    return Effect.forEach([...sessions.values()], closeSessionState, { concurrency: "unbounded" }).pipe(
+      Effect.map((all) => all.flat()),
+      Effect.tap((reports) => Deferred.succeed(done, reports)),
+      Effect.withSpan("ProcessPool.shutdown", { attributes: { poolId } }),
+      Effect.uninterruptible
+    )
+  })
+  yield* Scope.addFinalizer(layerScope, Effect.asVoid(shutdown))
+
+  return ProcessPool.of({
+    poolId,
+    config,
+    spawn,
+    session,
+    withSession,
+    closeSession,
+    processes: Effect.sync(() => [...sessions.values()].flatMap((s) => [...s.processes].map((p) => p.managed))),
+    stats: Effect.sync(() => ({
+      poolId,
+      slots: config.slots,
+      hardCap: config.hardCap,
+      inUse,
+      waiting,
+      sessions: [...sessions.keys()],
+      closing
+    })),
+    hurry: Deferred.succeed(hurry, undefined).pipe(Effect.asVoid),
+    shutdown
+  })
+})

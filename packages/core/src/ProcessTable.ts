@@ -1,0 +1,60 @@
+/**
+ * The process-table port: how Shepherd sees and signals OS processes.
+ *
+ * Core decides *what* must happen (identity-checked signals, "done means no
+ * member is alive"); a platform adapter (`@shepherd/node`'s `/proc` table, or
+ * the in-memory table in `TestOs`) knows *how*.
+ *
+ * @since 0.1.0
+ */
+import * as Context from "effect/Context"
+import type * as Effect from "effect/Effect"
+import * as Schema from "effect/Schema"
+import type { ProcessIdentity } from "./ProcessIdentity.ts"
+import type { Signal } from "./Signal.ts"
+
+/**
+ * What one supervised tree is: the leader's process group, and the
+ * `SHEPHERD_ID` cookie every descendant inherits (so members that left the
+ * group with `setsid` or a double fork are still found).
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Container {
+  readonly pgid: number
+  readonly shepherdId: string
+  readonly leader: ProcessIdentity
+}
+
+/**
+ * The outcome of an identity-checked signal: `sent`; `gone` (no such process,
+ * a zombie, or the pid now names another process); `not-ours` (EPERM).
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type SignalResult = "sent" | "gone" | "not-ours"
+
+/**
+ * The process table could not be read.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class ProcessTableError extends Schema.TaggedError<ProcessTableError>()("ProcessTableError", {
+  reason: Schema.String
+}) {}
+
+/**
+ * @since 0.1.0
+ * @category services
+ */
+export class ProcessTable extends Context.Service<ProcessTable, {
+  /** Live (non-zombie) members of a container: its process group plus every process carrying its cookie. */
+  readonly members: (container: Container) => Effect.Effect<ReadonlyArray<ProcessIdentity>, ProcessTableError>
+  /** The process still exists with the same start time and is not a zombie. */
+  readonly isAlive: (identity: ProcessIdentity) => Effect.Effect<boolean>
+  /** Sends `signal` only if `identity` still names the same live process, owned by us. */
+  readonly signal: (identity: ProcessIdentity, signal: Signal) => Effect.Effect<SignalResult>
+}>()("@shepherd/core/ProcessTable") {}

@@ -1,0 +1,199 @@
+/**
+ * The pool configuration: a Schema, validated when the layer is built. An
+ * invalid value fails the layer with `InvalidConfig` naming the field.
+ *
+ * @since 0.1.0
+ */
+import * as Config from "effect/Config"
+import * as Effect from "effect/Effect"
+import * as Schema from "effect/Schema"
+import * as SchemaIssue from "effect/SchemaIssue"
+import * as EnvPolicy from "./EnvPolicy.ts"
+import * as KillPolicy from "./KillPolicy.ts"
+import { InvalidConfig } from "./ShepherdError.ts"
+import { Signal } from "./Signal.ts"
+
+const isDuration = Schema.makeFilter<string | number>(
+  (input) => KillPolicy.durationMillis(input) !== undefined || "expected a finite, non-negative duration (e.g. 500 or \"5 seconds\")"
+)
+const isTimeout = Schema.makeFilter<string | number>(
+  (input) =>
+    input === "Infinity" || KillPolicy.durationMillis(input) !== undefined ||
+    "expected a non-negative duration or \"Infinity\""
+)
+
+/**
+ * A duration as written in config: milliseconds or a `Duration` string.
+ *
+ * @since 0.1.0
+ * @category schemas
+ */
+export const DurationInput = Schema.Union([Schema.Number, Schema.String]).check(isDuration)
+
+/**
+ * @since 0.1.0
+ * @category schemas
+ */
+export const KillPolicyConfig = Schema.Struct({
+  signal: Schema.optionalKey(Signal),
+  grace: Schema.optionalKey(DurationInput),
+  forceWait: Schema.optionalKey(DurationInput)
+})
+
+/**
+ * The configuration users write. Every field is optional.
+ *
+ * | field | default | meaning |
+ * | --- | --- | --- |
+ * | `name` | `"shepherd"` | pool name; part of every `SHEPHERD_ID` |
+ * | `slots` | `4` | processes that may run at once |
+ * | `hardCap` | `slots × 8` | tracked + waiting requests before `HardCapExceeded` |
+ * | `slotTimeout` | `"30 seconds"` | longest wait for a slot (`"Infinity"`: unbounded) |
+ * | `kill` | SIGTERM, 5 s, 1 s | default KillPolicy |
+ * | `env` | `"inherit"` | `"inherit"`, `"agent-host"` or an `EnvPolicy` |
+ *
+ * @since 0.1.0
+ * @category schemas
+ */
+export const ShepherdConfig = Schema.Struct({
+  name: Schema.optionalKey(
+    Schema.String.check(
+      Schema.makeFilter<string>((s) =>
+        /^[A-Za-z0-9._-]{1,64}$/.test(s) || "expected 1 to 64 characters of A-Z a-z 0-9 . _ -"
+      )
+    )
+  ),
+  slots: Schema.optionalKey(Schema.Int.check(Schema.isGreaterThanOrEqualTo(1))),
+  hardCap: Schema.optionalKey(Schema.Int.check(Schema.isGreaterThanOrEqualTo(1))),
+  slotTimeout: Schema.optionalKey(Schema.Union([Schema.Number, Schema.String]).check(isTimeout)),
+  kill: Schema.optionalKey(KillPolicyConfig),
+  env: Schema.optionalKey(Schema.Union([Schema.Literals(["inherit", "agent-host"]), EnvPolicy.EnvPolicy]))
+})
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export type ShepherdConfig = typeof ShepherdConfig.Type
+
+/**
+ * A validated, resolved configuration.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Resolved {
+  readonly name: string
+  readonly slots: number
+  readonly hardCap: number
+  readonly slotTimeoutMs: number
+  readonly kill: KillPolicy.KillPolicy
+  readonly env: EnvPolicy.EnvPolicy
+}
+
+// The path of the first failing field, e.g. ["kill", "grace"].
+const issuePath = (issue: SchemaIssue.Issue): ReadonlyArray<PropertyKey> => {
+  switch (issue._tag) {
+    case "Pointer":
+      return [...issue.path, ...issuePath(issue.issue)]
+    case "Composite":
+    case "AnyOf":
+      return issue.issues.length > 0 ? issuePath(issue.issues[0]!) : []
+    case "Filter":
+    case "Encoding":
+      return issuePath(issue.issue)
+    default:
+      return []
+  }
+}
+
+const toInvalidConfig = (error: Schema.SchemaError): InvalidConfig => {
+  const path = issuePath(error.issue)
+  return new InvalidConfig({
+    field: path.length === 0 ? "(root)" : path.map(String).join("."),
+    reason: error.message.split("\n")[0]!.trim()
+  })
+}
+
+/**
+ * Validates and resolves a configuration.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const resolve = (input: unknown): Effect.Effect<Resolved, InvalidConfig> =>
+  Schema.decodeUnknownEffect(ShepherdConfig)(input ?? {}, { errors: "first" }).pipe(
+    Effect.mapError(toInvalidConfig),
+    Effect.flatMap((config) => {
+      const slots = config.slots ?? 4
+      const hardCap = config.hardCap ?? slots * 8
+      if (hardCap < slots) {
+        return Effect.fail(
+          new InvalidConfig({ field: "hardCap", reason: `must be at least slots (${slots}), got ${hardCap}` })
+        )
+      }
+      const kill = KillPolicy.override(KillPolicy.defaults, config.kill as KillPolicy.KillPolicyInput | undefined)
+      return Effect.succeed<Resolved>({
+        name: config.name ?? "shepherd",
+        slots,
+        hardCap,
+        slotTimeoutMs: config.slotTimeout === undefined
+          ? 30_000
+          : config.slotTimeout === "Infinity"
+          ? Number.POSITIVE_INFINITY
+          : KillPolicy.durationMillis(config.slotTimeout)!,
+        kill,
+        env: config.env === undefined || config.env === "inherit"
+          ? EnvPolicy.inherit
+          : config.env === "agent-host"
+          ? EnvPolicy.agentHost
+          : config.env
+      })
+    })
+  )
+
+/**
+ * Reads a configuration from `SHEPHERD_*` variables (`SHEPHERD_NAME`,
+ * `SHEPHERD_SLOTS`, `SHEPHERD_HARD_CAP`, `SHEPHERD_SLOT_TIMEOUT`,
+ * `SHEPHERD_KILL_SIGNAL`, `SHEPHERD_GRACE`, `SHEPHERD_FORCE_WAIT`,
+ * `SHEPHERD_ENV_POLICY`), over `base`.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const fromEnv = (base: ShepherdConfig = {}): Effect.Effect<Resolved, InvalidConfig> =>
+  Effect.gen(function*() {
+    const read = (name: string) =>
+      Config.String(name).pipe(Config.option, Effect.map((o) => o._tag === "Some" ? o.value : undefined))
+    const raw = {
+      name: yield* read("SHEPHERD_NAME"),
+      slots: yield* read("SHEPHERD_SLOTS"),
+      hardCap: yield* read("SHEPHERD_HARD_CAP"),
+      slotTimeout: yield* read("SHEPHERD_SLOT_TIMEOUT"),
+      signal: yield* read("SHEPHERD_KILL_SIGNAL"),
+      grace: yield* read("SHEPHERD_GRACE"),
+      forceWait: yield* read("SHEPHERD_FORCE_WAIT"),
+      env: yield* read("SHEPHERD_ENV_POLICY")
+    }
+    const int = (s: string | undefined) => s === undefined ? undefined : /^-?\d+$/.test(s.trim()) ? Number(s) : s
+    const duration = (s: string | undefined) => s === undefined ? undefined : /^\d+(\.\d+)?$/.test(s.trim()) ? Number(s) : s
+    const input: Record<string, unknown> = { ...base }
+    const set = (key: string, value: unknown) => {
+      if (value !== undefined) input[key] = value
+    }
+    set("name", raw.name)
+    set("slots", int(raw.slots))
+    set("hardCap", int(raw.hardCap))
+    set("slotTimeout", duration(raw.slotTimeout))
+    set("env", raw.env)
+    if (raw.signal !== undefined || raw.grace !== undefined || raw.forceWait !== undefined) {
+      const kill: Record<string, unknown> = { ...base.kill }
+      if (raw.signal !== undefined) kill.signal = raw.signal
+      if (raw.grace !== undefined) kill.grace = duration(raw.grace)
+      if (raw.forceWait !== undefined) kill.forceWait = duration(raw.forceWait)
+      input.kill = kill
+    }
+    return yield* resolve(input)
+  }).pipe(
+    Effect.catchTag("ConfigError", (error) => Effect.fail(new InvalidConfig({ field: "(environment)", reason: String(error) })))
+  )

@@ -1,0 +1,140 @@
+import * as Clock from "effect/Clock"
+import * as Deferred from "effect/Deferred"
+import * as Effect from "effect/Effect"
+import type { KillPolicy } from "../KillPolicy.ts"
+import type { ExitStatus } from "../ProcessLauncher.ts"
+import type { ProcessIdentity } from "../ProcessIdentity.ts"
+import type { Container, ProcessTable } from "../ProcessTable.ts"
+import type { Signal } from "../Signal.ts"
+
+/** The raw outcome of a teardown, before it becomes a `Teardown` report. */
+export type Outcome =
+  | { readonly _tag: "Exited"; readonly status: ExitStatus }
+  | { readonly _tag: "Graceful" }
+  | { readonly _tag: "Forced" }
+  | { readonly _tag: "Escaped"; readonly escaped: ReadonlyArray<number> }
+  | { readonly _tag: "Unverified"; readonly reason: string }
+
+export interface Result {
+  readonly outcome: Outcome
+  readonly signalled: ReadonlyArray<number>
+  readonly forced: ReadonlyArray<number>
+  readonly durationMs: number
+}
+
+export interface Input {
+  readonly table: ProcessTable["Service"]
+  readonly container: Container
+  readonly policy: KillPolicy
+  /** The leader's status if it has exited already (sync). */
+  readonly exitStatus: () => ExitStatus | undefined
+  /** Resolves when the leader exits. */
+  readonly leaderExit: Effect.Effect<ExitStatus>
+  /** Completed when the host demands an immediate kill (a second signal): the grace ends at once. */
+  readonly hurry: Deferred.Deferred<void>
+}
+
+// Liveness is polled from the process table; start fast (a cooperative tree is
+// usually gone within a few ms) and back off so that hundreds of concurrent
+// teardowns stay cheap.
+const maxPollMs = 20
+const nextPoll = (ms: number) => Math.min(maxPollMs, ms * 2)
+
+/**
+ * Snapshot the container's members, signal them, wait until none is alive or
+ * the grace ends, SIGKILL what is left (re-scanned, so forks made during the
+ * grace are included), and wait up to `forceWaitMs` more. "Alive" comes from
+ * the process table, where a zombie is dead.
+ */
+export const terminate = (input: Input): Effect.Effect<Result> =>
+  Effect.gen(function*() {
+    const { container, policy, table } = input
+    const start = yield* Clock.currentTimeMillis
+    const signalled = new Set<number>()
+    const forced = new Set<number>()
+    const elapsed = Effect.map(Clock.currentTimeMillis, (now) => now - start)
+    const result = (outcome: Outcome) =>
+      Effect.map(elapsed, (durationMs): Result => ({
+        outcome,
+        signalled: [...signalled],
+        forced: [...forced],
+        durationMs
+      }))
+
+    const exitedBefore = input.exitStatus()
+    const scanned = yield* Effect.result(table.members(container))
+    if (scanned._tag === "Failure") {
+      return yield* result({ _tag: "Unverified", reason: scanned.failure.reason })
+    }
+    let members = scanned.success
+
+    const sendAll = (targets: ReadonlyArray<ProcessIdentity>, signal: Signal, into: Set<number>) =>
+      Effect.forEach(targets, (identity) =>
+        Effect.map(table.signal(identity, signal), (r) => {
+          if (r === "sent") into.add(identity.pid)
+        }), { discard: true })
+
+    const hurried = Deferred.isDoneUnsafe(input.hurry)
+    const leaderAlive = () => input.exitStatus() === undefined
+
+    /** Waits until no member is alive (confirmed by a fresh scan) or `untilMs` passes. Returns the survivors. */
+    const awaitGone = (signal: Signal, untilMs: number, wakeOnHurry: boolean) =>
+      Effect.gen(function*() {
+        let pollMs = 1
+        while (true) {
+          const alive: Array<ProcessIdentity> = []
+          for (const m of members) {
+            if (yield* table.isAlive(m)) alive.push(m)
+          }
+          if (alive.length === 0) {
+            // Members may have forked during the wait: confirm with a fresh scan.
+            const rescan = yield* Effect.orElseSucceed(table.members(container), () => [])
+            if (rescan.length === 0) return []
+            yield* sendAll(rescan, signal, signal === "SIGKILL" ? forced : signalled)
+            members = rescan
+            continue
+          }
+          members = alive
+          const now = yield* elapsed
+          if (now >= untilMs || (wakeOnHurry && Deferred.isDoneUnsafe(input.hurry))) return alive
+          const sleep = Effect.sleep(Math.max(0, Math.min(pollMs, untilMs - now)))
+          const wakers: Array<Effect.Effect<unknown>> = [sleep]
+          if (leaderAlive()) wakers.push(input.leaderExit)
+          if (wakeOnHurry) wakers.push(Deferred.await(input.hurry))
+          yield* Effect.raceAll(wakers)
+          pollMs = nextPoll(pollMs)
+        }
+      })
+
+    if (members.length === 0) {
+      // Nothing alive: the leader exited (perhaps not yet reaped) and left nothing behind.
+      const status = exitedBefore ?? (yield* input.leaderExit.pipe(
+        Effect.timeoutOrElse({
+          duration: policy.graceMs + policy.forceWaitMs,
+          orElse: () => Effect.succeed<ExitStatus>({ code: null, signal: null })
+        })
+      ))
+      return yield* result({ _tag: "Exited", status })
+    }
+
+    let survivors: ReadonlyArray<ProcessIdentity> = members
+    if (policy.signal !== "SIGKILL" && !hurried) {
+      yield* sendAll(members, policy.signal, signalled)
+      survivors = yield* awaitGone(policy.signal, policy.graceMs, true)
+    }
+    if (survivors.length > 0) {
+      const current = yield* Effect.orElseSucceed(table.members(container), () => survivors)
+      members = current
+      yield* sendAll(current, "SIGKILL", forced)
+      const graceEnd = yield* elapsed
+      survivors = yield* awaitGone("SIGKILL", graceEnd + policy.forceWaitMs, false)
+    }
+    for (const pid of forced) signalled.add(pid)
+    if (survivors.length > 0) {
+      return yield* result({ _tag: "Escaped", escaped: survivors.map((m) => m.pid) })
+    }
+    if (exitedBefore !== undefined) {
+      return yield* result({ _tag: "Exited", status: exitedBefore })
+    }
+    return yield* result(forced.size > 0 ? { _tag: "Forced" } : { _tag: "Graceful" })
+  })

@@ -1,0 +1,177 @@
+/**
+ * The Node launcher: `node:child_process.spawn` in a new session and process
+ * group, with exactly the environment the pool computed, output pipes that
+ * never block the child, and no kill-on-close of its own (the pool's KillPolicy
+ * owns teardown, so the stock spawner's 1 s zombie-counting poll never runs).
+ *
+ * @since 0.1.0
+ */
+import { ProcessLauncher } from "@shepherd/core/ProcessLauncher"
+import type { ExitStatus, Launched } from "@shepherd/core/ProcessLauncher"
+import * as NodeSink from "@effect/platform-node/NodeSink"
+import * as Deferred from "effect/Deferred"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import * as Layer from "effect/Layer"
+import * as PlatformError from "effect/PlatformError"
+import * as ChildProcess from "effect/process/ChildProcess"
+import * as CommandLine from "effect/process/CommandLine"
+import * as Redacted from "effect/Redacted"
+import * as Sink from "effect/Sink"
+import * as Stream from "effect/Stream"
+import * as NodeChildProcess from "node:child_process"
+import * as fs from "node:fs"
+import { identify } from "./NodeProcessTable.ts"
+import * as outputTap from "./internal/outputTap.ts"
+
+const unwrap = (value: CommandLine.Word): string => Redacted.isRedacted(value) ? Redacted.value(value) : value
+
+const errnoTag = (code: string | undefined): PlatformError.SystemErrorTag => {
+  switch (code) {
+    case "ENOENT":
+      return "NotFound"
+    case "EACCES":
+    case "EPERM":
+      return "PermissionDenied"
+    default:
+      return "Unknown"
+  }
+}
+
+const spawnError = (command: ChildProcess.StandardCommand, error: NodeJS.ErrnoException, description: string) =>
+  PlatformError.systemError({
+    _tag: errnoTag(error.code),
+    module: "ChildProcess",
+    method: "spawn",
+    syscall: error.syscall,
+    pathOrDescriptor: command.command,
+    description
+  })
+
+const toStdio = (
+  option: ChildProcess.CommandInput | ChildProcess.CommandOutput | ChildProcess.StdinConfig | ChildProcess.StdoutConfig | undefined
+): NodeChildProcess.IOType => {
+  if (option === undefined) return "pipe"
+  if (typeof option === "string") return option === "overlapped" ? "overlapped" : option
+  if (Stream.isStream(option) || Sink.isSink(option)) return "pipe"
+  return toStdio(option.stream)
+}
+
+const launch = Effect.fnUntraced(function*(
+  command: ChildProcess.StandardCommand,
+  env: Readonly<Record<string, string>>
+) {
+  const options = command.options
+  const display = CommandLine.display([command.command, ...command.args])
+  if (options.additionalFds !== undefined && Object.keys(options.additionalFds).length > 0) {
+    return yield* Effect.fail(PlatformError.badArgument({
+      module: "Shepherd",
+      method: "spawn",
+      description: "additionalFds are not supported by Shepherd yet"
+    }))
+  }
+  if (options.shell !== undefined && options.shell !== false && command.args.length > 0) {
+    return yield* Effect.fail(PlatformError.badArgument({
+      module: "Shepherd",
+      method: "spawn",
+      description: "The shell option cannot be combined with arguments; pass the whole script as the command"
+    }))
+  }
+  let cwd: string | undefined
+  if (options.cwd !== undefined) {
+    const dir = options.cwd
+    // Node reports a bad cwd as "spawn <cmd> ENOENT", indistinguishable from a missing executable.
+    yield* Effect.tryPromise({
+      try: () => fs.promises.access(dir),
+      catch: (error) => spawnError(command, error as NodeJS.ErrnoException, `working directory ${dir} is not accessible`)
+    })
+    cwd = dir
+  }
+  const stdin = options.stdin === undefined ? "pipe" : toStdio(options.stdin)
+  const stdout = toStdio(options.stdout)
+  const stderr = toStdio(options.stderr)
+
+  const exited = Deferred.makeUnsafe<ExitStatus>()
+  let status: ExitStatus | undefined
+  const child = yield* Effect.callback<NodeChildProcess.ChildProcess, PlatformError.PlatformError>((resume) => {
+    const child = NodeChildProcess.spawn(command.command, command.args.map(unwrap), {
+      cwd,
+      env,
+      stdio: [stdin, stdout, stderr],
+      // Own session and process group: the group is the container, and no terminal signal reaches it behind our back.
+      detached: process.platform !== "win32",
+      shell: options.shell,
+      windowsHide: true
+    })
+    child.on("error", (error: NodeJS.ErrnoException) => {
+      if (child.pid === undefined) {
+        resume(Effect.fail(spawnError(command, error, `${display}: ${error.code ?? error.message}`)))
+      }
+    })
+    child.on("exit", (code, signal) => {
+      status = { code, signal }
+      Deferred.doneUnsafe(exited, Exit.succeed(status))
+    })
+    child.on("spawn", () => resume(Effect.succeed(child)))
+  })
+  const pid = child.pid!
+  const identity = identify(pid) ?? { pid, startTime: "0", bootId: "unknown" }
+
+  let stdinSink: Sink.Sink<void, Uint8Array, never, PlatformError.PlatformError> = Sink.drain
+  if (child.stdin !== null) {
+    const writable = child.stdin
+    // Writes can fail with EPIPE after the child died; never let that crash the host.
+    writable.on("error", () => {})
+    const config = typeof options.stdin === "object" && !Stream.isStream(options.stdin) ? options.stdin : undefined
+    stdinSink = NodeSink.fromWritable({
+      evaluate: () => writable,
+      onError: (error) =>
+        PlatformError.systemError({ _tag: "Unknown", module: "ChildProcess", method: "fromWritable(stdin)", description: String(error) }),
+      endOnDone: config?.endOnDone ?? true,
+      encoding: config?.encoding ?? "utf-8"
+    })
+    const source = Stream.isStream(options.stdin) ? options.stdin : config !== undefined && Stream.isStream(config.stream) ? config.stream : undefined
+    if (source !== undefined) {
+      yield* Effect.forkScoped(Effect.ignore(Stream.run(source, stdinSink)))
+    }
+  }
+  let out: Stream.Stream<Uint8Array, PlatformError.PlatformError> = child.stdout === null ? Stream.empty : outputTap.tap(child.stdout, "stdout")
+  let err: Stream.Stream<Uint8Array, PlatformError.PlatformError> = child.stderr === null ? Stream.empty : outputTap.tap(child.stderr, "stderr")
+  const outSink = typeof options.stdout === "object" ? (Sink.isSink(options.stdout) ? options.stdout : Sink.isSink(options.stdout.stream) ? options.stdout.stream : undefined) : undefined
+  const errSink = typeof options.stderr === "object" ? (Sink.isSink(options.stderr) ? options.stderr : Sink.isSink(options.stderr.stream) ? options.stderr.stream : undefined) : undefined
+  if (outSink !== undefined) out = Stream.transduce(out, outSink)
+  if (errSink !== undefined) err = Stream.transduce(err, errSink)
+
+  const launched: Launched = {
+    pid,
+    pgid: pid,
+    identity,
+    exit: Deferred.await(exited),
+    exitStatus: () => status,
+    io: {
+      stdin: stdinSink,
+      stdout: out,
+      stderr: err,
+      all: Stream.merge(out, err),
+      getInputFd: () => Sink.drain,
+      getOutputFd: () => Stream.empty
+    }
+  }
+  return launched
+})
+
+/**
+ * @since 0.1.0
+ * @category constructors
+ */
+export const make = (): ProcessLauncher["Service"] =>
+  ProcessLauncher.of({
+    inheritedEnv: () => ({ ...process.env }),
+    launch
+  })
+
+/**
+ * @since 0.1.0
+ * @category layers
+ */
+export const layer: Layer.Layer<ProcessLauncher> = Layer.sync(ProcessLauncher, make)

@@ -1,0 +1,114 @@
+/**
+ * Everything a Node program needs: the `/proc` process table, the Node
+ * launcher and the `ProcessPool`, composed as one layer; and `runMain`, which
+ * tears every pool down on SIGINT/SIGTERM/SIGHUP and never hangs on a second
+ * signal.
+ *
+ * @since 0.1.0
+ */
+import { ProcessPool } from "@shepherd/core/ProcessPool"
+import type { ShepherdConfig } from "@shepherd/core/ShepherdConfig"
+import type { InvalidConfig } from "@shepherd/core/ShepherdError"
+import type { ProcessLauncher } from "@shepherd/core/ProcessLauncher"
+import type { ProcessTable } from "@shepherd/core/ProcessTable"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import * as Layer from "effect/Layer"
+import type * as ChildProcessSpawner from "effect/process/ChildProcessSpawner"
+import * as Runtime from "effect/Runtime"
+import * as NodeProcessLauncher from "./NodeProcessLauncher.ts"
+import * as NodeProcessTable from "./NodeProcessTable.ts"
+
+/**
+ * The Node implementations of Shepherd's ports.
+ *
+ * @since 0.1.0
+ * @category layers
+ */
+export const platform: Layer.Layer<ProcessTable | ProcessLauncher> = Layer.mergeAll(
+  NodeProcessTable.layer,
+  NodeProcessLauncher.layer
+)
+
+// Pools of this host, so that a second signal can end every grace period at once.
+const livePools = new Set<ProcessPool["Service"]>()
+
+const register = Layer.effectDiscard(
+  Effect.gen(function*() {
+    const pool = yield* ProcessPool
+    livePools.add(pool)
+    yield* Effect.addFinalizer(() => Effect.sync(() => livePools.delete(pool)))
+  })
+)
+
+/**
+ * A `ProcessPool` on Node. Fails with `InvalidConfig` naming the field.
+ *
+ * @since 0.1.0
+ * @category layers
+ */
+export const layer = (config: ShepherdConfig = {}): Layer.Layer<ProcessPool, InvalidConfig> =>
+  Layer.provideMerge(register, ProcessPool.layer(config)).pipe(Layer.provide(platform))
+
+/**
+ * Like `layer`, reading `SHEPHERD_*` environment variables over `config`.
+ *
+ * @since 0.1.0
+ * @category layers
+ */
+export const layerConfig = (config: ShepherdConfig = {}): Layer.Layer<ProcessPool, InvalidConfig> =>
+  Layer.provideMerge(register, ProcessPool.layerConfig(config)).pipe(Layer.provide(platform))
+
+/**
+ * A supervised `ChildProcessSpawner` (plus the pool behind it): code written
+ * against Effect's `ChildProcess` becomes supervised by providing this layer.
+ *
+ * @since 0.1.0
+ * @category layers
+ */
+export const spawner = (
+  config: ShepherdConfig = {}
+): Layer.Layer<ChildProcessSpawner.ChildProcessSpawner | ProcessPool, InvalidConfig> =>
+  Layer.provideMerge(ProcessPool.spawner, layer(config))
+
+const signalCodes: Record<string, number> = { SIGINT: 130, SIGTERM: 143, SIGHUP: 129 }
+
+/**
+ * Runs a program as a host: the first SIGINT/SIGTERM/SIGHUP interrupts it, so
+ * every pool closes and tears its processes down with their KillPolicy; a
+ * second signal ends every grace period at once (SIGKILL now); a third exits
+ * immediately.
+ *
+ * Exit codes: 0 on success, 1 on failure, 128 + signal number when a signal
+ * ended the program (130 SIGINT, 143 SIGTERM, 129 SIGHUP).
+ *
+ * @since 0.1.0
+ * @category running
+ */
+export const runMain = <A, E>(effect: Effect.Effect<A, E>): void =>
+  Runtime.makeRunMain(({ fiber }) => {
+    let received: string | undefined
+    let count = 0
+    const onSignal = (signal: NodeJS.Signals) => {
+      count++
+      received ??= signal
+      if (count === 1) {
+        fiber.interruptUnsafe(fiber.id)
+      } else if (count === 2) {
+        for (const pool of livePools) Effect.runFork(pool.hurry)
+      } else {
+        process.exit(signalCodes[received] ?? 1)
+      }
+    }
+    const signals: ReadonlyArray<NodeJS.Signals> = ["SIGINT", "SIGTERM", "SIGHUP"]
+    for (const s of signals) process.on(s, onSignal)
+    fiber.addObserver((exit) => {
+      for (const s of signals) process.off(s, onSignal)
+      const code = received !== undefined
+        ? signalCodes[received] ?? 1
+        : Exit.isSuccess(exit)
+        ? 0
+        : 1
+      if (received !== undefined || code !== 0) process.exit(code)
+    })
+  })(effect)
