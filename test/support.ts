@@ -1,0 +1,113 @@
+/**
+ * Shared helpers for tests on real processes: read `/proc`, find survivors by
+ * their `SHEPHERD_ID`, and the process-tree shapes the suite exercises.
+ */
+import * as fs from "node:fs"
+
+export interface ProcInfo {
+  readonly pid: number
+  readonly state: string
+  readonly ppid: number
+  readonly pgid: number
+  readonly shepherdId: string | undefined
+  readonly cmdline: string
+}
+
+const readStat = (pid: number) => {
+  try {
+    const text = fs.readFileSync(`/proc/${pid}/stat`, "latin1")
+    const rest = text.slice(text.lastIndexOf(")") + 2).split(" ")
+    return { state: rest[0]!, ppid: Number(rest[1]), pgid: Number(rest[2]) }
+  } catch {
+    return undefined
+  }
+}
+
+const readEnvVar = (pid: number, name: string): string | undefined => {
+  try {
+    const entries = fs.readFileSync(`/proc/${pid}/environ`, "latin1").split("\0")
+    const hit = entries.find((e) => e.startsWith(`${name}=`))
+    return hit?.slice(name.length + 1)
+  } catch {
+    return undefined
+  }
+}
+
+/** Every process on the machine, with its `SHEPHERD_ID` if it has one. */
+export const processes = (): Array<ProcInfo> => {
+  const out: Array<ProcInfo> = []
+  for (const name of fs.readdirSync("/proc")) {
+    if (!/^\d+$/.test(name)) continue
+    const pid = Number(name)
+    const stat = readStat(pid)
+    if (stat === undefined) continue
+    let cmdline = ""
+    try {
+      cmdline = fs.readFileSync(`/proc/${pid}/cmdline`, "latin1").replace(/\0/g, " ").trim()
+    } catch {
+      // gone
+    }
+    out.push({ pid, ...stat, shepherdId: readEnvVar(pid, "SHEPHERD_ID"), cmdline })
+  }
+  return out
+}
+
+/** Live (non-zombie) processes whose `SHEPHERD_ID` starts with `prefix`. */
+export const survivors = (prefix: string): Array<ProcInfo> =>
+  processes().filter((p) => p.shepherdId?.startsWith(prefix) === true && p.state !== "Z" && p.state !== "X")
+
+/** `true` while `pid` exists and is not a zombie. */
+export const isAlive = (pid: number): boolean => {
+  const stat = readStat(pid)
+  return stat !== undefined && stat.state !== "Z" && stat.state !== "X"
+}
+
+/** The environment of a live process, as a record. */
+export const environOf = (pid: number): Record<string, string> => {
+  const env: Record<string, string> = {}
+  for (const entry of fs.readFileSync(`/proc/${pid}/environ`, "latin1").split("\0")) {
+    const eq = entry.indexOf("=")
+    if (eq > 0) env[entry.slice(0, eq)] = entry.slice(eq + 1)
+  }
+  return env
+}
+
+/** SIGKILL whatever still carries `prefix` (cleanup after a failed assertion). */
+export const killSurvivors = (prefix: string): void => {
+  for (const p of survivors(prefix)) {
+    try {
+      process.kill(p.pid, "SIGKILL")
+    } catch {
+      // gone
+    }
+  }
+}
+
+/** Polls `predicate` every 10 ms until it holds or `ms` passes. */
+export const waitUntil = async (predicate: () => boolean, ms: number): Promise<boolean> => {
+  const deadline = Date.now() + ms
+  while (Date.now() < deadline) {
+    if (predicate()) return true
+    await new Promise((r) => setTimeout(r, 10))
+  }
+  return predicate()
+}
+
+/**
+ * Process-tree shapes, as `sh -c` scripts. Every long sleep is `sleep 1000`
+ * or similar; nothing here exits by itself within a test's lifetime.
+ */
+export const trees = {
+  /** A leader with two background sleeps; everything dies on SIGTERM. */
+  cooperative: "sleep 1000 & sleep 1000 & wait",
+  /** Ignores SIGTERM, and so do its children (ignored dispositions are inherited). */
+  ignoresTerm: "trap '' TERM; sleep 1000 & sleep 1000 & wait",
+  /** A same-group member that outlives its leader. */
+  memberOutlivesLeader: "(trap '' TERM HUP; sleep 1000) & sleep 0.2; exit 0",
+  /** A grandchild that escapes the group with setsid. */
+  setsidGrandchild: "setsid sh -c \"trap '' TERM; sleep 1000\" & trap '' TERM; wait",
+  /** A double-forked grandchild (reparented to init/subreaper), same group. */
+  doubleFork: "(sh -c \"trap '' TERM; sleep 1000\" &) ; trap '' TERM; sleep 1000",
+  /** A setsid double-forked grandchild: new session and reparented. */
+  setsidDoubleFork: "(setsid sh -c \"trap '' TERM; sleep 1000\" &) ; trap '' TERM; sleep 1000"
+} as const
