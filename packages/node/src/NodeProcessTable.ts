@@ -135,3 +135,40 @@ export const identify = (pid: number): ProcessIdentity | undefined => {
  * @category layers
  */
 export const layer: Layer.Layer<ProcessTable> = Layer.sync(ProcessTable, make)
+
+/**
+ * A live process that carries a `SHEPHERD_ID`, as read from `/proc`.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface CarrierInfo {
+  readonly pid: number
+  readonly ppid: number
+  readonly pgid: number
+  readonly sid: number
+  readonly state: string
+  readonly shepherdId: string
+  readonly cmdline: string
+}
+
+/**
+ * Every live (non-zombie) process whose `SHEPHERD_ID` starts with `prefix`
+ * (e.g. a pool id followed by `:`). For diagnostics and demos; signals never
+ * go through this list.
+ *
+ * @since 0.1.0
+ * @category diagnostics
+ */
+export const carriers = (prefix: string): Array<CarrierInfo> => {
+  const out: Array<CarrierInfo> = []
+  for (const pid of procfs.listPids()) {
+    if (pid === process.pid) continue
+    const stat = procfs.readStat(pid)
+    if (stat === undefined || procfs.isDead(stat)) continue
+    const shepherdId = procfs.readCookie(pid)
+    if (shepherdId === undefined || !shepherdId.startsWith(prefix)) continue
+    out.push({ pid, ppid: stat.ppid, pgid: stat.pgid, sid: stat.sid, state: stat.state, shepherdId, cmdline: procfs.readCmdline(pid) })
+  }
+  return out
+}

@@ -6,6 +6,7 @@ export interface Stat {
   readonly state: string
   readonly ppid: number
   readonly pgid: number
+  readonly sid: number
   /** Field 22: start time in clock ticks since boot, kept as text (exact). */
   readonly startTime: string
 }
@@ -18,7 +19,7 @@ export const parseStat = (pid: number, text: string): Stat | undefined => {
   const rest = text.slice(close + 2).split(" ")
   const startTime = rest[19]
   if (rest.length < 20 || startTime === undefined) return undefined
-  return { pid, state: rest[0]!, ppid: Number(rest[1]), pgid: Number(rest[2]), startTime }
+  return { pid, state: rest[0]!, ppid: Number(rest[1]), pgid: Number(rest[2]), sid: Number(rest[3]), startTime }
 }
 
 export const readStat = (pid: number): Stat | undefined => {
@@ -74,5 +75,14 @@ export const ownerUid = (pid: number): number | undefined => {
     return fs.statSync(`/proc/${pid}`).uid
   } catch {
     return undefined
+  }
+}
+
+/** The command line of a process, space-joined, or "" if it is gone. */
+export const readCmdline = (pid: number): string => {
+  try {
+    return fs.readFileSync(`/proc/${pid}/cmdline`, "latin1").replace(/\0+$/, "").replace(/\0/g, " ")
+  } catch {
+    return ""
   }
 }
