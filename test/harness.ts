@@ -1,0 +1,96 @@
+/**
+ * Effect-side helpers for the real-process suite: build a pool, remember its
+ * `SHEPHERD_ID` prefix for cleanup, wait for process trees to appear, and
+ * assert that nothing carrying the prefix is left.
+ */
+import { assert } from "@effect/vitest"
+import { ProcessPool } from "@shepherd/core/ProcessPool"
+import type { ShepherdConfig } from "@shepherd/core/ShepherdConfig"
+import type { InvalidConfig } from "@shepherd/core/ShepherdError"
+import * as NodeShepherd from "@shepherd/node/NodeShepherd"
+import { Effect, type Layer, type Scope } from "effect"
+import { ChildProcess } from "effect/process"
+import { killSurvivors, type ProcInfo, processes, survivors } from "./support.ts"
+
+/** Prefixes of every pool a test built; `cleanupPools` kills whatever still carries one. */
+const tracked = new Set<string>()
+
+/** Remembers `prefix` for `cleanupPools`. */
+export const track = (prefix: string): void => {
+  tracked.add(prefix)
+}
+
+/** For `afterEach`: SIGKILL every survivor of every pool built since the last call. */
+export const cleanupPools = (): void => {
+  for (const prefix of tracked) killSurvivors(prefix)
+  tracked.clear()
+}
+
+/** `sh -c script` as an Effect command. */
+export const sh = (script: string, options?: ChildProcess.CommandOptions): ChildProcess.StandardCommand =>
+  options === undefined ? ChildProcess.make("sh", ["-c", script]) : ChildProcess.make("sh", ["-c", script], options)
+
+/** A short, readable line per process (for assertion messages). */
+export const show = (p: ProcInfo): string => `pid ${p.pid} pgid ${p.pgid} ppid ${p.ppid} ${p.shepherdId}: ${p.cmdline}`
+
+/** Live processes carrying exactly `shepherdId`. */
+export const membersOf = (shepherdId: string): Array<ProcInfo> =>
+  processes().filter((p) => p.shepherdId === shepherdId && p.state !== "Z" && p.state !== "X")
+
+/** Asserts that no live process carries `prefix` (a pool prefix `<poolId>:` or one `SHEPHERD_ID`). */
+export const assertNoSurvivors = (prefix: string): void => {
+  const left = survivors(prefix)
+  assert.deepStrictEqual(left.map(show), [], `survivors of ${prefix}`)
+}
+
+/** Polls (every 10 ms, real time) until `predicate` holds; fails the test after `ms`. */
+export const eventually = (what: string, predicate: () => boolean, ms = 3_000): Effect.Effect<void> =>
+  Effect.gen(function*() {
+    const deadline = Date.now() + ms
+    while (!predicate()) {
+      if (Date.now() > deadline) return yield* Effect.die(new Error(`timed out after ${ms} ms waiting for ${what}`))
+      yield* Effect.sleep(10)
+    }
+  })
+
+/** Waits until at least `n` live processes carry `shepherdId` (the tree has finished forking). */
+export const awaitMembers = (shepherdId: string, n: number, ms = 3_000): Effect.Effect<Array<ProcInfo>> =>
+  Effect.andThen(
+    eventually(`${n} members of ${shepherdId}`, () => membersOf(shepherdId).length >= n, ms),
+    Effect.sync(() => membersOf(shepherdId))
+  )
+
+/** Milliseconds since `start` (a `performance.now()` value). */
+export const since = (start: number): number => performance.now() - start
+
+/**
+ * Builds `layer`, runs `body` with the pool in a scope, closes the pool, and
+ * asserts that no process carrying the pool's prefix survived. Survivors are
+ * SIGKILLed afterwards whatever happened.
+ */
+export const usePool = <ROut extends ProcessPool, A, E>(
+  layer: Layer.Layer<ROut, InvalidConfig>,
+  body: (pool: ProcessPool["Service"], prefix: string) => Effect.Effect<A, E, ROut | Scope.Scope>
+): Effect.Effect<A, E | InvalidConfig> => {
+  let prefix: string | undefined
+  return Effect.gen(function*() {
+    const pool = yield* ProcessPool
+    prefix = `${pool.poolId}:`
+    track(prefix)
+    return yield* body(pool, prefix)
+  }).pipe(
+    Effect.scoped,
+    Effect.provide(layer, { local: true }),
+    // The pool's layer is closed here: every tree it started must be gone.
+    Effect.tap(() => Effect.sync(() => assertNoSurvivors(prefix!))),
+    Effect.ensuring(Effect.sync(() => {
+      if (prefix !== undefined) killSurvivors(prefix)
+    }))
+  )
+}
+
+/** `usePool` with `NodeShepherd.layer(config)`. */
+export const withPool = <A, E>(
+  config: ShepherdConfig,
+  body: (pool: ProcessPool["Service"], prefix: string) => Effect.Effect<A, E, ProcessPool | Scope.Scope>
+): Effect.Effect<A, E | InvalidConfig> => usePool(NodeShepherd.layer(config), body)
