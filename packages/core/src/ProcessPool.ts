@@ -19,15 +19,22 @@ import * as CommandLine from "effect/process/CommandLine"
 import * as Redacted from "effect/Redacted"
 import * as Schema from "effect/Schema"
 import * as Scope from "effect/Scope"
+import * as Option from "effect/Option"
+import * as Schedule from "effect/Schedule"
 import * as Semaphore from "effect/Semaphore"
 import * as EnvPolicy from "./EnvPolicy.ts"
+import * as Orphans from "./internal/orphans.ts"
 import { terminate } from "./internal/terminate.ts"
 import * as KillPolicy from "./KillPolicy.ts"
+import { Ledger } from "./Ledger.ts"
+import { Lifeline } from "./Lifeline.ts"
+import type * as Lifeline_ from "./Lifeline.ts"
 import type { ManagedProcess } from "./ManagedProcess.ts"
 import { ProcessLauncher } from "./ProcessLauncher.ts"
 import { ProcessTable } from "./ProcessTable.ts"
 import * as ShepherdConfig from "./ShepherdConfig.ts"
 import { HardCapExceeded, type InvalidConfig, PoolClosed, SlotTimeout, SpawnError } from "./ShepherdError.ts"
+import type * as Reaper from "./Reaper.ts"
 import * as Teardown from "./Teardown.ts"
 
 /**
@@ -131,10 +138,19 @@ export class ProcessPool extends Context.Service<ProcessPool, {
   readonly hurry: Effect.Effect<void>
   /** Closes the pool: refuses new spawns and closes every session concurrently. */
   readonly shutdown: Effect.Effect<ReadonlyArray<Teardown.Teardown>>
+  /** What the pool did at start with an earlier host's ledger entries (absent without a ledger). */
+  readonly recovery: Reaper.RecoveryReport | undefined
+  /** Runs one reaper tick now (it waits for a running tick: ticks never overlap). */
+  readonly reapNow: Effect.Effect<Reaper.TickReport>
+  /** The last reaper tick, if one ran. */
+  readonly lastTick: Effect.Effect<Option.Option<Reaper.TickReport>>
+  /** The lifeline's status (absent without a lifeline). */
+  readonly lifeline: Effect.Effect<Option.Option<Lifeline_.Status>>
 }>()("@shepherd/core/ProcessPool") {
   /**
    * The pool, given a process table and a launcher (see `NodeShepherd.layer`
-   * for the Node composition). Fails with `InvalidConfig` naming the field.
+   * for the Node composition). A `Ledger` and a `Lifeline`, when provided,
+   * are used too. Fails with `InvalidConfig` naming the field.
    *
    * @since 0.1.0
    * @category layers
@@ -143,6 +159,16 @@ export class ProcessPool extends Context.Service<ProcessPool, {
     config: ShepherdConfig.ShepherdConfig = {}
   ): Layer.Layer<ProcessPool, InvalidConfig, ProcessTable | ProcessLauncher> =>
     Layer.effect(ProcessPool, Effect.flatMap(ShepherdConfig.resolve(config), make))
+
+  /**
+   * The pool for an already validated configuration.
+   *
+   * @since 0.1.0
+   * @category layers
+   */
+  static readonly layerResolved = (
+    config: ShepherdConfig.Resolved
+  ): Layer.Layer<ProcessPool, never, ProcessTable | ProcessLauncher> => Layer.effect(ProcessPool, make(config))
 
   /**
    * Like `layer`, reading `SHEPHERD_*` environment variables over `config`.
@@ -210,6 +236,8 @@ const unwrapEnv = (env: ChildProcess.CommandOptions["env"]): Record<string, stri
 const make = Effect.fnUntraced(function*(config: ShepherdConfig.Resolved) {
   const table = yield* ProcessTable
   const launcher = yield* ProcessLauncher
+  const ledger = Option.getOrUndefined(yield* Effect.serviceOption(Ledger))
+  const lifelineService = Option.getOrUndefined(yield* Effect.serviceOption(Lifeline))
   const layerScope = yield* Scope.Scope
   const poolId = `${config.name}~${globalThis.crypto.randomUUID().slice(0, 8)}`
   const slots = yield* Semaphore.make(config.slots)
@@ -222,6 +250,35 @@ const make = Effect.fnUntraced(function*(config: ShepherdConfig.Resolved) {
   let inUse = 0
   let waiting = 0
   let counter = 0
+  /** Every tree the pool owns, from its ledger intent until its exit is recorded. */
+  const tracked = new Set<string>()
+  const orphanContext: Orphans.Context = {
+    table,
+    policy: config.kill,
+    hurry,
+    bootId: ledger?.host.bootId ?? "unknown"
+  }
+
+  const record = (entry: Parameters<Ledger["Service"]["append"]>[0]) =>
+    ledger === undefined
+      ? Effect.void
+      : ledger.append(entry).pipe(Effect.catch((error) => Effect.logWarning(`ledger: ${error.message}`)))
+
+  // Before the pool accepts spawns: terminate what an earlier host left behind.
+  const recovery = ledger === undefined ? undefined : yield* Orphans.recover(orphanContext, ledger)
+  if (recovery !== undefined && recovery.entries.length > 0) {
+    const signalled = recovery.entries.filter((e) => e.signalled.length > 0).length
+    yield* Effect.logWarning(
+      `recovered ${recovery.entries.length} ledger entr${recovery.entries.length === 1 ? "y" : "ies"} of an earlier host ` +
+        `(${signalled} still alive and terminated) in ${recovery.durationMs} ms`
+    )
+  }
+  if (ledger !== undefined) {
+    yield* record({ _tag: "HostStarted", poolId, host: ledger.host, at: yield* Clock.currentTimeMillis })
+  }
+  const lifeline = lifelineService === undefined || !config.lifeline
+    ? undefined
+    : yield* lifelineService.attach(poolId, config.kill)
 
   const closed = (session?: string) =>
     new PoolClosed(session === undefined ? { pool: poolId } : { pool: poolId, session })
@@ -363,12 +420,36 @@ const make = Effect.fnUntraced(function*(config: ShepherdConfig.Resolved) {
         )
         env.SHEPHERD_ID = shepherdId
 
+        tracked.add(shepherdId)
+        if (ledger !== undefined) {
+          const intent = yield* Effect.result(ledger.append({
+            _tag: "Intent",
+            poolId,
+            shepherdId,
+            session: sessionId,
+            command: display,
+            at: yield* Clock.currentTimeMillis
+          }))
+          if (intent._tag === "Failure") {
+            // Without the intent a crash could leave this tree unknown to the next host: refuse.
+            tracked.delete(shepherdId)
+            yield* releaseSlot
+            return yield* new SpawnError({ session: sessionId, command: display, reason: intent.failure.message })
+          }
+        }
         const procScope = yield* Scope.fork(callerScope, "sequential")
         const launched = yield* launcher.launch(command, env).pipe(
           Scope.provide(procScope),
           Effect.catch((error) =>
             Effect.andThen(
-              Effect.andThen(releaseSlot, Scope.close(procScope, Exit.void)),
+              Effect.andThen(
+                Effect.andThen(releaseSlot, Scope.close(procScope, Exit.void)),
+                Effect.andThen(
+                  Effect.flatMap(Clock.currentTimeMillis, (at) =>
+                    record({ _tag: "Exited", shepherdId, outcome: "SpawnFailed", detail: error.message, at })),
+                  Effect.sync(() => tracked.delete(shepherdId))
+                )
+              ),
               Effect.fail(
                 new SpawnError({
                   session: sessionId,
@@ -382,6 +463,8 @@ const make = Effect.fnUntraced(function*(config: ShepherdConfig.Resolved) {
         )
         const startedAt = yield* Clock.currentTimeMillis
         const container = { pgid: launched.pgid, shepherdId, leader: launched.identity }
+        yield* record({ _tag: "Registered", shepherdId, pgid: launched.pgid, identity: launched.identity, at: startedAt })
+        if (lifeline !== undefined) yield* lifeline.register(container)
         const done = Deferred.makeUnsafe<Teardown.Teardown>()
         let started = false
         let state: ProcessState
@@ -394,8 +477,7 @@ const make = Effect.fnUntraced(function*(config: ShepherdConfig.Resolved) {
               table,
               container,
               policy: kill,
-              exitStatus: launched.exitStatus,
-              leaderExit: launched.exit,
+              leader: { exitStatus: launched.exitStatus, exit: launched.exit },
               hurry
             }).pipe(
               Effect.map((r): Teardown.Teardown => {
@@ -410,6 +492,8 @@ const make = Effect.fnUntraced(function*(config: ShepherdConfig.Resolved) {
                 switch (r.outcome._tag) {
                   case "Exited":
                     return new Teardown.Exited({ ...common, code: r.outcome.status.code, signal: r.outcome.status.signal })
+                  case "Gone":
+                    return new Teardown.Exited({ ...common, code: null, signal: null })
                   case "Graceful":
                     return new Teardown.Graceful({ ...common, signal: kill.signal })
                   case "Forced":
@@ -421,13 +505,20 @@ const make = Effect.fnUntraced(function*(config: ShepherdConfig.Resolved) {
                 }
               }),
               Effect.tap((report) =>
-                Effect.andThen(
-                  Effect.sync(() => {
-                    session.processes.delete(state)
-                    Deferred.doneUnsafe(done, Exit.succeed(report))
-                  }),
-                  releaseSlot
-                )
+                Effect.gen(function*() {
+                  yield* record({
+                    _tag: "Exited",
+                    shepherdId,
+                    outcome: report._tag,
+                    detail: Teardown.describe(report),
+                    at: yield* Clock.currentTimeMillis
+                  })
+                  if (lifeline !== undefined) yield* lifeline.unregister(shepherdId)
+                  session.processes.delete(state)
+                  tracked.delete(shepherdId)
+                  Deferred.doneUnsafe(done, Exit.succeed(report))
+                  yield* releaseSlot
+                })
               ),
               Effect.tap(logReport),
               Effect.tap(() => Scope.close(procScope, Exit.void)),
@@ -511,6 +602,59 @@ const make = Effect.fnUntraced(function*(config: ShepherdConfig.Resolved) {
       Effect.andThen(session(id), effect.pipe(Effect.provideService(CurrentSession, id)))
     ) as Effect.Effect<A, E | PoolClosed, Exclude<R, Scope.Scope>>
 
+  // The reaper. A one-permit semaphore keeps ticks (scheduled or `reapNow`) from overlapping.
+  const tickLock = yield* Semaphore.make(1)
+  let tickCount = 0
+  let lastTick: Reaper.TickReport | undefined
+  const hostStart = ledger?.host.startTime
+  const reapOnce: Effect.Effect<Reaper.TickReport> = tickLock.withPermit(Effect.gen(function*() {
+    const at = yield* Clock.currentTimeMillis
+    const tick = ++tickCount
+    let pruned = 0
+    const stale: Array<Reaper.Action> = []
+    const untracked: Array<Reaper.Action> = []
+    const known = new Set<string>()
+    const failure = yield* Effect.gen(function*() {
+      // 1. Ledger entries the pool does not track: gone already (a lost exit record) or still alive.
+      for (const entry of ledger === undefined ? [] : yield* ledger.entries) {
+        known.add(entry.shepherdId)
+        if (tracked.has(entry.shepherdId)) continue
+        const action = yield* Orphans.cleanup(orphanContext, entry.shepherdId, entry.pgid, entry.identity)
+        if (action.outcome === "Gone") pruned++
+        else stale.push(action)
+        yield* record({ _tag: "Exited", shepherdId: entry.shepherdId, outcome: action.outcome, detail: "reaped", at })
+      }
+      // 2. Processes that carry this pool's cookie but that nothing tracks.
+      const carriers = yield* table.carriers(`${poolId}:`, { notBefore: hostStart })
+      const orphanIds = new Set<string>()
+      for (const c of carriers) {
+        if (!tracked.has(c.shepherdId) && !known.has(c.shepherdId)) orphanIds.add(c.shepherdId)
+      }
+      for (const shepherdId of orphanIds) {
+        untracked.push(yield* Orphans.cleanup(orphanContext, shepherdId, undefined, undefined))
+      }
+    }).pipe(
+      Effect.match({ onFailure: (error) => error.reason, onSuccess: () => undefined })
+    )
+    const report: Reaper.TickReport = {
+      tick,
+      at,
+      durationMs: (yield* Clock.currentTimeMillis) - at,
+      pruned,
+      stale,
+      untracked,
+      ...(failure === undefined ? {} : { error: failure })
+    }
+    lastTick = report
+    if (failure !== undefined) yield* Effect.logWarning(`reaper tick ${tick} failed: ${failure}`)
+    else if (stale.length + untracked.length > 0) {
+      yield* Effect.logWarning(
+        `reaper: terminated ${stale.length} stale and ${untracked.length} untracked tree(s), pruned ${pruned} entr(ies)`
+      )
+    }
+    return report
+  }).pipe(Effect.withSpan("ProcessPool.reap", { attributes: { poolId } })))
+
   const shutdown = Effect.suspend(() => {
     if (shutdownResult !== undefined) return Deferred.await(shutdownResult)
     const done = Deferred.makeUnsafe<ReadonlyArray<Teardown.Teardown>>()
@@ -519,12 +663,20 @@ const make = Effect.fnUntraced(function*(config: ShepherdConfig.Resolved) {
     Deferred.doneUnsafe(poolClosing, Exit.void)
     return Effect.forEach([...sessions.values()], closeSessionState, { concurrency: "unbounded" }).pipe(
       Effect.map((all) => all.flat()),
+      Effect.tap(() => Effect.flatMap(Clock.currentTimeMillis, (at) => record({ _tag: "HostStopped", poolId, at }))),
       Effect.tap((reports) => Deferred.succeed(done, reports)),
       Effect.withSpan("ProcessPool.shutdown", { attributes: { poolId } }),
       Effect.uninterruptible
     )
   })
   yield* Scope.addFinalizer(layerScope, Effect.asVoid(shutdown))
+  // Forked last so that it is interrupted first when the layer closes. `repeat` runs a tick at once.
+  yield* reapOnce.pipe(
+    Effect.catchCause((cause) => Effect.logWarning("reaper tick failed", cause)),
+    Effect.repeat(Schedule.spaced(config.reapIntervalMs)),
+    Effect.interruptible,
+    Effect.forkIn(layerScope)
+  )
 
   return ProcessPool.of({
     poolId,
@@ -544,6 +696,10 @@ const make = Effect.fnUntraced(function*(config: ShepherdConfig.Resolved) {
       closing
     })),
     hurry: Deferred.succeed(hurry, undefined).pipe(Effect.asVoid),
-    shutdown
+    shutdown,
+    recovery,
+    reapNow: reapOnce,
+    lastTick: Effect.sync(() => Option.fromNullishOr(lastTick)),
+    lifeline: lifeline === undefined ? Effect.succeedNone : Effect.asSome(lifeline.status)
   })
 })

@@ -37,6 +37,18 @@ export interface Container {
 export type SignalResult = "sent" | "gone" | "not-ours"
 
 /**
+ * A live process that carries a `SHEPHERD_ID`.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Carrier {
+  readonly identity: ProcessIdentity
+  readonly shepherdId: string
+  readonly pgid: number
+}
+
+/**
  * The process table could not be read.
  *
  * @since 0.1.0
@@ -55,6 +67,14 @@ export class ProcessTable extends Context.Service<ProcessTable, {
   readonly members: (container: Container) => Effect.Effect<ReadonlyArray<ProcessIdentity>, ProcessTableError>
   /** The process still exists with the same start time and is not a zombie. */
   readonly isAlive: (identity: ProcessIdentity) => Effect.Effect<boolean>
+  /**
+   * Live processes of ours whose `SHEPHERD_ID` starts with `prefix`. With
+   * `notBefore` (a start time), older processes are skipped cheaply.
+   */
+  readonly carriers: (
+    prefix: string,
+    options?: { readonly notBefore?: string | undefined }
+  ) => Effect.Effect<ReadonlyArray<Carrier>, ProcessTableError>
   /** Sends `signal` only if `identity` still names the same live process, owned by us. */
   readonly signal: (identity: ProcessIdentity, signal: Signal) => Effect.Effect<SignalResult>
 }>()("@shepherd/core/ProcessTable") {}

@@ -51,6 +51,9 @@ export const KillPolicyConfig = Schema.Struct({
  * | `slotTimeout` | `"30 seconds"` | longest wait for a slot (`"Infinity"`: unbounded) |
  * | `kill` | SIGTERM, 5 s, 1 s | default KillPolicy |
  * | `env` | `"inherit"` | `"inherit"`, `"agent-host"` or an `EnvPolicy` |
+ * | `reapInterval` | `"30 seconds"` | period of the orphan reaper (it also runs at start) |
+ * | `ledger` | per platform | ledger file path, or `false` for none (read by the platform layer) |
+ * | `lifeline` | `true` | keep a lifeline so trees die with a host killed hard |
  *
  * @since 0.1.0
  * @category schemas
@@ -67,7 +70,10 @@ export const ShepherdConfig = Schema.Struct({
   hardCap: Schema.optionalKey(Schema.Int.check(Schema.isGreaterThanOrEqualTo(1))),
   slotTimeout: Schema.optionalKey(Schema.Union([Schema.Number, Schema.String]).check(isTimeout)),
   kill: Schema.optionalKey(KillPolicyConfig),
-  env: Schema.optionalKey(Schema.Union([Schema.Literals(["inherit", "agent-host"]), EnvPolicy.EnvPolicy]))
+  env: Schema.optionalKey(Schema.Union([Schema.Literals(["inherit", "agent-host"]), EnvPolicy.EnvPolicy])),
+  reapInterval: Schema.optionalKey(DurationInput),
+  ledger: Schema.optionalKey(Schema.Union([Schema.String.check(Schema.isMinLength(1)), Schema.Literal(false)])),
+  lifeline: Schema.optionalKey(Schema.Boolean)
 })
 
 /**
@@ -89,6 +95,10 @@ export interface Resolved {
   readonly slotTimeoutMs: number
   readonly kill: KillPolicy.KillPolicy
   readonly env: EnvPolicy.EnvPolicy
+  readonly reapIntervalMs: number
+  /** The ledger path, `false` for none, `undefined` for the platform's default. */
+  readonly ledger: string | false | undefined
+  readonly lifeline: boolean
 }
 
 // The path of the first failing field, e.g. ["kill", "grace"].
@@ -147,7 +157,10 @@ export const resolve = (input: unknown): Effect.Effect<Resolved, InvalidConfig> 
           ? EnvPolicy.inherit
           : config.env === "agent-host"
           ? EnvPolicy.agentHost
-          : config.env
+          : config.env,
+        reapIntervalMs: config.reapInterval === undefined ? 30_000 : KillPolicy.durationMillis(config.reapInterval)!,
+        ledger: config.ledger,
+        lifeline: config.lifeline ?? true
       })
     })
   )
@@ -156,7 +169,7 @@ export const resolve = (input: unknown): Effect.Effect<Resolved, InvalidConfig> 
  * Reads a configuration from `SHEPHERD_*` variables (`SHEPHERD_NAME`,
  * `SHEPHERD_SLOTS`, `SHEPHERD_HARD_CAP`, `SHEPHERD_SLOT_TIMEOUT`,
  * `SHEPHERD_KILL_SIGNAL`, `SHEPHERD_GRACE`, `SHEPHERD_FORCE_WAIT`,
- * `SHEPHERD_ENV_POLICY`), over `base`.
+ * `SHEPHERD_ENV_POLICY`, `SHEPHERD_REAP_INTERVAL`, `SHEPHERD_LEDGER`), over `base`.
  *
  * @since 0.1.0
  * @category constructors
@@ -173,7 +186,9 @@ export const fromEnv = (base: ShepherdConfig = {}): Effect.Effect<Resolved, Inva
       signal: yield* read("SHEPHERD_KILL_SIGNAL"),
       grace: yield* read("SHEPHERD_GRACE"),
       forceWait: yield* read("SHEPHERD_FORCE_WAIT"),
-      env: yield* read("SHEPHERD_ENV_POLICY")
+      env: yield* read("SHEPHERD_ENV_POLICY"),
+      reapInterval: yield* read("SHEPHERD_REAP_INTERVAL"),
+      ledger: yield* read("SHEPHERD_LEDGER")
     }
     const int = (s: string | undefined) => s === undefined ? undefined : /^-?\d+$/.test(s.trim()) ? Number(s) : s
     const duration = (s: string | undefined) => s === undefined ? undefined : /^\d+(\.\d+)?$/.test(s.trim()) ? Number(s) : s
@@ -186,6 +201,8 @@ export const fromEnv = (base: ShepherdConfig = {}): Effect.Effect<Resolved, Inva
     set("hardCap", int(raw.hardCap))
     set("slotTimeout", duration(raw.slotTimeout))
     set("env", raw.env)
+    set("reapInterval", duration(raw.reapInterval))
+    set("ledger", raw.ledger === "false" ? false : raw.ledger)
     if (raw.signal !== undefined || raw.grace !== undefined || raw.forceWait !== undefined) {
       const kill: Record<string, unknown> = { ...base.kill }
       if (raw.signal !== undefined) kill.signal = raw.signal

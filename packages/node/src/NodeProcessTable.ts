@@ -6,7 +6,7 @@
  * @since 0.1.0
  */
 import { ProcessTable, ProcessTableError } from "@shepherd/core/ProcessTable"
-import type { Container, SignalResult } from "@shepherd/core/ProcessTable"
+import type { Carrier, Container, SignalResult } from "@shepherd/core/ProcessTable"
 import type { ProcessIdentity } from "@shepherd/core/ProcessIdentity"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
@@ -48,6 +48,12 @@ export const make = (): ProcessTable["Service"] => {
     const byCookie = new Map<string, number>()
     let minStart: bigint | undefined
     batch.forEach((r, i) => {
+      // A pgid from another boot names nothing of ours; only the cookie can still match.
+      if (r.container.leader.bootId !== bootId || r.container.pgid <= 1) {
+        byCookie.set(r.container.shepherdId, i)
+        minStart = 0n // its descendants' start times are unknown: read every cookie
+        return
+      }
       const list = byGroup.get(r.container.pgid)
       if (list === undefined) byGroup.set(r.container.pgid, [i])
       else list.push(i)
@@ -110,8 +116,28 @@ export const make = (): ProcessTable["Service"] => {
     }
   }
 
+  const carriers = (prefix: string, options?: { readonly notBefore?: string | undefined }) =>
+    Effect.try({
+      try: () => {
+        const notBefore = options?.notBefore === undefined ? undefined : BigInt(options.notBefore)
+        const out: Array<Carrier> = []
+        for (const pid of procfs.listPids()) {
+          if (pid === self || pid <= 1) continue
+          const stat = procfs.readStat(pid)
+          if (stat === undefined || procfs.isDead(stat)) continue
+          if (notBefore !== undefined && BigInt(stat.startTime) < notBefore) continue
+          const shepherdId = procfs.readCookie(pid)
+          if (shepherdId === undefined || !shepherdId.startsWith(prefix) || !ours(pid)) continue
+          out.push({ identity: { pid, startTime: stat.startTime, bootId }, shepherdId, pgid: stat.pgid })
+        }
+        return out
+      },
+      catch: (error) => new ProcessTableError({ reason: `cannot read /proc: ${String(error)}` })
+    })
+
   return ProcessTable.of({
     members,
+    carriers,
     isAlive: (identity) => Effect.sync(() => alive(identity)),
     signal: (identity, sig) => Effect.sync(() => signal(identity, sig))
   })

@@ -7,7 +7,8 @@
  * @since 0.1.0
  */
 import { ProcessPool } from "@shepherd/core/ProcessPool"
-import type { ShepherdConfig } from "@shepherd/core/ShepherdConfig"
+import type { LedgerError, LedgerLocked } from "@shepherd/core/Ledger"
+import * as ShepherdConfig from "@shepherd/core/ShepherdConfig"
 import type { InvalidConfig } from "@shepherd/core/ShepherdError"
 import type { ProcessLauncher } from "@shepherd/core/ProcessLauncher"
 import type { ProcessTable } from "@shepherd/core/ProcessTable"
@@ -16,6 +17,8 @@ import * as Exit from "effect/Exit"
 import * as Layer from "effect/Layer"
 import type * as ChildProcessSpawner from "effect/process/ChildProcessSpawner"
 import * as Runtime from "effect/Runtime"
+import * as NodeLedger from "./NodeLedger.ts"
+import * as NodeLifeline from "./NodeLifeline.ts"
 import * as NodeProcessLauncher from "./NodeProcessLauncher.ts"
 import * as NodeProcessTable from "./NodeProcessTable.ts"
 
@@ -42,13 +45,36 @@ const register = Layer.effectDiscard(
 )
 
 /**
- * A `ProcessPool` on Node. Fails with `InvalidConfig` naming the field.
+ * The pool and everything it needs on Node, for a validated configuration:
+ * the `/proc` table, the launcher, the file ledger (unless `ledger: false`)
+ * and the lifeline sentinel (unless `lifeline: false`).
  *
  * @since 0.1.0
  * @category layers
  */
-export const layer = (config: ShepherdConfig = {}): Layer.Layer<ProcessPool, InvalidConfig> =>
-  Layer.provideMerge(register, ProcessPool.layer(config)).pipe(Layer.provide(platform))
+export const layerResolved = (
+  config: ShepherdConfig.Resolved
+): Layer.Layer<ProcessPool, LedgerError | LedgerLocked> => {
+  const ledger = config.ledger === false
+    ? Layer.empty
+    : NodeLedger.layer({ path: config.ledger ?? NodeLedger.defaultPath(config.name) })
+  const lifeline = config.lifeline ? NodeLifeline.layer : Layer.empty
+  return Layer.provideMerge(register, ProcessPool.layerResolved(config)).pipe(
+    Layer.provide(Layer.mergeAll(platform, ledger, lifeline))
+  )
+}
+
+/**
+ * A `ProcessPool` on Node. Fails with `InvalidConfig` naming the field, or
+ * with `LedgerLocked`/`LedgerError` when the ledger cannot be owned.
+ *
+ * @since 0.1.0
+ * @category layers
+ */
+export const layer = (
+  config: ShepherdConfig.ShepherdConfig = {}
+): Layer.Layer<ProcessPool, InvalidConfig | LedgerError | LedgerLocked> =>
+  Layer.unwrap(Effect.map(ShepherdConfig.resolve(config), layerResolved))
 
 /**
  * Like `layer`, reading `SHEPHERD_*` environment variables over `config`.
@@ -56,8 +82,10 @@ export const layer = (config: ShepherdConfig = {}): Layer.Layer<ProcessPool, Inv
  * @since 0.1.0
  * @category layers
  */
-export const layerConfig = (config: ShepherdConfig = {}): Layer.Layer<ProcessPool, InvalidConfig> =>
-  Layer.provideMerge(register, ProcessPool.layerConfig(config)).pipe(Layer.provide(platform))
+export const layerConfig = (
+  config: ShepherdConfig.ShepherdConfig = {}
+): Layer.Layer<ProcessPool, InvalidConfig | LedgerError | LedgerLocked> =>
+  Layer.unwrap(Effect.map(ShepherdConfig.fromEnv(config), layerResolved))
 
 /**
  * A supervised `ChildProcessSpawner` (plus the pool behind it): code written
@@ -67,8 +95,8 @@ export const layerConfig = (config: ShepherdConfig = {}): Layer.Layer<ProcessPoo
  * @category layers
  */
 export const spawner = (
-  config: ShepherdConfig = {}
-): Layer.Layer<ChildProcessSpawner.ChildProcessSpawner | ProcessPool, InvalidConfig> =>
+  config: ShepherdConfig.ShepherdConfig = {}
+): Layer.Layer<ChildProcessSpawner.ChildProcessSpawner | ProcessPool, InvalidConfig | LedgerError | LedgerLocked> =>
   Layer.provideMerge(ProcessPool.spawner, layer(config))
 
 const signalCodes: Record<string, number> = { SIGINT: 130, SIGTERM: 143, SIGHUP: 129 }

@@ -10,6 +10,8 @@ import type { Signal } from "../Signal.ts"
 /** The raw outcome of a teardown, before it becomes a `Teardown` report. */
 export type Outcome =
   | { readonly _tag: "Exited"; readonly status: ExitStatus }
+  /** An orphan container had no live member: nothing to do. */
+  | { readonly _tag: "Gone" }
   | { readonly _tag: "Graceful" }
   | { readonly _tag: "Forced" }
   | { readonly _tag: "Escaped"; readonly escaped: ReadonlyArray<number> }
@@ -26,10 +28,15 @@ export interface Input {
   readonly table: ProcessTable["Service"]
   readonly container: Container
   readonly policy: KillPolicy
-  /** The leader's status if it has exited already (sync). */
-  readonly exitStatus: () => ExitStatus | undefined
-  /** Resolves when the leader exits. */
-  readonly leaderExit: Effect.Effect<ExitStatus>
+  /**
+   * The leader, when it is our child: its status if it has exited already
+   * (sync), and an effect that resolves when it exits. Absent for orphans
+   * (recovery, reaper), whose leader is only known through the table.
+   */
+  readonly leader?: {
+    readonly exitStatus: () => ExitStatus | undefined
+    readonly exit: Effect.Effect<ExitStatus>
+  } | undefined
   /** Completed when the host demands an immediate kill (a second signal): the grace ends at once. */
   readonly hurry: Deferred.Deferred<void>
 }
@@ -61,7 +68,8 @@ export const terminate = (input: Input): Effect.Effect<Result> =>
         durationMs
       }))
 
-    const exitedBefore = input.exitStatus()
+    const leader = input.leader
+    const exitedBefore = leader?.exitStatus()
     const scanned = yield* Effect.result(table.members(container))
     if (scanned._tag === "Failure") {
       return yield* result({ _tag: "Unverified", reason: scanned.failure.reason })
@@ -75,7 +83,7 @@ export const terminate = (input: Input): Effect.Effect<Result> =>
         }), { discard: true })
 
     const hurried = Deferred.isDoneUnsafe(input.hurry)
-    const leaderAlive = () => input.exitStatus() === undefined
+    const leaderAlive = () => leader !== undefined && leader.exitStatus() === undefined
 
     /** Waits until no member is alive (confirmed by a fresh scan) or `untilMs` passes. Returns the survivors. */
     const awaitGone = (signal: Signal, untilMs: number, wakeOnHurry: boolean) =>
@@ -99,7 +107,7 @@ export const terminate = (input: Input): Effect.Effect<Result> =>
           if (now >= untilMs || (wakeOnHurry && Deferred.isDoneUnsafe(input.hurry))) return alive
           const sleep = Effect.sleep(Math.max(0, Math.min(pollMs, untilMs - now)))
           const wakers: Array<Effect.Effect<unknown>> = [sleep]
-          if (leaderAlive()) wakers.push(input.leaderExit)
+          if (leaderAlive()) wakers.push(leader!.exit)
           if (wakeOnHurry) wakers.push(Deferred.await(input.hurry))
           yield* Effect.raceAll(wakers)
           pollMs = nextPoll(pollMs)
@@ -107,8 +115,9 @@ export const terminate = (input: Input): Effect.Effect<Result> =>
       })
 
     if (members.length === 0) {
+      if (leader === undefined) return yield* result({ _tag: "Gone" })
       // Nothing alive: the leader exited (perhaps not yet reaped) and left nothing behind.
-      const status = exitedBefore ?? (yield* input.leaderExit.pipe(
+      const status = exitedBefore ?? (yield* leader.exit.pipe(
         Effect.timeoutOrElse({
           duration: policy.graceMs + policy.forceWaitMs,
           orElse: () => Effect.succeed<ExitStatus>({ code: null, signal: null })

@@ -1,0 +1,54 @@
+/**
+ * The lifeline port: makes a pool's process trees die with their host even
+ * when the host dies without running finalizers (SIGKILL, OOM kill).
+ *
+ * A pool attaches one lifeline when it starts; the implementation keeps at
+ * most one extra process per pool (see `NodeLifeline`), never one per child.
+ *
+ * @since 0.1.0
+ */
+import * as Context from "effect/Context"
+import type * as Effect from "effect/Effect"
+import type * as Scope from "effect/Scope"
+import type { KillPolicy } from "./KillPolicy.ts"
+import type { Container } from "./ProcessTable.ts"
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export interface Status {
+  readonly kind: string
+  /** pid of the sentinel process, if there is one. */
+  readonly pid?: number | undefined
+  readonly alive: boolean
+  /** Containers the sentinel currently watches. */
+  readonly watching: number
+}
+
+/**
+ * One pool's lifeline.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Attached {
+  readonly register: (container: Container) => Effect.Effect<void>
+  readonly unregister: (shepherdId: string) => Effect.Effect<void>
+  readonly status: Effect.Effect<Status>
+}
+
+/**
+ * @since 0.1.0
+ * @category services
+ */
+export class Lifeline extends Context.Service<Lifeline, {
+  /**
+   * Attaches a lifeline to the pool `poolId`. When the scope closes (a clean
+   * shutdown, after every tree was torn down) the lifeline is released
+   * without killing anything; if the host dies instead, every registered
+   * container and every process carrying `<poolId>:` is terminated with
+   * `policy`.
+   */
+  readonly attach: (poolId: string, policy: KillPolicy) => Effect.Effect<Attached, never, Scope.Scope>
+}>()("@shepherd/core/Lifeline") {}

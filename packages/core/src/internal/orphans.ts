@@ -1,0 +1,75 @@
+import * as Clock from "effect/Clock"
+import type * as Deferred from "effect/Deferred"
+import * as Effect from "effect/Effect"
+import type { KillPolicy } from "../KillPolicy.ts"
+import type * as Ledger from "../Ledger.ts"
+import type { ProcessIdentity } from "../ProcessIdentity.ts"
+import type { ProcessTable } from "../ProcessTable.ts"
+import type * as Reaper from "../Reaper.ts"
+import { terminate } from "./terminate.ts"
+
+export interface Context {
+  readonly table: ProcessTable["Service"]
+  readonly policy: KillPolicy
+  readonly hurry: Deferred.Deferred<void>
+  readonly bootId: string
+}
+
+/**
+ * Terminates a tree the pool does not own a handle to (a ledger entry of an
+ * earlier host, an untracked cookie carrier). Its members are found by cookie
+ * and, when the ledger knows it, by process group; every signal is
+ * identity-checked by the table.
+ */
+export const cleanup = (
+  ctx: Context,
+  shepherdId: string,
+  pgid: number | undefined,
+  leader: ProcessIdentity | undefined
+): Effect.Effect<Reaper.Action> =>
+  Effect.gen(function*() {
+    if (leader !== undefined && leader.bootId !== ctx.bootId) {
+      // Every process of an earlier boot died with it; a pid of that boot names nothing of ours.
+      return { shepherdId, outcome: "OtherBoot", signalled: [], durationMs: 0 }
+    }
+    const r = yield* terminate({
+      table: ctx.table,
+      container: {
+        pgid: pgid ?? -1,
+        shepherdId,
+        leader: leader ?? { pid: -1, startTime: "0", bootId: ctx.bootId }
+      },
+      policy: ctx.policy,
+      hurry: ctx.hurry
+    })
+    return { shepherdId, outcome: r.outcome._tag, signalled: r.signalled, durationMs: r.durationMs }
+  })
+
+/** Recovery: terminate (concurrently) every live entry an earlier host left in the ledger. */
+export const recover = (
+  ctx: Context,
+  ledger: Ledger.Ledger["Service"]
+): Effect.Effect<Reaper.RecoveryReport> =>
+  Effect.gen(function*() {
+    const at = yield* Clock.currentTimeMillis
+    const entries = yield* ledger.entries
+    const actions = yield* Effect.forEach(entries, (entry) =>
+      Effect.gen(function*() {
+        const action = yield* cleanup(ctx, entry.shepherdId, entry.pgid, entry.identity)
+        yield* ledger.append({
+          _tag: "Exited",
+          shepherdId: entry.shepherdId,
+          outcome: action.outcome,
+          detail: `recovered by host ${ledger.host.pid}`,
+          at: yield* Clock.currentTimeMillis
+        }).pipe(Effect.catch((error) => Effect.logWarning(`ledger: ${error.message}`)))
+        return {
+          ...action,
+          poolId: entry.poolId,
+          session: entry.session,
+          command: entry.command,
+          ...(entry.identity === undefined ? {} : { pid: entry.identity.pid })
+        }
+      }), { concurrency: "unbounded" })
+    return { at, durationMs: (yield* Clock.currentTimeMillis) - at, entries: actions }
+  })

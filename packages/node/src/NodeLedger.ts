@@ -1,0 +1,241 @@
+/**
+ * The file ledger: one JSON line per event, appended with a single
+ * `write(2)` (no rewrite of the file per event), compacted atomically
+ * (temporary file + rename) when it grows, owned by one host at a time
+ * through a lock file that carries the owner's identity.
+ *
+ * Durability: an appended line is in the kernel once `write` returns, so it
+ * survives the host being SIGKILLed or OOM-killed; it is not fsynced per
+ * event (a machine crash kills the children too, and the ledger of the
+ * previous boot is then ignored by identity).
+ *
+ * @since 0.1.0
+ */
+import { Ledger, LedgerError, LedgerLine, LedgerLocked, State } from "@shepherd/core/Ledger"
+import type { LedgerRecord, OpenReport } from "@shepherd/core/Ledger"
+import type { ProcessIdentity } from "@shepherd/core/ProcessIdentity"
+import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
+import * as Schema from "effect/Schema"
+import * as fs from "node:fs"
+import * as os from "node:os"
+import * as path from "node:path"
+import { identify } from "./NodeProcessTable.ts"
+import * as procfs from "./internal/procfs.ts"
+
+/**
+ * The default ledger path for a pool name:
+ * `$XDG_STATE_HOME/shepherd/<name>.ledger`, else `~/.local/state/shepherd/<name>.ledger`.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const defaultPath = (name: string): string => {
+  const state = process.env.XDG_STATE_HOME !== undefined && process.env.XDG_STATE_HOME !== ""
+    ? process.env.XDG_STATE_HOME
+    : path.join(os.homedir(), ".local", "state")
+  return path.join(state, "shepherd", `${name}.ledger`)
+}
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export interface Options {
+  readonly path: string
+  /** Compact when this many events were appended since the last compaction (default 1000). */
+  readonly compactEvery?: number | undefined
+}
+
+const decodeLine = Schema.decodeUnknownSync(LedgerLine)
+
+/** Parses a ledger file's text. A last line without its newline is torn (the host died mid-write). */
+export const parse = (text: string): { records: Array<LedgerRecord>; badLines: number; tornLine: boolean } => {
+  const records: Array<LedgerRecord> = []
+  let badLines = 0
+  let tornLine = false
+  const lines = text.split("\n")
+  const last = lines.pop() ?? ""
+  for (const line of lines) {
+    if (line.trim() === "") continue
+    try {
+      records.push(decodeLine(line))
+    } catch {
+      badLines++
+    }
+  }
+  if (last.trim() !== "") {
+    try {
+      records.push(decodeLine(last))
+    } catch {
+      tornLine = true
+    }
+  }
+  return { records, badLines, tornLine }
+}
+
+const sameIdentity = (a: ProcessIdentity, b: ProcessIdentity) =>
+  a.pid === b.pid && a.startTime === b.startTime && a.bootId === b.bootId
+
+const ownerAlive = (owner: ProcessIdentity, bootId: string): boolean => {
+  if (owner.bootId !== bootId) return false
+  const stat = procfs.readStat(owner.pid)
+  return stat !== undefined && stat.startTime === owner.startTime && !procfs.isDead(stat)
+}
+
+const writeAtomically = (file: string, text: string) => {
+  const tmp = `${file}.tmp-${process.pid}`
+  const fd = fs.openSync(tmp, "w", 0o600)
+  try {
+    fs.writeSync(fd, text)
+    fs.fsyncSync(fd)
+  } finally {
+    fs.closeSync(fd)
+  }
+  fs.renameSync(tmp, file)
+  try {
+    const dir = fs.openSync(path.dirname(file), "r")
+    fs.fsyncSync(dir)
+    fs.closeSync(dir)
+  } catch {
+    // directory fsync is best effort (not supported everywhere)
+  }
+}
+
+const encode = (record: LedgerRecord) => `${JSON.stringify(record)}\n`
+
+/**
+ * Opens (and locks) a file ledger for the lifetime of the current scope.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const make = (options: Options) =>
+  Effect.acquireRelease(
+    Effect.try({
+      try: () => open(options),
+      catch: (error) =>
+        error instanceof LedgerLocked || error instanceof LedgerError
+          ? error
+          : new LedgerError({ path: options.path, reason: String(error) })
+    }),
+    (handle) => Effect.sync(() => handle.close())
+  ).pipe(Effect.map((handle) => handle.service))
+
+const open = (options: Options) => {
+  const file = path.resolve(options.path)
+  const dir = path.dirname(file)
+  const lockFile = `${file}.lock`
+  const compactEvery = options.compactEvery ?? 1000
+  const fail = (reason: string) => new LedgerError({ path: file, reason })
+  try {
+    fs.mkdirSync(dir, { recursive: true, mode: 0o700 })
+  } catch (error) {
+    throw fail(`cannot create directory ${dir}: ${(error as NodeJS.ErrnoException).code ?? String(error)}`)
+  }
+  try {
+    fs.accessSync(dir, fs.constants.W_OK)
+  } catch {
+    throw fail(`directory ${dir} is not writable`)
+  }
+  const host = identify(process.pid)!
+  const bootId = host.bootId
+
+  // The lock: created exclusively; an existing lock whose owner is gone is taken over.
+  let tookOverFrom: ProcessIdentity | undefined
+  const lockText = JSON.stringify(host)
+  try {
+    fs.writeFileSync(lockFile, lockText, { flag: "wx", mode: 0o600 })
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== "EEXIST") throw fail(`cannot create lock ${lockFile}: ${String(error)}`)
+    let owner: ProcessIdentity | undefined
+    try {
+      owner = JSON.parse(fs.readFileSync(lockFile, "utf8")) as ProcessIdentity
+    } catch {
+      owner = undefined
+    }
+    if (owner !== undefined && typeof owner.pid === "number" && ownerAlive(owner, bootId)) {
+      throw new LedgerLocked({ path: file, ownerPid: owner.pid, owner })
+    }
+    tookOverFrom = owner
+    writeAtomically(lockFile, lockText)
+  }
+
+  // Replay.
+  let text = ""
+  try {
+    text = fs.readFileSync(file, "utf8")
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== "ENOENT") throw fail(`cannot read: ${String(error)}`)
+  }
+  const parsed = parse(text)
+  const state = new State()
+  for (const record of parsed.records) state.apply(record)
+  let quarantined: string | undefined
+  if (parsed.badLines > 0) {
+    // Never silently dropped: the unparsable file is kept aside; what could be parsed is kept.
+    quarantined = `${file}.corrupt-${new Date().toISOString().replace(/[:.]/g, "-")}`
+    fs.renameSync(file, quarantined)
+  }
+  const opened: OpenReport = {
+    path: file,
+    tornLine: parsed.tornLine,
+    badLines: parsed.badLines,
+    quarantined,
+    tookOverFrom
+  }
+
+  let fd = -1
+  let lastCompaction: number | undefined
+  const compactNow = () => {
+    writeAtomically(file, state.compacted().map(encode).join(""))
+    if (fd >= 0) fs.closeSync(fd)
+    fd = fs.openSync(file, "a", 0o600)
+    state.events = 0
+    lastCompaction = Date.now()
+  }
+  // Start from a clean file: drops a torn line and anything already exited.
+  compactNow()
+
+  const service = Ledger.of({
+    path: file,
+    host,
+    opened,
+    append: (record) =>
+      Effect.try({
+        try: () => {
+          fs.writeSync(fd, encode(record))
+          state.apply(record)
+          if (state.events >= compactEvery && state.events > 2 * state.live.size) compactNow()
+        },
+        catch: (error) => fail(`append failed: ${String(error)}`)
+      }),
+    entries: Effect.sync(() => [...state.live.values()]),
+    compact: Effect.try({ try: compactNow, catch: (error) => fail(`compaction failed: ${String(error)}`) }),
+    lastCompaction: Effect.sync(() => lastCompaction)
+  })
+
+  const close = () => {
+    try {
+      if (fd >= 0) fs.closeSync(fd)
+    } catch {
+      // already closed
+    }
+    fd = -1
+    try {
+      // Remove the lock only if it is still ours.
+      const current = JSON.parse(fs.readFileSync(lockFile, "utf8")) as ProcessIdentity
+      if (sameIdentity(current, host)) fs.unlinkSync(lockFile)
+    } catch {
+      // gone or unreadable: nothing to release
+    }
+  }
+  return { service, close }
+}
+
+/**
+ * @since 0.1.0
+ * @category layers
+ */
+export const layer = (options: Options): Layer.Layer<Ledger, LedgerError | LedgerLocked> =>
+  Layer.effect(Ledger, make(options))
