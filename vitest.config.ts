@@ -4,6 +4,7 @@ export default defineConfig({
   test: {
     include: ["packages/*/test/**/*.test.ts", "test/**/*.test.ts"],
     globalSetup: ["./test/globalSetup.ts"],
+    setupFiles: ["./test/setupFile.ts"],
     testTimeout: 60_000,
     hookTimeout: 60_000
   }

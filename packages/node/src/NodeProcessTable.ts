@@ -33,6 +33,15 @@ export const make = (): ProcessTable["Service"] => {
 
   const ours = (pid: number) => euid === 0 || procfs.ownerUid(pid) === euid
 
+  // A process group id names our tree only while its leader is ours or gone:
+  // if the pid now belongs to a process with another start time, the number
+  // was reused and the group is someone else's.
+  const groupTrusted = (container: Container): boolean => {
+    const leader = procfs.readStat(container.pgid)
+    return leader === undefined ||
+      (container.leader.pid === container.pgid && leader.startTime === container.leader.startTime)
+  }
+
   const runBatch = () => {
     const batch = pending!
     pending = undefined
@@ -49,7 +58,7 @@ export const make = (): ProcessTable["Service"] => {
     let minStart: bigint | undefined
     batch.forEach((r, i) => {
       // A pgid from another boot names nothing of ours; only the cookie can still match.
-      if (r.container.leader.bootId !== bootId || r.container.pgid <= 1) {
+      if (r.container.leader.bootId !== bootId || r.container.pgid <= 1 || !groupTrusted(r.container)) {
         byCookie.set(r.container.shepherdId, i)
         minStart = 0n // its descendants' start times are unknown: read every cookie
         return

@@ -50,7 +50,11 @@ const cookieOf = (pid) => {
 const members = () => {
   const out = []
   const byGroup = new Map()
-  for (const c of containers.values()) byGroup.set(c.pgid, c)
+  for (const c of containers.values()) {
+    // Trust a group only while its leader is ours or gone (a live pid with another start time was reused).
+    const leader = readStat(c.pgid)
+    if (leader === undefined || (c.pid === c.pgid && leader.startTime === c.startTime)) byGroup.set(c.pgid, c)
+  }
   for (const name of fs.readdirSync("/proc")) {
     const c = name.charCodeAt(0)
     if (c < 48 || c > 57) continue
@@ -139,9 +143,18 @@ process.stdin.on("data", (chunk) => {
     }
   }
 })
+// A child the host was forking when it died gets its cookie only at exec:
+// sweep again a few times after the first termination.
+const sweep = async () => {
+  await terminateAll()
+  for (const delay of [50, 150, 300]) {
+    await sleep(delay)
+    await terminateAll()
+  }
+}
 const onClose = () => {
   if (bye) process.exit(0)
-  terminateAll().then(() => process.exit(0), () => process.exit(1))
+  sweep().then(() => process.exit(0), () => process.exit(1))
 }
 process.stdin.on("end", onClose)
 process.stdin.on("error", onClose)
