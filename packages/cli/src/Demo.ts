@@ -4,8 +4,9 @@
  * kind (cooperative, TERM-ignoring, one whose grandchild escapes with
  * `setsid`, one that exits by itself with code 3), more than there are slots.
  * Two sessions are ended from outside, the host tears down the last one, and
- * a final `/proc` check proves that nothing carrying this run's
- * `SHEPHERD_ID` survived.
+ * then two hosts die hard (SIGKILL): one is cleaned up by its lifeline, the
+ * other's orphans by the next host's ledger recovery. A final `/proc` check
+ * proves that nothing carrying this run's `SHEPHERD_ID`s survived.
  *
  * @since 0.1.0
  */
@@ -23,6 +24,11 @@ import * as Layer from "effect/Layer"
 import * as References from "effect/References"
 import * as ChildProcess from "effect/process/ChildProcess"
 import * as Scope from "effect/Scope"
+import * as NodeChildProcess from "node:child_process"
+import * as fs from "node:fs"
+import * as os from "node:os"
+import * as path from "node:path"
+import { fileURLToPath } from "node:url"
 
 const workers = [
   { kind: "cooperative", script: "sleep 1000 & sleep 1000 & wait" },
@@ -48,6 +54,84 @@ const outcomeColor = (report: Teardown.Teardown) =>
   report._tag === "Escaped" || report._tag === "Unverified" ? "31" : report._tag === "Forced" ? "33" : "32"
 
 const shorten = (text: string, max = 58) => text.length <= max ? text : `${text.slice(0, max - 1)}…`
+
+const demoHost = fileURLToPath(new URL("./DemoHost.ts", import.meta.url))
+
+/** Starts the crash-test host and reads its ready line. */
+const startCrashHost = (ledger: string, lifeline: boolean) =>
+  Effect.acquireRelease(
+    Effect.callback<{ child: NodeChildProcess.ChildProcess; poolId: string; pids: Array<number> }, Error>((resume) => {
+    const child = NodeChildProcess.spawn(process.execPath, [demoHost, ledger, lifeline ? "lifeline" : "none"], {
+      stdio: ["ignore", "pipe", "inherit"]
+    })
+    let buffer = ""
+    child.stdout!.on("data", (chunk: Buffer) => {
+      buffer += chunk.toString()
+      let nl: number
+      while ((nl = buffer.indexOf("\n")) >= 0) {
+        const line = buffer.slice(0, nl)
+        buffer = buffer.slice(nl + 1)
+        // Log lines (the new host reports what it recovered) are not the ready line.
+        if (line.startsWith("{\"poolId\"")) resume(Effect.succeed({ child, ...JSON.parse(line) }))
+      }
+    })
+    child.on("exit", () => resume(Effect.fail(new Error("the demo host exited before it was ready"))))
+    }),
+    // Should the demo fail half-way, the host it started must not outlive it.
+    ({ child }) => Effect.sync(() => child.exitCode === null && child.signalCode === null && child.kill("SIGTERM"))
+  )
+
+const sigkill = (child: NodeChildProcess.ChildProcess) =>
+  Effect.callback<void>((resume) => {
+    child.on("exit", () => resume(Effect.void))
+    child.kill("SIGKILL")
+  })
+
+const countAlive = (prefix: string) => NodeProcessTable.carriers(prefix).length
+
+/**
+ * Act two: hosts that die hard. A host with a lifeline is SIGKILLed and its
+ * sentinel ends its trees; a host without one is SIGKILLed, its orphans are
+ * shown alive, and a new host on the same ledger recovers them. Returns the
+ * `SHEPHERD_ID` prefixes it created, for the final check.
+ */
+const crashActs = (log: (line: string) => Effect.Effect<void>) =>
+  Effect.gen(function*() {
+    const ledger = path.join(fs.mkdtempSync(path.join(os.tmpdir(), "shepherd-demo-")), "crashed-host.ledger")
+    yield* Console.log(paint("1", "\nAct 2: hosts that die hard (SIGKILL: no finalizer runs)"))
+
+    const withLifeline = yield* startCrashHost(ledger, true)
+    const prefixA = `${withLifeline.poolId}:`
+    yield* log(`host pid ${withLifeline.child.pid} with a lifeline runs ${countAlive(prefixA)} processes in 3 TERM-ignoring trees`)
+    const killedA = Date.now()
+    yield* sigkill(withLifeline.child)
+    yield* log(paint("31", `host pid ${withLifeline.child.pid} SIGKILLed`))
+    while (countAlive(prefixA) > 0 && Date.now() - killedA < 5_000) yield* Effect.sleep("10 millis")
+    yield* log(`its lifeline sentinel ended them: ${countAlive(prefixA)} left after ${Date.now() - killedA} ms (grace 500 ms + forceWait 500 ms)`)
+
+    const without = yield* startCrashHost(ledger, false)
+    const prefixB = `${without.poolId}:`
+    yield* sigkill(without.child)
+    yield* Effect.sleep("200 millis")
+    yield* log(paint("31", `host pid ${without.child.pid} without a lifeline SIGKILLed: ${countAlive(prefixB)} orphans still alive`))
+    yield* log(`a new host opens the same ledger (${ledger})`)
+    const recovery = yield* Effect.scoped(Effect.gen(function*() {
+      const scope = yield* Scope.Scope
+      const context = yield* Layer.buildWithScope(
+        NodeShepherd.layer({ name: "demo-crashed-host", ledger, lifeline: false, kill: { grace: "500 millis", forceWait: "500 millis" } }),
+        scope
+      )
+      return Context.get(context, ProcessPool).recovery!
+    }))
+    for (const entry of recovery.entries) {
+      yield* log(
+        `  recovered ${entry.shepherdId} (pid ${entry.pid ?? "?"}, ${shorten(entry.command, 44)}): ` +
+          paint(entry.outcome === "Escaped" ? "31" : "33", `${entry.outcome}, ${entry.signalled.length} pid(s) signalled`)
+      )
+    }
+    yield* log(`recovery took ${recovery.durationMs} ms; ${countAlive(prefixB)} orphans left`)
+    return [prefixA, prefixB]
+  }).pipe(Effect.scoped)
 
 /**
  * The demo program. Returns the number of surviving processes (0 on success).
@@ -157,16 +241,20 @@ export const run = Effect.gen(function*() {
     }
   }
 
-  const survivors = NodeProcessTable.carriers(`${pool.poolId}:`)
+  const crashed = yield* crashActs(log)
+
+  const survivors = [...NodeProcessTable.carriers(`${pool.poolId}:`), ...crashed.flatMap((prefix) => NodeProcessTable.carriers(prefix))]
   yield* Console.log("")
   if (survivors.length === 0) {
-    yield* Console.log(paint("32;1", `✔ /proc check: 0 processes carrying SHEPHERD_ID=${pool.poolId}:* survive (${since().trim()} total)`))
+    yield* Console.log(
+      paint("32;1", `✔ /proc check: 0 processes carrying SHEPHERD_ID=${[pool.poolId, ...crashed.map((p) => p.slice(0, -1))].join(":*, ")}:* survive (${since().trim()} total)`)
+    )
   } else {
-    yield* Console.log(paint("31;1", `✘ /proc check: ${survivors.length} process(es) carrying SHEPHERD_ID=${pool.poolId}:* survive:`))
+    yield* Console.log(paint("31;1", `✘ /proc check: ${survivors.length} process(es) carrying this run's SHEPHERD_IDs survive:`))
     for (const p of survivors) yield* Console.log(`  pid ${p.pid} ${p.shepherdId} ${p.cmdline}`)
   }
   return survivors.length
 }).pipe(
   // The demo prints its own report; keep per-teardown log lines out of it.
-  Effect.provideService(References.MinimumLogLevel, "Warn")
+  Effect.provideService(References.MinimumLogLevel, "Error")
 )
