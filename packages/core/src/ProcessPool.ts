@@ -12,6 +12,7 @@ import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as FiberSet from "effect/FiberSet"
 import * as Layer from "effect/Layer"
+import * as Metric from "effect/Metric"
 import * as PlatformError from "effect/PlatformError"
 import type * as ChildProcess from "effect/process/ChildProcess"
 import * as ChildProcessSpawner from "effect/process/ChildProcessSpawner"
@@ -22,16 +23,18 @@ import * as Scope from "effect/Scope"
 import * as Option from "effect/Option"
 import * as Schedule from "effect/Schedule"
 import * as Semaphore from "effect/Semaphore"
+import type * as Doctor from "./Doctor.ts"
 import * as EnvPolicy from "./EnvPolicy.ts"
 import * as Orphans from "./internal/orphans.ts"
 import { terminate } from "./internal/terminate.ts"
 import * as KillPolicy from "./KillPolicy.ts"
+import * as Metrics from "./Metrics.ts"
 import { Ledger } from "./Ledger.ts"
 import { Lifeline } from "./Lifeline.ts"
 import type * as Lifeline_ from "./Lifeline.ts"
 import type { ManagedProcess } from "./ManagedProcess.ts"
-import { ProcessLauncher } from "./ProcessLauncher.ts"
-import { ProcessTable } from "./ProcessTable.ts"
+import { type ExitStatus, ProcessLauncher } from "./ProcessLauncher.ts"
+import { type Container, ProcessTable } from "./ProcessTable.ts"
 import * as ShepherdConfig from "./ShepherdConfig.ts"
 import { HardCapExceeded, type InvalidConfig, PoolClosed, SlotTimeout, SpawnError } from "./ShepherdError.ts"
 import type * as Reaper from "./Reaper.ts"
@@ -146,6 +149,8 @@ export class ProcessPool extends Context.Service<ProcessPool, {
   readonly lastTick: Effect.Effect<Option.Option<Reaper.TickReport>>
   /** The lifeline's status (absent without a lifeline). */
   readonly lifeline: Effect.Effect<Option.Option<Lifeline_.Status>>
+  /** The doctor report: pool, sessions and their trees, ledger, reaper, lifeline, and the pool/ledger/OS comparison. */
+  readonly doctor: Effect.Effect<Doctor.DoctorReport>
 }>()("@shepherd/core/ProcessPool") {
   /**
    * The pool, given a process table and a launcher (see `NodeShepherd.layer`
@@ -220,7 +225,11 @@ interface SessionState {
 interface ProcessState {
   readonly managed: ManagedProcess
   readonly stop: Effect.Effect<Teardown.Teardown>
+  readonly exitStatus: () => ExitStatus | undefined
+  readonly container: Container
 }
+
+const recentLimit = 50
 
 const decodeKill = Schema.decodeUnknownResult(ShepherdConfig.KillPolicyConfig)
 
@@ -252,6 +261,23 @@ const make = Effect.fnUntraced(function*(config: ShepherdConfig.Resolved) {
   let counter = 0
   /** Every tree the pool owns, from its ledger intent until its exit is recorded. */
   const tracked = new Set<string>()
+  /** Start times of waiting spawn requests, for the doctor's "longest wait". */
+  const waitingSince = new Map<number, number>()
+  let waitTokens = 0
+  /** The last teardown reports, newest last, for the doctor. */
+  const recent: Array<Teardown.Teardown & { readonly at: number }> = []
+  const poolStartedAt = yield* Clock.currentTimeMillis
+  // Every metric update of this pool carries its id.
+  const attributes = { pool: poolId }
+  const m = {
+    spawned: Metric.withAttributes(Metrics.spawned, attributes),
+    running: Metric.withAttributes(Metrics.running, attributes),
+    slotWaiters: Metric.withAttributes(Metrics.slotWaiters, attributes),
+    slotWait: Metric.withAttributes(Metrics.slotWait, attributes),
+    teardownDuration: Metric.withAttributes(Metrics.teardownDuration, attributes),
+    ledgerEvents: Metric.withAttributes(Metrics.ledgerEvents, attributes)
+  }
+  let live = 0
   const orphanContext: Orphans.Context = {
     table,
     policy: config.kill,
@@ -262,12 +288,16 @@ const make = Effect.fnUntraced(function*(config: ShepherdConfig.Resolved) {
   const record = (entry: Parameters<Ledger["Service"]["append"]>[0]) =>
     ledger === undefined
       ? Effect.void
-      : ledger.append(entry).pipe(Effect.catch((error) => Effect.logWarning(`ledger: ${error.message}`)))
+      : ledger.append(entry).pipe(
+        Effect.andThen(Metric.update(m.ledgerEvents, 1)),
+        Effect.catch((error) => Effect.logWarning(`ledger: ${error.message}`))
+      )
 
   // Before the pool accepts spawns: terminate what an earlier host left behind.
   const recovery = ledger === undefined ? undefined : yield* Orphans.recover(orphanContext, ledger)
   if (recovery !== undefined && recovery.entries.length > 0) {
     const signalled = recovery.entries.filter((e) => e.signalled.length > 0).length
+    yield* Metric.update(Metric.withAttributes(Metrics.orphansReaped, { ...attributes, source: "recovery" }), signalled)
     yield* Effect.logWarning(
       `recovered ${recovery.entries.length} ledger entr${recovery.entries.length === 1 ? "y" : "ies"} of an earlier host ` +
         `(${signalled} still alive and terminated) in ${recovery.durationMs} ms`
@@ -332,6 +362,9 @@ const make = Effect.fnUntraced(function*(config: ShepherdConfig.Resolved) {
     }
   }
 
+  const spawnFailed = (error: SpawnFailure) =>
+    Metric.update(Metric.withAttributes(Metrics.spawnFailures, { ...attributes, reason: error._tag }), 1)
+
   const spawn = Effect.fn("ProcessPool.spawn")(function*(
     command: ChildProcess.Command,
     options?: SpawnOptions
@@ -372,6 +405,9 @@ const make = Effect.fnUntraced(function*(config: ShepherdConfig.Resolved) {
     return yield* Effect.uninterruptibleMask((restore) =>
       Effect.gen(function*() {
         waiting++
+        const waitToken = ++waitTokens
+        waitingSince.set(waitToken, waitStart)
+        yield* Metric.update(m.slotWaiters, waiting)
         const gaveUp = Effect.raceFirst(Deferred.await(session.closingSignal), Deferred.await(poolClosing))
         const acquired = yield* restore(
           Effect.raceFirst(
@@ -393,7 +429,11 @@ const make = Effect.fnUntraced(function*(config: ShepherdConfig.Resolved) {
               })
               : (self) => self
           )
-        ).pipe(Effect.ensuring(Effect.sync(() => waiting--)))
+        ).pipe(Effect.ensuring(Effect.suspend(() => {
+          waiting--
+          waitingSince.delete(waitToken)
+          return Metric.update(m.slotWaiters, waiting)
+        })))
         if (!acquired) return yield* closed(sessionId)
 
         // From here on we hold one permit; every path must give it back exactly once.
@@ -516,6 +556,12 @@ const make = Effect.fnUntraced(function*(config: ShepherdConfig.Resolved) {
                   if (lifeline !== undefined) yield* lifeline.unregister(shepherdId)
                   session.processes.delete(state)
                   tracked.delete(shepherdId)
+                  recent.push({ ...report, at: yield* Clock.currentTimeMillis } as Teardown.Teardown & { at: number })
+                  if (recent.length > recentLimit) recent.shift()
+                  live--
+                  yield* Metric.update(m.running, live)
+                  yield* Metric.update(Metric.withAttributes(Metrics.exited, { ...attributes, outcome: report._tag }), 1)
+                  yield* Metric.update(m.teardownDuration, report.durationMs)
                   Deferred.doneUnsafe(done, Exit.succeed(report))
                   yield* releaseSlot
                 })
@@ -572,8 +618,12 @@ const make = Effect.fnUntraced(function*(config: ShepherdConfig.Resolved) {
             Deferred.isDoneUnsafe(done) ? Effect.asSome(Deferred.await(done)) : Effect.succeedNone
           )
         }
-        state = { managed, stop }
+        state = { managed, stop, exitStatus: launched.exitStatus, container }
         session.processes.add(state)
+        live++
+        yield* Metric.update(m.running, live)
+        yield* Metric.update(m.spawned, 1)
+        yield* Metric.update(m.slotWait, slotWaitMs)
         yield* Scope.addFinalizer(procScope, stop)
         // Natural exit: clean up what the leader left behind and return the slot at once.
         yield* FiberSet.run(watchers, Effect.andThen(launched.exit, stop))
@@ -585,7 +635,7 @@ const make = Effect.fnUntraced(function*(config: ShepherdConfig.Resolved) {
         return managed
       })
     )
-  })
+  }, Effect.tapError(spawnFailed))
 
   const makeSession = (state: SessionState): Session => ({
     id: state.id,
@@ -646,6 +696,8 @@ const make = Effect.fnUntraced(function*(config: ShepherdConfig.Resolved) {
       ...(failure === undefined ? {} : { error: failure })
     }
     lastTick = report
+    yield* Metric.update(Metric.withAttributes(Metrics.orphansReaped, { ...attributes, source: "stale" }), stale.length)
+    yield* Metric.update(Metric.withAttributes(Metrics.orphansReaped, { ...attributes, source: "untracked" }), untracked.length)
     if (failure !== undefined) yield* Effect.logWarning(`reaper tick ${tick} failed: ${failure}`)
     else if (stale.length + untracked.length > 0) {
       yield* Effect.logWarning(
@@ -654,6 +706,128 @@ const make = Effect.fnUntraced(function*(config: ShepherdConfig.Resolved) {
     }
     return report
   }).pipe(Effect.withSpan("ProcessPool.reap", { attributes: { poolId } })))
+
+  const doctor: Effect.Effect<Doctor.DoctorReport> = Effect.gen(function*() {
+    const now = yield* Clock.currentTimeMillis
+    const states = [...sessions.values()].flatMap((s) => [...s.processes])
+    // One coalesced scan serves every tree's member list.
+    const membersOf = yield* Effect.forEach(states, (p) =>
+      Effect.orElseSucceed(table.members(p.container), () => []), { concurrency: "unbounded" })
+    const described = new Map<string, ReadonlyArray<Doctor.DoctorReport["sessions"][number]["processes"][number]["members"][number]>>()
+    for (const [i, p] of states.entries()) {
+      const infos = yield* Effect.forEach(membersOf[i]!, (identity) => table.inspect(identity))
+      described.set(p.managed.shepherdId, infos.filter((x) => x !== undefined))
+    }
+    const entries = ledger === undefined ? [] : yield* ledger.entries
+    const inLedger = new Set(entries.map((e) => e.shepherdId))
+    const carriers = yield* Effect.orElseSucceed(table.carriers(`${poolId}:`, { notBefore: hostStart }), () => [])
+    const untracked = new Map<string, Array<number>>()
+    for (const c of carriers) {
+      if (tracked.has(c.shepherdId) || inLedger.has(c.shepherdId)) continue
+      untracked.set(c.shepherdId, [...(untracked.get(c.shepherdId) ?? []), c.identity.pid])
+    }
+    const stale = yield* Effect.forEach(entries.filter((e) => !tracked.has(e.shepherdId)), (e) =>
+      Effect.map(
+        Effect.orElseSucceed(
+          table.members({
+            pgid: e.pgid ?? -1,
+            shepherdId: e.shepherdId,
+            leader: e.identity ?? { pid: -1, startTime: "0", bootId: orphanContext.bootId }
+          }),
+          () => []
+        ),
+        (alive) => ({
+          shepherdId: e.shepherdId,
+          session: e.session,
+          command: e.command,
+          ...(e.identity === undefined ? {} : { pid: e.identity.pid }),
+          alive: alive.map((m) => m.pid)
+        })
+      ))
+    const longestWaitMs = waitingSince.size === 0 ? 0 : now - Math.min(...waitingSince.values())
+    const lifelineStatus = lifeline === undefined ? undefined : yield* lifeline.status
+    const lastCompaction = ledger === undefined ? undefined : yield* ledger.lastCompaction
+    return {
+      at: now,
+      pool: {
+        poolId,
+        name: config.name,
+        uptimeMs: now - poolStartedAt,
+        slots: config.slots,
+        hardCap: config.hardCap,
+        slotTimeoutMs: config.slotTimeoutMs,
+        kill: config.kill,
+        reapIntervalMs: config.reapIntervalMs,
+        closing
+      },
+      ...(ledger === undefined ? {} : { host: ledger.host }),
+      slots: { total: config.slots, inUse, free: config.slots - inUse, waiting, longestWaitMs },
+      sessions: [...sessions.values()].map((s) => ({
+        id: s.id,
+        closing: s.closed !== undefined,
+        processes: [...s.processes].map((p) => ({
+          shepherdId: p.managed.shepherdId,
+          pid: p.managed.pid,
+          pgid: p.managed.pgid,
+          identity: p.managed.identity,
+          command: p.managed.command,
+          ageMs: now - p.managed.startedAt,
+          slotWaitMs: p.managed.slotWaitMs,
+          state: p.exitStatus() === undefined ? "running" as const : "exited" as const,
+          members: described.get(p.managed.shepherdId) ?? [],
+          env: {
+            inherited: p.managed.env.inherited.length,
+            stripped: p.managed.env.stripped,
+            preserved: p.managed.env.preserved,
+            explicit: p.managed.env.explicit
+          }
+        }))
+      })),
+      recent: recent.map((r) => ({
+        shepherdId: r.shepherdId,
+        session: r.session,
+        pid: r.pid,
+        command: r.command,
+        outcome: r._tag,
+        description: Teardown.describe(r),
+        durationMs: r.durationMs,
+        at: r.at
+      })),
+      ...(ledger === undefined ? {} : {
+        ledger: {
+          path: ledger.path,
+          live: entries.length,
+          ...(lastCompaction === undefined ? {} : { lastCompaction }),
+          tornLine: ledger.opened.tornLine,
+          badLines: ledger.opened.badLines,
+          ...(ledger.opened.quarantined === undefined ? {} : { quarantined: ledger.opened.quarantined }),
+          ...(ledger.opened.tookOverFrom === undefined ? {} : { tookOverFrom: ledger.opened.tookOverFrom })
+        }
+      }),
+      ...(recovery === undefined ? {} : { recovery }),
+      reaper: { intervalMs: config.reapIntervalMs, ...(lastTick === undefined ? {} : { lastTick }) },
+      ...(lifelineStatus === undefined ? {} : {
+        lifeline: {
+          kind: lifelineStatus.kind,
+          ...(lifelineStatus.pid === undefined ? {} : { pid: lifelineStatus.pid }),
+          alive: lifelineStatus.alive,
+          watching: lifelineStatus.watching
+        }
+      }),
+      envPolicy: config.env,
+      comparison: {
+        untracked: [...untracked].map(([shepherdId, pids]) => ({ shepherdId, pids })),
+        stale,
+        vanished: states.filter((_, i) => membersOf[i]!.length === 0).map((p) => ({
+          shepherdId: p.managed.shepherdId,
+          pid: p.managed.pid
+        })),
+        unrecorded: ledger === undefined
+          ? []
+          : states.map((p) => p.managed.shepherdId).filter((id) => !inLedger.has(id))
+      }
+    }
+  }).pipe(Effect.withSpan("ProcessPool.doctor", { attributes: { poolId } }))
 
   const shutdown = Effect.suspend(() => {
     if (shutdownResult !== undefined) return Deferred.await(shutdownResult)
@@ -700,6 +874,7 @@ const make = Effect.fnUntraced(function*(config: ShepherdConfig.Resolved) {
     recovery,
     reapNow: reapOnce,
     lastTick: Effect.sync(() => Option.fromNullishOr(lastTick)),
-    lifeline: lifeline === undefined ? Effect.succeedNone : Effect.asSome(lifeline.status)
+    lifeline: lifeline === undefined ? Effect.succeedNone : Effect.asSome(lifeline.status),
+    doctor
   })
 })

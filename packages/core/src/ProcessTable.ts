@@ -49,6 +49,22 @@ export interface Carrier {
 }
 
 /**
+ * What the doctor shows of one live process.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface ProcessInfo {
+  readonly pid: number
+  readonly ppid: number
+  readonly pgid: number
+  /** Kernel state letter (`R`, `S`, `D`, `T`, `Z`, ...). */
+  readonly state: string
+  readonly rssKiB: number
+  readonly command: string
+}
+
+/**
  * The process table could not be read.
  *
  * @since 0.1.0
@@ -75,6 +91,8 @@ export class ProcessTable extends Context.Service<ProcessTable, {
     prefix: string,
     options?: { readonly notBefore?: string | undefined }
   ) => Effect.Effect<ReadonlyArray<Carrier>, ProcessTableError>
+  /** Describes a process for diagnostics, if `identity` still names it. */
+  readonly inspect: (identity: ProcessIdentity) => Effect.Effect<ProcessInfo | undefined>
   /** Sends `signal` only if `identity` still names the same live process, owned by us. */
   readonly signal: (identity: ProcessIdentity, signal: Signal) => Effect.Effect<SignalResult>
 }>()("@shepherd/core/ProcessTable") {}

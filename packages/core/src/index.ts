@@ -1,6 +1,10 @@
 /**
  * @since 0.1.0
  */
+export * as Doctor from "./Doctor.ts"
+/**
+ * @since 0.1.0
+ */
 export * as EnvPolicy from "./EnvPolicy.ts"
 /**
  * @since 0.1.0
@@ -9,7 +13,19 @@ export * as KillPolicy from "./KillPolicy.ts"
 /**
  * @since 0.1.0
  */
+export * as Ledger from "./Ledger.ts"
+/**
+ * @since 0.1.0
+ */
+export * as Lifeline from "./Lifeline.ts"
+/**
+ * @since 0.1.0
+ */
 export * as ManagedProcess from "./ManagedProcess.ts"
+/**
+ * @since 0.1.0
+ */
+export * as Metrics from "./Metrics.ts"
 /**
  * @since 0.1.0
  */
@@ -26,6 +42,10 @@ export * as ProcessPool from "./ProcessPool.ts"
  * @since 0.1.0
  */
 export * as ProcessTable from "./ProcessTable.ts"
+/**
+ * @since 0.1.0
+ */
+export * as Reaper from "./Reaper.ts"
 /**
  * @since 0.1.0
  */

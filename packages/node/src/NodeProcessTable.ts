@@ -6,7 +6,7 @@
  * @since 0.1.0
  */
 import { ProcessTable, ProcessTableError } from "@shepherd/core/ProcessTable"
-import type { Carrier, Container, SignalResult } from "@shepherd/core/ProcessTable"
+import type { Carrier, Container, ProcessInfo, SignalResult } from "@shepherd/core/ProcessTable"
 import type { ProcessIdentity } from "@shepherd/core/ProcessIdentity"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
@@ -144,9 +144,23 @@ export const make = (): ProcessTable["Service"] => {
       catch: (error) => new ProcessTableError({ reason: `cannot read /proc: ${String(error)}` })
     })
 
+  const inspect = (identity: ProcessIdentity): ProcessInfo | undefined => {
+    const stat = procfs.readStat(identity.pid)
+    if (stat === undefined || stat.startTime !== identity.startTime || identity.bootId !== bootId) return undefined
+    return {
+      pid: identity.pid,
+      ppid: stat.ppid,
+      pgid: stat.pgid,
+      state: stat.state,
+      rssKiB: procfs.readRssKiB(identity.pid),
+      command: procfs.readCmdline(identity.pid)
+    }
+  }
+
   return ProcessTable.of({
     members,
     carriers,
+    inspect: (identity) => Effect.sync(() => inspect(identity)),
     isAlive: (identity) => Effect.sync(() => alive(identity)),
     signal: (identity, sig) => Effect.sync(() => signal(identity, sig))
   })

@@ -86,3 +86,15 @@ export const readCmdline = (pid: number): string => {
     return ""
   }
 }
+
+/** Resident set size in KiB (field 24 of stat is in pages; statm's second field too). */
+export const readRssKiB = (pid: number): number => {
+  try {
+    const pages = Number(fs.readFileSync(`/proc/${pid}/statm`, "latin1").split(" ")[1])
+    return Math.round((pages * pageSize) / 1024)
+  } catch {
+    return 0
+  }
+}
+
+const pageSize = 4096
