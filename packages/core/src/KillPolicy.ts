@@ -50,6 +50,8 @@ export const defaults: KillPolicy = { signal: "SIGTERM", graceMs: 5_000, forceWa
  */
 export const durationMillis = (input: unknown): number | undefined => {
   if (typeof input !== "number" && typeof input !== "string" && typeof input !== "object") return undefined
+  // Duration treats NaN as 0 ms, which would silently mean "SIGKILL at once".
+  if (typeof input === "number" && !Number.isFinite(input)) return undefined
   let millis: number
   try {
     millis = Duration.toMillis(input as Duration.Input)

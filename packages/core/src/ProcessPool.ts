@@ -217,6 +217,8 @@ export class ProcessPool extends Context.Service<ProcessPool, {
 interface SessionState {
   readonly id: string
   readonly processes: Set<ProcessState>
+  /** Spawns between slot and registration: closing waits for them. */
+  readonly launching: Set<Deferred.Deferred<void>>
   /** Completed when closing starts: slot waiters of this session give up. */
   readonly closingSignal: Deferred.Deferred<void>
   closed: Deferred.Deferred<ReadonlyArray<Teardown.Teardown>> | undefined
@@ -318,10 +320,20 @@ const make = Effect.fnUntraced(function*(config: ShepherdConfig.Resolved) {
       if (closing) return Effect.fail(closed(id))
       let state = sessions.get(id)
       if (state === undefined) {
-        state = { id, processes: new Set(), closingSignal: Deferred.makeUnsafe(), closed: undefined }
+        state = { id, processes: new Set(), launching: new Set(), closingSignal: Deferred.makeUnsafe(), closed: undefined }
         sessions.set(id, state)
       }
       return state.closed === undefined ? Effect.succeed(state) : Effect.fail(closed(id))
+    })
+
+  // Each caller scope gets one parallel child that holds its processes' scopes, so that closing
+  // the caller's (usually sequential) scope tears its trees down concurrently.
+  const parallelChildren = new WeakMap<Scope.Scope, Scope.Closeable>()
+  const parallelChildOf = (scope: Scope.Scope): Effect.Effect<Scope.Closeable> =>
+    Effect.suspend(() => {
+      const existing = parallelChildren.get(scope)
+      if (existing !== undefined && existing.state._tag !== "Closed") return Effect.succeed(existing)
+      return Effect.tap(Scope.fork(scope, "parallel"), (child) => Effect.sync(() => parallelChildren.set(scope, child)))
     })
 
   const closeSessionState = (state: SessionState): Effect.Effect<ReadonlyArray<Teardown.Teardown>> =>
@@ -330,7 +342,10 @@ const make = Effect.fnUntraced(function*(config: ShepherdConfig.Resolved) {
       const done = Deferred.makeUnsafe<ReadonlyArray<Teardown.Teardown>>()
       state.closed = done
       Deferred.doneUnsafe(state.closingSignal, Exit.void)
-      return Effect.forEach([...state.processes], (p) => p.stop, { concurrency: "unbounded" }).pipe(
+      return Effect.forEach([...state.launching], Deferred.await, { discard: true }).pipe(
+        Effect.andThen(Effect.suspend(() =>
+          Effect.forEach([...state.processes], (p) => p.stop, { concurrency: "unbounded" })
+        )),
         Effect.tap((reports) =>
           Effect.sync(() => {
             if (sessions.get(state.id) === state) sessions.delete(state.id)
@@ -449,190 +464,200 @@ const make = Effect.fnUntraced(function*(config: ShepherdConfig.Resolved) {
           yield* releaseSlot
           return yield* closed(sessionId)
         }
-        const slotWaitMs = (yield* Clock.currentTimeMillis) - waitStart
-        const id = ++counter
-        const shepherdId = `${poolId}:${id}`
-        const inherits = command.options.env === undefined || command.options.extendEnv === true
-        const { env, explain } = EnvPolicy.apply(
-          config.env,
-          inherits ? launcher.inheritedEnv() : {},
-          unwrapEnv(command.options.env)
-        )
-        env.SHEPHERD_ID = shepherdId
+        // Until this spawn has registered its tree (or failed), a closing session waits for it.
+        const launchDone = Deferred.makeUnsafe<void>()
+        session.launching.add(launchDone)
+        return yield* Effect.gen(function*() {
+          const slotWaitMs = (yield* Clock.currentTimeMillis) - waitStart
+          const id = ++counter
+          const shepherdId = `${poolId}:${id}`
+          const inherits = command.options.env === undefined || command.options.extendEnv === true
+          const { env, explain } = EnvPolicy.apply(
+            config.env,
+            inherits ? launcher.inheritedEnv() : {},
+            unwrapEnv(command.options.env)
+          )
+          env.SHEPHERD_ID = shepherdId
 
-        tracked.add(shepherdId)
-        if (ledger !== undefined) {
-          const intent = yield* Effect.result(ledger.append({
-            _tag: "Intent",
-            poolId,
-            shepherdId,
-            session: sessionId,
-            command: display,
-            at: yield* Clock.currentTimeMillis
-          }))
-          if (intent._tag === "Failure") {
-            // Without the intent a crash could leave this tree unknown to the next host: refuse.
-            tracked.delete(shepherdId)
-            yield* releaseSlot
-            return yield* new SpawnError({ session: sessionId, command: display, reason: intent.failure.message })
+          tracked.add(shepherdId)
+          if (ledger !== undefined) {
+            const intent = yield* Effect.result(ledger.append({
+              _tag: "Intent",
+              poolId,
+              shepherdId,
+              session: sessionId,
+              command: display,
+              at: yield* Clock.currentTimeMillis
+            }))
+            if (intent._tag === "Failure") {
+              // Without the intent a crash could leave this tree unknown to the next host: refuse.
+              tracked.delete(shepherdId)
+              yield* releaseSlot
+              return yield* new SpawnError({ session: sessionId, command: display, reason: intent.failure.message })
+            }
           }
-        }
-        const procScope = yield* Scope.fork(callerScope, "sequential")
-        const launched = yield* launcher.launch(command, env).pipe(
-          Scope.provide(procScope),
-          Effect.catch((error) =>
-            Effect.andThen(
+          const procScope = yield* Scope.fork(yield* parallelChildOf(callerScope), "sequential")
+          const launched = yield* launcher.launch(command, env).pipe(
+            Scope.provide(procScope),
+            Effect.catch((error) =>
               Effect.andThen(
-                Effect.andThen(releaseSlot, Scope.close(procScope, Exit.void)),
                 Effect.andThen(
-                  Effect.flatMap(Clock.currentTimeMillis, (at) =>
-                    record({ _tag: "Exited", shepherdId, outcome: "SpawnFailed", detail: error.message, at })),
-                  Effect.sync(() => tracked.delete(shepherdId))
+                  Effect.andThen(releaseSlot, Scope.close(procScope, Exit.void)),
+                  Effect.andThen(
+                    Effect.flatMap(Clock.currentTimeMillis, (at) =>
+                      record({ _tag: "Exited", shepherdId, outcome: "SpawnFailed", detail: error.message, at })),
+                    Effect.sync(() => tracked.delete(shepherdId))
+                  )
+                ),
+                Effect.fail(
+                  new SpawnError({
+                    session: sessionId,
+                    command: display,
+                    reason: error.message,
+                    cause: error
+                  })
                 )
-              ),
-              Effect.fail(
-                new SpawnError({
-                  session: sessionId,
-                  command: display,
-                  reason: error.message,
-                  cause: error
-                })
               )
             )
           )
-        )
-        const startedAt = yield* Clock.currentTimeMillis
-        const container = { pgid: launched.pgid, shepherdId, leader: launched.identity }
-        yield* record({ _tag: "Registered", shepherdId, pgid: launched.pgid, identity: launched.identity, at: startedAt })
-        if (lifeline !== undefined) yield* lifeline.register(container)
-        const done = Deferred.makeUnsafe<Teardown.Teardown>()
-        let started = false
-        let state: ProcessState
+          const startedAt = yield* Clock.currentTimeMillis
+          const container = { pgid: launched.pgid, shepherdId, leader: launched.identity }
+          yield* record({ _tag: "Registered", shepherdId, pgid: launched.pgid, identity: launched.identity, at: startedAt })
+          if (lifeline !== undefined) yield* lifeline.register(container)
+          const done = Deferred.makeUnsafe<Teardown.Teardown>()
+          let started = false
+          let state: ProcessState
 
-        const stopWith = (kill: KillPolicy.KillPolicy): Effect.Effect<Teardown.Teardown> =>
-          Effect.suspend(() => {
-            if (started) return Deferred.await(done)
-            started = true
-            return terminate({
-              table,
-              container,
-              policy: kill,
-              leader: { exitStatus: launched.exitStatus, exit: launched.exit },
-              hurry
-            }).pipe(
-              Effect.map((r): Teardown.Teardown => {
-                const common = {
-                  pid: launched.pid,
-                  shepherdId,
-                  session: sessionId,
-                  command: display,
-                  signalled: r.signalled,
-                  durationMs: r.durationMs
-                }
-                switch (r.outcome._tag) {
-                  case "Exited":
-                    return new Teardown.Exited({ ...common, code: r.outcome.status.code, signal: r.outcome.status.signal })
-                  case "Gone":
-                    return new Teardown.Exited({ ...common, code: null, signal: null })
-                  case "Graceful":
-                    return new Teardown.Graceful({ ...common, signal: kill.signal })
-                  case "Forced":
-                    return new Teardown.Forced({ ...common, forced: r.forced })
-                  case "Escaped":
-                    return new Teardown.Escaped({ ...common, escaped: r.outcome.escaped })
-                  case "Unverified":
-                    return new Teardown.Unverified({ ...common, reason: r.outcome.reason })
-                }
-              }),
-              Effect.tap((report) =>
-                Effect.gen(function*() {
-                  yield* record({
-                    _tag: "Exited",
+          const stopWith = (kill: KillPolicy.KillPolicy): Effect.Effect<Teardown.Teardown> =>
+            Effect.suspend(() => {
+              if (started) return Deferred.await(done)
+              started = true
+              return terminate({
+                table,
+                container,
+                policy: kill,
+                leader: { exitStatus: launched.exitStatus, exit: launched.exit },
+                hurry
+              }).pipe(
+                Effect.map((r): Teardown.Teardown => {
+                  const common = {
+                    pid: launched.pid,
                     shepherdId,
-                    outcome: report._tag,
-                    detail: Teardown.describe(report),
-                    at: yield* Clock.currentTimeMillis
+                    session: sessionId,
+                    command: display,
+                    signalled: r.signalled,
+                    durationMs: r.durationMs
+                  }
+                  switch (r.outcome._tag) {
+                    case "Exited":
+                      return new Teardown.Exited({ ...common, code: r.outcome.status.code, signal: r.outcome.status.signal })
+                    case "Gone":
+                      return new Teardown.Exited({ ...common, code: null, signal: null })
+                    case "Graceful":
+                      return new Teardown.Graceful({ ...common, signal: kill.signal })
+                    case "Forced":
+                      return new Teardown.Forced({ ...common, forced: r.forced })
+                    case "Escaped":
+                      return new Teardown.Escaped({ ...common, escaped: r.outcome.escaped })
+                    case "Unverified":
+                      return new Teardown.Unverified({ ...common, reason: r.outcome.reason })
+                  }
+                }),
+                Effect.tap((report) =>
+                  Effect.gen(function*() {
+                    yield* record({
+                      _tag: "Exited",
+                      shepherdId,
+                      outcome: report._tag,
+                      detail: Teardown.describe(report),
+                      at: yield* Clock.currentTimeMillis
+                    })
+                    if (lifeline !== undefined) yield* lifeline.unregister(shepherdId)
+                    session.processes.delete(state)
+                    tracked.delete(shepherdId)
+                    recent.push({ ...report, at: yield* Clock.currentTimeMillis } as Teardown.Teardown & { at: number })
+                    if (recent.length > recentLimit) recent.shift()
+                    live--
+                    yield* Metric.update(m.running, live)
+                    yield* Metric.update(Metric.withAttributes(Metrics.exited, { ...attributes, outcome: report._tag }), 1)
+                    yield* Metric.update(m.teardownDuration, report.durationMs)
+                    Deferred.doneUnsafe(done, Exit.succeed(report))
+                    yield* releaseSlot
                   })
-                  if (lifeline !== undefined) yield* lifeline.unregister(shepherdId)
-                  session.processes.delete(state)
-                  tracked.delete(shepherdId)
-                  recent.push({ ...report, at: yield* Clock.currentTimeMillis } as Teardown.Teardown & { at: number })
-                  if (recent.length > recentLimit) recent.shift()
-                  live--
-                  yield* Metric.update(m.running, live)
-                  yield* Metric.update(Metric.withAttributes(Metrics.exited, { ...attributes, outcome: report._tag }), 1)
-                  yield* Metric.update(m.teardownDuration, report.durationMs)
-                  Deferred.doneUnsafe(done, Exit.succeed(report))
-                  yield* releaseSlot
-                })
-              ),
-              Effect.tap(logReport),
-              Effect.tap(() => Scope.close(procScope, Exit.void)),
-              Effect.withSpan("ProcessPool.teardown", { attributes: { shepherdId, pid: launched.pid } }),
-              Effect.uninterruptible
-            )
-          })
+                ),
+                Effect.tap(logReport),
+                Effect.tap(() => Scope.close(procScope, Exit.void)),
+                Effect.withSpan("ProcessPool.teardown", { attributes: { shepherdId, pid: launched.pid } }),
+                Effect.uninterruptible
+              )
+            })
 
-        const stop = stopWith(policy)
-        const exitCode = Effect.flatMap(launched.exit, (status) =>
-          status.code !== null
-            ? Effect.succeed(ChildProcessSpawner.ExitCode(status.code))
-            : Effect.fail(
-              PlatformError.systemError({
-                _tag: "Unknown",
-                module: "ChildProcess",
-                method: "exitCode",
-                description: `Process interrupted due to receipt of signal: '${status.signal}'`
-              })
-            ))
-        const handle = ChildProcessSpawner.makeHandle({
-          pid: ChildProcessSpawner.ProcessId(launched.pid),
-          exitCode,
-          isRunning: Effect.sync(() => launched.exitStatus() === undefined),
-          kill: (opts) =>
-            Effect.asVoid(stopWith(KillPolicy.override(policy, {
-              signal: opts?.killSignal === undefined ? undefined : opts.killSignal as KillPolicy.KillPolicy["signal"],
-              grace: opts?.forceKillAfter
-            }))),
-          ...launched.io,
-          // Shepherd never lets a process outlive its scope: unref is a no-op.
-          unref: Effect.succeed(Effect.void)
-        })
-        const managed: ManagedProcess = {
-          id,
-          shepherdId,
-          session: sessionId,
-          pid: launched.pid,
-          pgid: launched.pgid,
-          identity: launched.identity,
-          command: display,
-          startedAt,
-          slotWaitMs,
-          policy,
-          env: explain,
-          handle,
-          awaitExit: launched.exit,
-          terminate: (input) => stopWith(KillPolicy.override(policy, input)),
-          awaitTeardown: Deferred.await(done),
-          teardown: Effect.suspend(() =>
-            Deferred.isDoneUnsafe(done) ? Effect.asSome(Deferred.await(done)) : Effect.succeedNone
-          )
-        }
-        state = { managed, stop, exitStatus: launched.exitStatus, container }
-        session.processes.add(state)
-        live++
-        yield* Metric.update(m.running, live)
-        yield* Metric.update(m.spawned, 1)
-        yield* Metric.update(m.slotWait, slotWaitMs)
-        yield* Scope.addFinalizer(procScope, stop)
-        // Natural exit: clean up what the leader left behind and return the slot at once.
-        yield* FiberSet.run(watchers, Effect.andThen(launched.exit, stop))
-        if (closing || session.closed !== undefined) {
-          // The session began closing while we were launching: do not outlive it.
-          yield* stop
-          return yield* closed(sessionId)
-        }
-        return managed
+          const stop = stopWith(policy)
+          const exitCode = Effect.flatMap(launched.exit, (status) =>
+            status.code !== null
+              ? Effect.succeed(ChildProcessSpawner.ExitCode(status.code))
+              : Effect.fail(
+                PlatformError.systemError({
+                  _tag: "Unknown",
+                  module: "ChildProcess",
+                  method: "exitCode",
+                  description: `Process interrupted due to receipt of signal: '${status.signal}'`
+                })
+              ))
+          const handle = ChildProcessSpawner.makeHandle({
+            pid: ChildProcessSpawner.ProcessId(launched.pid),
+            exitCode,
+            isRunning: Effect.sync(() => launched.exitStatus() === undefined),
+            kill: (opts) =>
+              Effect.asVoid(stopWith(KillPolicy.override(policy, {
+                signal: opts?.killSignal === undefined ? undefined : opts.killSignal as KillPolicy.KillPolicy["signal"],
+                grace: opts?.forceKillAfter
+              }))),
+            ...launched.io,
+            // Shepherd never lets a process outlive its scope: unref is a no-op.
+            unref: Effect.succeed(Effect.void)
+          })
+          const managed: ManagedProcess = {
+            id,
+            shepherdId,
+            session: sessionId,
+            pid: launched.pid,
+            pgid: launched.pgid,
+            identity: launched.identity,
+            command: display,
+            startedAt,
+            slotWaitMs,
+            policy,
+            env: explain,
+            handle,
+            awaitExit: launched.exit,
+            terminate: (input) => stopWith(KillPolicy.override(policy, input)),
+            awaitTeardown: Deferred.await(done),
+            teardown: Effect.suspend(() =>
+              Deferred.isDoneUnsafe(done) ? Effect.asSome(Deferred.await(done)) : Effect.succeedNone
+            )
+          }
+          state = { managed, stop, exitStatus: launched.exitStatus, container }
+          session.processes.add(state)
+          live++
+          yield* Metric.update(m.running, live)
+          yield* Metric.update(m.spawned, 1)
+          yield* Metric.update(m.slotWait, slotWaitMs)
+          yield* Scope.addFinalizer(procScope, stop)
+          // Natural exit: clean up what the leader left behind and return the slot at once.
+          yield* FiberSet.run(watchers, Effect.andThen(launched.exit, stop))
+          if (closing || session.closed !== undefined) {
+            // The session began closing while we were launching: its close (which waited for
+            // this launch) tears the tree down; the caller gets PoolClosed.
+            return yield* closed(sessionId)
+          }
+          return managed
+        }).pipe(
+          Effect.ensuring(Effect.sync(() => {
+            session.launching.delete(launchDone)
+            Deferred.doneUnsafe(launchDone, Exit.void)
+          }))
+        )
       })
     )
   }, Effect.tapError(spawnFailed))

@@ -8,7 +8,13 @@
  *
  * @since 0.1.0
  */
+import * as Deferred from "effect/Deferred"
+import * as Effect from "effect/Effect"
 import * as Schema from "effect/Schema"
+import * as Orphans from "./internal/orphans.ts"
+import type { KillPolicy } from "./KillPolicy.ts"
+import type { ProcessIdentity } from "./ProcessIdentity.ts"
+import type { ProcessTable } from "./ProcessTable.ts"
 
 /**
  * What one container's cleanup did.
@@ -79,3 +85,29 @@ export const RecoveryReport = Schema.Struct({
  * @category models
  */
 export interface RecoveryReport extends Schema.Schema.Type<typeof RecoveryReport> {}
+
+/**
+ * Terminates a tree the caller has no handle to — a ledger entry of a dead
+ * host, or processes that carry a `SHEPHERD_ID` — with `policy`. Members are
+ * found by cookie and, when `pgid` and `leader` are known, by process group;
+ * every signal is identity-checked, and an entry of another boot is never
+ * signalled (`OtherBoot`). `Gone` means nothing was alive.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const cleanup = (options: {
+  readonly table: ProcessTable["Service"]
+  readonly policy: KillPolicy
+  readonly bootId: string
+  readonly shepherdId: string
+  readonly pgid?: number | undefined
+  readonly leader?: ProcessIdentity | undefined
+}): Effect.Effect<Action> =>
+  Effect.flatMap(Deferred.make<void>(), (hurry) =>
+    Orphans.cleanup(
+      { table: options.table, policy: options.policy, hurry, bootId: options.bootId },
+      options.shepherdId,
+      options.pgid,
+      options.leader
+    ))

@@ -71,7 +71,11 @@ export const ShepherdConfig = Schema.Struct({
   slotTimeout: Schema.optionalKey(Schema.Union([Schema.Number, Schema.String]).check(isTimeout)),
   kill: Schema.optionalKey(KillPolicyConfig),
   env: Schema.optionalKey(Schema.Union([Schema.Literals(["inherit", "agent-host"]), EnvPolicy.EnvPolicy])),
-  reapInterval: Schema.optionalKey(DurationInput),
+  reapInterval: Schema.optionalKey(
+    DurationInput.check(Schema.makeFilter<string | number>((input) =>
+      (KillPolicy.durationMillis(input) ?? 0) > 0 || "expected a positive duration"
+    ))
+  ),
   ledger: Schema.optionalKey(Schema.Union([Schema.String.check(Schema.isMinLength(1)), Schema.Literal(false)])),
   lifeline: Schema.optionalKey(Schema.Boolean)
 })

@@ -10,7 +10,7 @@
  * **Example** (A pool over the simulated OS)
  *
  * ```ts
- * import { Effect, Layer } from "effect"
+ * import { Effect, Fiber, Layer } from "effect"
  * import { ChildProcess } from "effect/process"
  * import { TestClock } from "effect/testing"
  * import { ProcessPool } from "@shepherd/core/ProcessPool"
@@ -19,12 +19,15 @@
  * const os = TestOs.make()
  * os.define("stubborn", { onTerm: "ignore" })
  *
+ * // run with `it.effect` (TestClock); close sessions inside the test body so
+ * // that no teardown is left to sleep in a finalizer
  * const program = Effect.gen(function*() {
  *   const pool = yield* ProcessPool
  *   yield* pool.spawn(ChildProcess.make("stubborn", []), { session: "s" })
- *   const fiber = yield* Effect.forkChild(pool.closeSession("s"))
+ *   const closing = yield* Effect.forkChild(pool.closeSession("s"))
  *   yield* TestClock.adjust("5 seconds")
- *   // => [Forced { ... }]
+ *   const [report] = yield* Fiber.join(closing)
+ *   // report._tag === "Forced"; os.signalsSent(): SIGTERM at 0, SIGKILL at 5000
  * }).pipe(Effect.provide(ProcessPool.layer().pipe(Layer.provide(os.layer))))
  * ```
  *
@@ -45,7 +48,14 @@ import * as Sink from "effect/Sink"
 import * as Stream from "effect/Stream"
 import { type ExitStatus, type Launched, ProcessLauncher } from "./ProcessLauncher.ts"
 import type { ProcessIdentity } from "./ProcessIdentity.ts"
-import { type Container, ProcessTable, ProcessTableError, type SignalResult } from "./ProcessTable.ts"
+import {
+  type Carrier,
+  type Container,
+  type ProcessInfo as TableProcessInfo,
+  ProcessTable,
+  ProcessTableError,
+  type SignalResult
+} from "./ProcessTable.ts"
 import type { Signal } from "./Signal.ts"
 
 /**
@@ -89,6 +99,8 @@ export interface Behaviour {
   readonly failSpawn?: PlatformError.SystemErrorTag | undefined
   /** Time between the launch request and the process start (overrides the OS-wide `launchDelay`). */
   readonly launchDelayMs?: number | undefined
+  /** Resident memory every process of the tree reports through `inspect`. Default: `1024`. */
+  readonly rssKiB?: number | undefined
 }
 
 /**
@@ -107,6 +119,8 @@ export type Role = "leader" | "child" | "escaped" | "unkillable"
  */
 export interface ProcessInfo {
   readonly pid: number
+  /** The simulated host (`TestOs.hostPid`) for leaders, the leader for members, `1` for escaped members. */
+  readonly ppid: number
   readonly pgid: number
   readonly identity: ProcessIdentity
   readonly role: Role
@@ -192,7 +206,9 @@ export interface TestOs {
 
 interface SimProcess {
   readonly pid: number
+  readonly ppid: number
   readonly pgid: number
+  readonly rssKiB: number
   readonly identity: ProcessIdentity
   readonly role: Role
   readonly command: string
@@ -211,10 +227,20 @@ interface SimProcess {
 
 const bootId = "test-os"
 
-const unwrap = (word: string | Redacted.Redacted<string>): string => Redacted.isRedacted(word) ? Redacted.value(word) : word
+/**
+ * The pid of the simulated host: the parent of every leader.
+ *
+ * @since 0.1.0
+ * @category constants
+ */
+export const hostPid = 999
+
+const unwrap = (word: string | Redacted.Redacted<string>): string =>
+  Redacted.isRedacted(word) ? Redacted.value(word) : word
 
 const info = (p: SimProcess): ProcessInfo => ({
   pid: p.pid,
+  ppid: p.ppid,
   pgid: p.pgid,
   identity: p.identity,
   role: p.role,
@@ -238,8 +264,11 @@ const info = (p: SimProcess): ProcessInfo => ({
  * - A process "exits" when its leader dies: the launcher's `exit` effect
  *   resolves then. Members do not die with their leader.
  * - `members(container)` returns the live processes whose process group is
- *   `container.pgid` or whose `SHEPHERD_ID` is `container.shepherdId`.
- * - pids are never reused; identities are `(pid, start sequence, "test-os")`.
+ *   `container.pgid` or whose `SHEPHERD_ID` is `container.shepherdId`;
+ *   `carriers(prefix)` the live processes whose `SHEPHERD_ID` starts with `prefix`;
+ *   `inspect` reports state `S` (`D` for `unkillable` members), `rssKiB` and the command line.
+ * - pids are never reused; identities are `(pid, start sequence, "test-os")`,
+ *   the start sequence being a decimal counter (ordered like a kernel start time).
  *
  * @since 0.1.0
  * @category constructors
@@ -247,7 +276,9 @@ const info = (p: SimProcess): ProcessInfo => ({
 export const make = (options?: Options): TestOs => {
   const behaviours = new Map<string, Behaviour>()
   const defaultBehaviour: Behaviour = options?.defaultBehaviour ?? { onTerm: "exit" }
-  const defaultDelayMs = options?.launchDelay === undefined ? 0 : Duration.toMillis(Duration.fromInputUnsafe(options.launchDelay))
+  const defaultDelayMs = options?.launchDelay === undefined
+    ? 0
+    : Duration.toMillis(Duration.fromInputUnsafe(options.launchDelay))
   let hostEnv: Readonly<Record<string, string | undefined>> = { ...options?.env }
   let tableBroken: string | undefined
   const all: Array<SimProcess> = []
@@ -292,7 +323,9 @@ export const make = (options?: Options): TestOs => {
     const timers = yield* FiberSet.make<void, never>()
     // Timers are interruptible whatever the caller's mask: closing the layer must never wait for them.
     const after = (ms: number, effect: Effect.Effect<void>): Effect.Effect<void> =>
-      ms <= 0 ? effect : Effect.asVoid(FiberSet.run(timers, Effect.interruptible(Effect.andThen(Effect.sleep(ms), effect))))
+      ms <= 0
+        ? effect
+        : Effect.asVoid(FiberSet.run(timers, Effect.interruptible(Effect.andThen(Effect.sleep(ms), effect))))
 
     const deliver = (p: SimProcess, signal: Signal): Effect.Effect<void> => {
       if (p.role === "unkillable") return Effect.void
@@ -313,12 +346,37 @@ export const make = (options?: Options): TestOs => {
             : Effect.succeed(
               all
                 .filter((p) =>
-                  isLive(p) && (p.pgid === container.pgid || (p.shepherdId !== undefined && p.shepherdId === container.shepherdId))
+                  isLive(p) &&
+                  (p.pgid === container.pgid || (p.shepherdId !== undefined && p.shepherdId === container.shepherdId))
                 )
                 .map((p) => p.identity)
             )
         ),
       isAlive: (identity) => Effect.sync(() => lookup(identity) !== undefined),
+      inspect: (identity) =>
+        Effect.sync((): TableProcessInfo | undefined => {
+          const p = lookup(identity)
+          return p === undefined ? undefined : {
+            pid: p.pid,
+            ppid: p.ppid,
+            pgid: p.pgid,
+            state: p.role === "unkillable" ? "D" : "S",
+            rssKiB: p.rssKiB,
+            command: p.line
+          }
+        }),
+      carriers: (prefix, carrierOptions) =>
+        Effect.suspend(() => {
+          if (tableBroken !== undefined) return Effect.fail(new ProcessTableError({ reason: tableBroken }))
+          const notBefore = carrierOptions?.notBefore === undefined ? undefined : Number(carrierOptions.notBefore)
+          const found: Array<Carrier> = []
+          for (const p of all) {
+            if (!isLive(p) || p.shepherdId === undefined || !p.shepherdId.startsWith(prefix)) continue
+            if (notBefore !== undefined && Number(p.identity.startTime) < notBefore) continue
+            found.push({ identity: p.identity, shepherdId: p.shepherdId, pgid: p.pgid })
+          }
+          return Effect.succeed(found)
+        }),
       signal: (identity, signal) =>
         Effect.suspend((): Effect.Effect<SignalResult> => {
           const p = lookup(identity)
@@ -355,11 +413,17 @@ export const make = (options?: Options): TestOs => {
       const leaderTerm = behaviour.onTerm ?? "exit"
       const shepherdId = env.SHEPHERD_ID
       const exitCode = behaviour.exitCode ?? 0
-      const start = (role: Role, pgid: number | undefined, exited?: Deferred.Deferred<ExitStatus>): SimProcess => {
+      const start = (
+        role: Role,
+        parent: SimProcess | undefined,
+        exited?: Deferred.Deferred<ExitStatus>
+      ): SimProcess => {
         const pid = nextPid++
         const p: SimProcess = {
           pid,
-          pgid: pgid ?? pid,
+          ppid: parent === undefined ? hostPid : role === "escaped" ? 1 : parent.pid,
+          pgid: parent === undefined || role === "escaped" ? pid : parent.pgid,
+          rssKiB: behaviour.rssKiB ?? 1024,
           identity: { pid, startTime: String(++sequence), bootId },
           role,
           command: command.command,
@@ -380,12 +444,13 @@ export const make = (options?: Options): TestOs => {
       }
       const exited = Deferred.makeUnsafe<ExitStatus>()
       const leader = start("leader", undefined, exited)
-      for (let i = 0; i < (behaviour.children ?? 0); i++) start("child", leader.pgid)
-      for (let i = 0; i < (behaviour.unkillable ?? 0); i++) start("unkillable", leader.pgid)
-      for (let i = 0; i < (behaviour.escapedChildren ?? 0); i++) start("escaped", undefined)
+      for (let i = 0; i < (behaviour.children ?? 0); i++) start("child", leader)
+      for (let i = 0; i < (behaviour.unkillable ?? 0); i++) start("unkillable", leader)
+      for (let i = 0; i < (behaviour.escapedChildren ?? 0); i++) start("escaped", leader)
       measure()
       if (behaviour.exitAfterMs !== undefined) {
-        yield* after(behaviour.exitAfterMs, Effect.andThen(die(leader, { code: exitCode, signal: null }), Effect.sync(measure)))
+        const natural = die(leader, { code: exitCode, signal: null })
+        yield* after(behaviour.exitAfterMs, Effect.andThen(natural, Effect.sync(measure)))
       }
       const launched: Launched = {
         pid: leader.pid,
@@ -426,7 +491,9 @@ export const make = (options?: Options): TestOs => {
     exit: (pid, status) =>
       Effect.suspend(() => {
         const p = byPid.get(pid)
-        return p === undefined ? Effect.void : Effect.andThen(die(p, status ?? { code: 0, signal: null }), Effect.sync(measure))
+        return p === undefined
+          ? Effect.void
+          : Effect.andThen(die(p, status ?? { code: 0, signal: null }), Effect.sync(measure))
       }),
     alive: () => all.filter(isLive).map(info),
     processes: () => all.map(info),
