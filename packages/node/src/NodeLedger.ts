@@ -12,7 +12,7 @@
  * @since 0.1.0
  */
 import { Ledger, LedgerError, LedgerLine, LedgerLocked, State } from "@shepherd/core/Ledger"
-import type { LedgerRecord, OpenReport } from "@shepherd/core/Ledger"
+import type { Entry, LedgerRecord, OpenReport } from "@shepherd/core/Ledger"
 import type { ProcessIdentity } from "@shepherd/core/ProcessIdentity"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
@@ -239,3 +239,97 @@ const open = (options: Options) => {
  */
 export const layer = (options: Options): Layer.Layer<Ledger, LedgerError | LedgerLocked> =>
   Layer.effect(Ledger, make(options))
+
+/**
+ * A read-only look at a ledger file (of a running or a dead host): no lock is
+ * taken and nothing is rewritten.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Snapshot {
+  readonly path: string
+  readonly exists: boolean
+  /** The lock's owner, and whether that exact process is still alive. */
+  readonly owner?: { readonly identity: ProcessIdentity; readonly alive: boolean } | undefined
+  readonly entries: ReadonlyArray<Entry>
+  /** Every pool id the ledger mentions. */
+  readonly poolIds: ReadonlyArray<string>
+  readonly tornLine: boolean
+  readonly badLines: number
+  readonly sizeBytes: number
+  /** Quarantined copies next to the ledger (`<ledger>.corrupt-*`). */
+  readonly quarantined: ReadonlyArray<string>
+}
+
+/**
+ * Reads a ledger without owning it. Fails with `LedgerError` when the file
+ * exists but cannot be read.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const snapshot = (file: string): Effect.Effect<Snapshot, LedgerError> =>
+  Effect.try({
+    try: () => {
+      const resolved = path.resolve(file)
+      const bootId = procfs.readBootId()
+      let text = ""
+      let exists = true
+      try {
+        text = fs.readFileSync(resolved, "utf8")
+      } catch (error) {
+        if ((error as NodeJS.ErrnoException).code !== "ENOENT") throw error
+        exists = false
+      }
+      let owner: Snapshot["owner"]
+      try {
+        const identity = JSON.parse(fs.readFileSync(`${resolved}.lock`, "utf8")) as ProcessIdentity
+        owner = { identity, alive: ownerAlive(identity, bootId) }
+      } catch {
+        owner = undefined
+      }
+      const parsed = parse(text)
+      const state = new State()
+      const poolIds = new Set<string>()
+      for (const record of parsed.records) {
+        state.apply(record)
+        if (record._tag === "HostStarted" || record._tag === "Intent") poolIds.add(record.poolId)
+      }
+      let quarantined: Array<string> = []
+      try {
+        const base = path.basename(resolved)
+        quarantined = fs.readdirSync(path.dirname(resolved))
+          .filter((name) => name.startsWith(`${base}.corrupt-`))
+          .map((name) => path.join(path.dirname(resolved), name))
+      } catch {
+        quarantined = []
+      }
+      return {
+        path: resolved,
+        exists,
+        owner,
+        entries: [...state.live.values()],
+        poolIds: [...poolIds],
+        tornLine: parsed.tornLine,
+        badLines: parsed.badLines,
+        sizeBytes: Buffer.byteLength(text),
+        quarantined
+      }
+    },
+    catch: (error) => new LedgerError({ path: file, reason: `cannot read: ${String(error)}` })
+  })
+
+/**
+ * Every ledger in a directory (default: the state directory of `defaultPath`).
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const list = (dir: string = path.dirname(defaultPath("x"))): ReadonlyArray<string> => {
+  try {
+    return fs.readdirSync(dir).filter((name) => name.endsWith(".ledger")).map((name) => path.join(dir, name))
+  } catch {
+    return []
+  }
+}

@@ -1,6 +1,18 @@
 /**
  * @since 0.1.0
  */
+export * as DoctorHttp from "./DoctorHttp.ts"
+/**
+ * @since 0.1.0
+ */
+export * as NodeLedger from "./NodeLedger.ts"
+/**
+ * @since 0.1.0
+ */
+export * as NodeLifeline from "./NodeLifeline.ts"
+/**
+ * @since 0.1.0
+ */
 export * as NodeProcessLauncher from "./NodeProcessLauncher.ts"
 /**
  * @since 0.1.0
