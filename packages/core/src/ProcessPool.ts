@@ -489,6 +489,7 @@ const make = Effect.fnUntraced(function*(config: ShepherdConfig.Resolved) {
               command: display,
               at: yield* Clock.currentTimeMillis
             }))
+            if (intent._tag === "Success") yield* Metric.update(m.ledgerEvents, 1)
             if (intent._tag === "Failure") {
               // Without the intent a crash could leave this tree unknown to the next host: refuse.
               tracked.delete(shepherdId)

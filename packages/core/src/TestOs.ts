@@ -186,6 +186,8 @@ export interface TestOs {
   readonly breakTable: (reason: string | undefined) => void
   /** Ends a process now, whatever its behaviour (a crash, or the end of an uninterruptible sleep). */
   readonly exit: (pid: number, status?: ExitStatus) => Effect.Effect<void>
+  /** Ends a process without telling the launcher (a lost exit notification): the pool still tracks it. */
+  readonly vanish: (pid: number) => Effect.Effect<void>
   /** Live processes, every role, in start order. */
   readonly alive: () => ReadonlyArray<ProcessInfo>
   /** Every process ever started, dead ones included, in start order. */
@@ -495,6 +497,15 @@ export const make = (options?: Options): TestOs => {
           ? Effect.void
           : Effect.andThen(die(p, status ?? { code: 0, signal: null }), Effect.sync(measure))
       }),
+    vanish: (pid) =>
+      Effect.flatMap(Clock.currentTimeMillis, (now) =>
+        Effect.sync(() => {
+          const p = byPid.get(pid)
+          if (p === undefined || !isLive(p)) return
+          p.status = { code: null, signal: "SIGKILL" }
+          p.exitedAt = now
+          measure()
+        })),
     alive: () => all.filter(isLive).map(info),
     processes: () => all.map(info),
     process: (pid) => {
