@@ -8,6 +8,7 @@
  * @since 0.1.0
  */
 import * as NodeServices from "@effect/platform-node/NodeServices"
+import * as ShepherdConfig from "@shepherd/core/ShepherdConfig"
 import * as NodeLedger from "@shepherd/node/NodeLedger"
 import * as NodeShepherd from "@shepherd/node/NodeShepherd"
 import * as CliError from "effect/cli/CliError"
@@ -72,15 +73,18 @@ const reap = Command.make(
       if (Option.isSome(ledger) && !(yield* NodeLedger.snapshot(ledger.value)).exists) {
         return yield* fail(`no ledger at ${ledger.value}`)
       }
+      // The kill policy comes from SHEPHERD_KILL_SIGNAL / SHEPHERD_GRACE / SHEPHERD_FORCE_WAIT, as for a pool.
+      const { kill } = yield* ShepherdConfig.fromEnv()
       for (const file of ledgers(ledger)) {
-        const result = yield* Reap.reap(file, { dryRun })
+        const result = yield* Reap.reap(file, { dryRun, policy: kill })
         yield* Console.log(Reap.render(result))
       }
     }).pipe(
       Effect.catchTags({
         LedgerError: (error) => fail(error.message),
         LedgerLocked: (error) => fail(error.message),
-        HostAlive: (error) => fail(error.message)
+        HostAlive: (error) => fail(error.message),
+        InvalidConfig: (error) => fail(error.message)
       })
     )
 ).pipe(Command.withDescription("Terminate the orphans recorded in ledgers whose host is gone"))

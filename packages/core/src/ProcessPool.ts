@@ -638,6 +638,10 @@ const make = Effect.fnUntraced(function*(config: ShepherdConfig.Resolved) {
               Deferred.isDoneUnsafe(done) ? Effect.asSome(Deferred.await(done)) : Effect.succeedNone
             )
           }
+          yield* Effect.logDebug(
+            `spawned ${display} (pid ${launched.pid}, session ${sessionId}); env: ${explain.inherited.length} inherited, ` +
+              `stripped [${explain.stripped.join(", ")}], preserved [${explain.preserved.join(", ")}], explicit [${explain.explicit.join(", ")}]`
+          ).pipe(Effect.annotateLogs({ shepherdId }))
           state = { managed, stop, exitStatus: launched.exitStatus, container }
           session.processes.add(state)
           live++
