@@ -14,7 +14,9 @@
 import { Ledger, LedgerError, LedgerLine, LedgerLocked, State } from "@shepherd/core/Ledger"
 import type { Entry, LedgerRecord, OpenReport } from "@shepherd/core/Ledger"
 import type { ProcessIdentity } from "@shepherd/core/ProcessIdentity"
+import * as Metrics from "@shepherd/core/Metrics"
 import * as Effect from "effect/Effect"
+import * as Metric from "effect/Metric"
 import * as Layer from "effect/Layer"
 import * as Schema from "effect/Schema"
 import * as fs from "node:fs"
@@ -187,6 +189,7 @@ const open = (options: Options) => {
 
   let fd = -1
   let lastCompaction: number | undefined
+  const compactions = Metric.withAttributes(Metrics.ledgerCompactions, { ledger: file })
   const compactNow = () => {
     writeAtomically(file, state.compacted().map(encode).join(""))
     if (fd >= 0) fs.closeSync(fd)
@@ -206,12 +209,18 @@ const open = (options: Options) => {
         try: () => {
           fs.writeSync(fd, encode(record))
           state.apply(record)
-          if (state.events >= compactEvery && state.events > 2 * state.live.size) compactNow()
+          if (state.events >= compactEvery && state.events > 2 * state.live.size) {
+            compactNow()
+            return true
+          }
+          return false
         },
         catch: (error) => fail(`append failed: ${String(error)}`)
-      }),
+      }).pipe(Effect.flatMap((compacted) => compacted ? Metric.update(compactions, 1) : Effect.void)),
     entries: Effect.sync(() => [...state.live.values()]),
-    compact: Effect.try({ try: compactNow, catch: (error) => fail(`compaction failed: ${String(error)}`) }),
+    compact: Effect.try({ try: compactNow, catch: (error) => fail(`compaction failed: ${String(error)}`) }).pipe(
+      Effect.andThen(Metric.update(compactions, 1))
+    ),
     lastCompaction: Effect.sync(() => lastCompaction)
   })
 
