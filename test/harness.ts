@@ -4,20 +4,28 @@
  * assert that nothing carrying the prefix is left.
  */
 import { assert } from "@effect/vitest"
-import { ProcessPool } from "@shepherd/core/ProcessPool"
+import * as fs from "node:fs"
+import * as path from "node:path"
+import { type PoolStats, ProcessPool } from "@shepherd/core/ProcessPool"
 import type { ShepherdConfig } from "@shepherd/core/ShepherdConfig"
-import type { InvalidConfig } from "@shepherd/core/ShepherdError"
 import * as NodeShepherd from "@shepherd/node/NodeShepherd"
-import { Effect, type Layer, type Scope } from "effect"
+import { Effect, type Layer, References, type Scope } from "effect"
 import { ChildProcess } from "effect/process"
 import { killSurvivors, type ProcInfo, processes, survivors } from "./support.ts"
 
 /** Prefixes of every pool a test built; `cleanupPools` kills whatever still carries one. */
 const tracked = new Set<string>()
 
-/** Remembers `prefix` for `cleanupPools`. */
+/** Remembers `prefix` for `cleanupPools`, and for the run's final check in globalSetup.ts. */
 export const track = (prefix: string): void => {
   tracked.add(prefix)
+  const runDir = process.env.SHEPHERD_TEST_RUN_DIR
+  if (runDir === undefined) return
+  try {
+    fs.appendFileSync(path.join(runDir, "prefixes"), `${prefix}\n`)
+  } catch {
+    // the run directory is gone (run outside the suite's globalSetup)
+  }
 }
 
 /** For `afterEach`: SIGKILL every survivor of every pool built since the last call. */
@@ -53,6 +61,25 @@ export const eventually = (what: string, predicate: () => boolean, ms = 3_000): 
     }
   })
 
+/** Polls the pool's stats (every 2 ms) until `predicate` holds; fails the test after `ms`. */
+export const awaitStats = (
+  pool: ProcessPool["Service"],
+  what: string,
+  predicate: (stats: PoolStats) => boolean,
+  ms = 1_000
+): Effect.Effect<PoolStats> =>
+  Effect.gen(function*() {
+    const deadline = Date.now() + ms
+    while (true) {
+      const stats = yield* pool.stats
+      if (predicate(stats)) return stats
+      if (Date.now() > deadline) {
+        return yield* Effect.die(new Error(`timed out after ${ms} ms waiting for ${what}: ${JSON.stringify(stats)}`))
+      }
+      yield* Effect.sleep(2)
+    }
+  })
+
 /** Waits until at least `n` live processes carry `shepherdId` (the tree has finished forking). */
 export const awaitMembers = (shepherdId: string, n: number, ms = 3_000): Effect.Effect<Array<ProcInfo>> =>
   Effect.andThen(
@@ -68,19 +95,22 @@ export const since = (start: number): number => performance.now() - start
  * asserts that no process carrying the pool's prefix survived. Survivors are
  * SIGKILLed afterwards whatever happened.
  */
-export const usePool = <ROut extends ProcessPool, A, E>(
-  layer: Layer.Layer<ROut, InvalidConfig>,
-  body: (pool: ProcessPool["Service"], prefix: string) => Effect.Effect<A, E, ROut | Scope.Scope>
-): Effect.Effect<A, E | InvalidConfig> => {
+export const usePool = <ROut, LE, A, E>(
+  layer: Layer.Layer<ROut | ProcessPool, LE>,
+  body: (pool: ProcessPool["Service"], prefix: string) => Effect.Effect<A, E, NoInfer<ROut> | ProcessPool | Scope.Scope>
+): Effect.Effect<A, E | LE> => {
   let prefix: string | undefined
-  return Effect.gen(function*() {
+  const program: Effect.Effect<A, E, ROut | ProcessPool | Scope.Scope> = Effect.gen(function*() {
     const pool = yield* ProcessPool
     prefix = `${pool.poolId}:`
     track(prefix)
     return yield* body(pool, prefix)
-  }).pipe(
+  })
+  return program.pipe(
     Effect.scoped,
     Effect.provide(layer, { local: true }),
+    // Forced teardowns log at Info; keep the test output to warnings (Escaped, ...).
+    Effect.provideService(References.MinimumLogLevel, "Warn"),
     // The pool's layer is closed here: every tree it started must be gone.
     Effect.tap(() => Effect.sync(() => assertNoSurvivors(prefix!))),
     Effect.ensuring(Effect.sync(() => {
@@ -89,8 +119,11 @@ export const usePool = <ROut extends ProcessPool, A, E>(
   )
 }
 
+/** The errors `NodeShepherd.layer` can fail with. */
+export type LayerError = Layer.Error<ReturnType<typeof NodeShepherd.layer>>
+
 /** `usePool` with `NodeShepherd.layer(config)`. */
 export const withPool = <A, E>(
   config: ShepherdConfig,
   body: (pool: ProcessPool["Service"], prefix: string) => Effect.Effect<A, E, ProcessPool | Scope.Scope>
-): Effect.Effect<A, E | InvalidConfig> => usePool(NodeShepherd.layer(config), body)
+): Effect.Effect<A, E | LayerError> => usePool(NodeShepherd.layer(config), body)

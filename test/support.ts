@@ -23,7 +23,8 @@ const readStat = (pid: number) => {
   }
 }
 
-const readEnvVar = (pid: number, name: string): string | undefined => {
+/** One variable of the environment `pid` started with, if readable. */
+export const readEnvVar = (pid: number, name: string): string | undefined => {
   try {
     const entries = fs.readFileSync(`/proc/${pid}/environ`, "latin1").split("\0")
     const hit = entries.find((e) => e.startsWith(`${name}=`))

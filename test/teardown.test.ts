@@ -4,8 +4,18 @@
  */
 import { afterEach, assert, describe, it } from "@effect/vitest"
 import { Effect } from "effect"
-import { assertNoSurvivors, awaitMembers, cleanupPools, membersOf, sh, show, since, withPool } from "./harness.ts"
-import { isAlive, trees } from "./support.ts"
+import {
+  assertNoSurvivors,
+  awaitMembers,
+  awaitStats,
+  cleanupPools,
+  membersOf,
+  sh,
+  show,
+  since,
+  withPool
+} from "./harness.ts"
+import { isAlive, type ProcInfo, trees } from "./support.ts"
 
 afterEach(cleanupPools)
 
@@ -82,8 +92,8 @@ describe("teardown of process trees", () => {
         // leader sleeps 0.2 s, then the member ignores TERM for the whole grace
         assert.isBelow(elapsed, 200 + forcedBound)
         assertNoSurvivors(prefix)
-        // its slot came back without any session close
-        assert.strictEqual((yield* pool.stats).inUse, 0)
+        // its slot comes back without any session close
+        yield* awaitStats(pool, "slot released", (s) => s.inUse === 0, 100)
       })
     ))
 
@@ -122,15 +132,15 @@ describe("teardown of process trees", () => {
     ))
 
   it.live("one session holding every escape shape, all ignoring SIGTERM, closes with 0 survivors", () =>
-    withPool({ name: "t-escape-matrix", kill }, (pool, prefix) =>
+    withPool({ name: "t-escape-matrix", slots: 8, kill }, (pool, prefix) =>
       Effect.gen(function*() {
         // One tree with every kind of member at once...
         const all = [
           "trap '' TERM",
           "sleep 1000 &", // same-group child
-          "(sh -c 'sleep 1000' &)", // double-forked child (reparented, same group)
-          "setsid sh -c 'sleep 1000' &", // setsid child (own session and group)
-          "(setsid sh -c 'sleep 1000' &)", // setsid double-forked child
+          "(sh -c 'sleep 1000' &)", // double-forked child (reparented, same group): sh + sleep
+          "setsid sh -c 'sleep 1000' &", // setsid child (own session and group): sh + sleep
+          "(setsid sh -c 'sleep 1000' &)", // setsid double-forked child: sh + sleep
           "wait"
         ].join("\n")
         const session = yield* pool.session("matrix")
@@ -138,7 +148,7 @@ describe("teardown of process trees", () => {
         // ...plus each shape of `trees` as its own tree in the same session.
         const shapes = [trees.ignoresTerm, trees.setsidGrandchild, trees.doubleFork, trees.setsidDoubleFork]
         const others = yield* Effect.forEach(shapes, (script) => session.spawn(sh(script)))
-        const expected = [[composite, 5], ...others.map((m, i) => [m, [3, 3, 4, 4][i]!] as const)] as const
+        const expected = [[composite, 8], ...others.map((m, i) => [m, [3, 3, 4, 4][i]!] as const)] as const
         const members = (yield* Effect.forEach(expected, ([m, n]) => awaitMembers(m.shepherdId, n))).flat()
         const leaders = new Set([composite, ...others].map((m) => m.pgid))
         assert.isAtLeast(members.filter((p) => !leaders.has(p.pgid)).length, 3, members.map(show).join("\n"))
@@ -167,7 +177,7 @@ describe("teardown of process trees", () => {
         assert.strictEqual(report.signal, null)
         assert.deepStrictEqual([...report.signalled], [])
         assert.strictEqual(yield* managed.handle.exitCode, 3)
-        assert.strictEqual((yield* pool.stats).inUse, 0)
+        yield* awaitStats(pool, "slot released", (s) => s.inUse === 0, 100)
         assertNoSurvivors(prefix)
       })
     ))
@@ -186,6 +196,26 @@ describe("teardown of process trees", () => {
         assert.isBelow(since(start), 10_000)
         assertNoSurvivors(prefix)
         assert.deepStrictEqual(membersOf(managed.shepherdId), [])
+      })
+    ))
+
+  // Regression: each process used to be one finalizer of the caller's (sequential) scope, so
+  // closing a scope holding N SIGTERM-ignoring trees took N x grace (6 trees: ~1.9 s). Fixed in
+  // 1cfc8e2 (a caller scope's trees live in a parallel child scope).
+  it.live("closing the caller's scope tears all its trees down concurrently", () =>
+    withPool({ name: "t-scope-close", slots: 6, kill }, (pool, prefix) =>
+      Effect.gen(function*() {
+        let members: ReadonlyArray<ProcInfo> = []
+        let start = 0
+        yield* Effect.scoped(Effect.gen(function*() {
+          const spawned = yield* Effect.forEach(Array.from({ length: 6 }), () => pool.spawn(sh(trees.ignoresTerm)))
+          members = (yield* Effect.forEach(spawned, (m) => awaitMembers(m.shepherdId, 3))).flat()
+          start = performance.now()
+        }))
+        const elapsed = since(start)
+        for (const p of members) assert.isFalse(isAlive(p.pid), show(p))
+        assertNoSurvivors(prefix)
+        assert.isBelow(elapsed, forcedBound, `closing the scope took ${Math.round(elapsed)} ms`)
       })
     ))
 })

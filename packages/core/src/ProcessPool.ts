@@ -109,6 +109,13 @@ export const CurrentSession = Context.Reference<string | undefined>("@shepherd/c
   defaultValue: () => undefined
 })
 
+// The exact session a `Session` handle or `withSession` spawns into: once that session is closed,
+// its spawns fail with PoolClosed instead of silently opening a new session with the same id.
+const BoundSession = Context.Reference<{ readonly poolId: string; readonly state: unknown } | undefined>(
+  "@shepherd/core/ProcessPool/BoundSession",
+  { defaultValue: () => undefined }
+)
+
 /**
  * @since 0.1.0
  * @category services
@@ -384,7 +391,9 @@ const make = Effect.fnUntraced(function*(config: ShepherdConfig.Resolved) {
     command: ChildProcess.Command,
     options?: SpawnOptions
   ): Effect.fn.Return<ManagedProcess, SpawnFailure, Scope.Scope> {
-    const sessionId = options?.session ?? (yield* CurrentSession) ?? "default"
+    const bound = options?.session === undefined ? yield* BoundSession : undefined
+    const target = bound !== undefined && bound.poolId === poolId ? bound.state as SessionState : undefined
+    const sessionId = options?.session ?? target?.id ?? (yield* CurrentSession) ?? "default"
     const display = command._tag === "StandardCommand"
       ? CommandLine.display([command.command, ...command.args])
       : "<pipeline>"
@@ -404,7 +413,11 @@ const make = Effect.fnUntraced(function*(config: ShepherdConfig.Resolved) {
       }
       policy = KillPolicy.override(config.kill, decoded.success as KillPolicy.KillPolicyInput)
     }
-    const session = yield* openSession(sessionId)
+    const session = target === undefined
+      ? yield* openSession(sessionId)
+      : target.closed === undefined
+      ? target
+      : yield* closed(sessionId)
     if (inUse + waiting >= config.hardCap) {
       return yield* new HardCapExceeded({
         session: sessionId,
@@ -582,8 +595,9 @@ const make = Effect.fnUntraced(function*(config: ShepherdConfig.Resolved) {
                     yield* Metric.update(m.running, live)
                     yield* Metric.update(Metric.withAttributes(Metrics.exited, { ...attributes, outcome: report._tag }), 1)
                     yield* Metric.update(m.teardownDuration, report.durationMs)
-                    Deferred.doneUnsafe(done, Exit.succeed(report))
+                    // The slot first: whoever awaits the report may spawn again at once.
                     yield* releaseSlot
+                    Deferred.doneUnsafe(done, Exit.succeed(report))
                   })
                 ),
                 Effect.tap(logReport),
@@ -669,7 +683,8 @@ const make = Effect.fnUntraced(function*(config: ShepherdConfig.Resolved) {
 
   const makeSession = (state: SessionState): Session => ({
     id: state.id,
-    spawn: (command, options) => spawn(command, { ...options, session: state.id }),
+    spawn: (command, options) =>
+      spawn(command, { ...options, session: undefined }).pipe(Effect.provideService(BoundSession, { poolId, state })),
     processes: Effect.sync(() => [...state.processes].map((p) => p.managed)),
     close: closeSessionState(state)
   })
@@ -679,7 +694,14 @@ const make = Effect.fnUntraced(function*(config: ShepherdConfig.Resolved) {
 
   const withSession = <A, E, R>(id: string, effect: Effect.Effect<A, E, R>) =>
     Effect.scoped(
-      Effect.andThen(session(id), effect.pipe(Effect.provideService(CurrentSession, id)))
+      Effect.flatMap(openSession(id), (state) =>
+        Effect.andThen(
+          Effect.addFinalizer(() => closeSessionState(state)),
+          effect.pipe(
+            Effect.provideService(CurrentSession, id),
+            Effect.provideService(BoundSession, { poolId, state })
+          )
+        ))
     ) as Effect.Effect<A, E | PoolClosed, Exclude<R, Scope.Scope>>
 
   // The reaper. A one-permit semaphore keeps ticks (scheduled or `reapNow`) from overlapping.

@@ -40,7 +40,9 @@ const register = Layer.effectDiscard(
   Effect.gen(function*() {
     const pool = yield* ProcessPool
     livePools.add(pool)
-    yield* Effect.addFinalizer(() => Effect.sync(() => livePools.delete(pool)))
+    // This finalizer runs before the pool's own: shut the pool down here (it is idempotent), so a
+    // second signal during that teardown still finds the pool to hurry.
+    yield* Effect.addFinalizer(() => pool.shutdown.pipe(Effect.ensuring(Effect.sync(() => livePools.delete(pool)))))
   })
 )
 
