@@ -7,25 +7,13 @@
  *
  * @since 0.1.0
  */
+import { Member } from "@shepherd/core/Doctor"
 import type { Entry } from "@shepherd/core/Ledger"
 import type { ProcessInfo } from "@shepherd/core/ProcessTable"
 import * as NodeLedger from "@shepherd/node/NodeLedger"
 import * as NodeProcessTable from "@shepherd/node/NodeProcessTable"
 import * as Effect from "effect/Effect"
 import * as Schema from "effect/Schema"
-
-/**
- * @since 0.1.0
- * @category schemas
- */
-export const Member = Schema.Struct({
-  pid: Schema.Int,
-  ppid: Schema.Int,
-  pgid: Schema.Int,
-  state: Schema.String,
-  rssKiB: Schema.Number,
-  command: Schema.String
-})
 
 /**
  * @since 0.1.0
