@@ -10,6 +10,7 @@ import type { Carrier, Container, ProcessInfo, SignalResult } from "@shepherd/co
 import type { ProcessIdentity } from "@shepherd/core/ProcessIdentity"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
+import * as fs from "node:fs"
 import * as procfs from "./internal/procfs.ts"
 
 interface Request {
@@ -180,10 +181,68 @@ export const identify = (pid: number): ProcessIdentity | undefined => {
 }
 
 /**
+ * The table for platforms without `/proc` (macOS, the BSDs): a container is
+ * its process group, addressed as one member with pid `-pgid`; signals go to
+ * the whole group (`kill(-pgid, sig)`), and "alive" means the group still has
+ * a signallable member (a group of zombies answers EPERM and counts as dead).
+ * Descendants that left the group cannot be found, `carriers` finds nothing,
+ * and group ids are not identity-checked (the same caveat as Effect's own
+ * spawner). Used automatically where `/proc` is absent; not tested on macOS.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const makePortable = (): ProcessTable["Service"] => {
+  const groupAlive = (pgid: number): boolean => {
+    try {
+      process.kill(-pgid, 0)
+      return true
+    } catch {
+      return false
+    }
+  }
+  const alive = (identity: ProcessIdentity): boolean => {
+    if (identity.pid < 0) return groupAlive(-identity.pid)
+    try {
+      process.kill(identity.pid, 0)
+      return true
+    } catch {
+      return false
+    }
+  }
+  return ProcessTable.of({
+    members: (container) =>
+      Effect.sync(() =>
+        container.pgid > 1 && groupAlive(container.pgid)
+          ? [{ pid: -container.pgid, startTime: container.leader.startTime, bootId: container.leader.bootId }]
+          : []
+      ),
+    carriers: () => Effect.succeed([]),
+    inspect: () => Effect.succeed(undefined),
+    isAlive: (identity) => Effect.sync(() => alive(identity)),
+    signal: (identity, signal) =>
+      Effect.sync((): SignalResult => {
+        if (identity.pid === process.pid || identity.pid === -process.pid || Math.abs(identity.pid) <= 1) return "not-ours"
+        try {
+          process.kill(identity.pid, signal)
+          return "sent"
+        } catch (error) {
+          return (error as NodeJS.ErrnoException).code === "EPERM" ? "not-ours" : "gone"
+        }
+      })
+  })
+}
+
+/**
+ * The `/proc` table on Linux, the portable process-group table elsewhere.
+ *
  * @since 0.1.0
  * @category layers
  */
-export const layer: Layer.Layer<ProcessTable> = Layer.sync(ProcessTable, make)
+export const layer: Layer.Layer<ProcessTable> = Layer.sync(
+  ProcessTable,
+  () => fs.existsSync("/proc/self/stat") ? make() : makePortable()
+)
 
 /**
  * A live process that carries a `SHEPHERD_ID`, as read from `/proc`.

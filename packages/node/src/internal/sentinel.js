@@ -47,7 +47,24 @@ const cookieOf = (pid) => {
 
 // Members: every live process carrying our pool's cookie, plus members of
 // registered process groups that are younger than their leader and carry no cookie.
+const hasProc = fs.existsSync("/proc/self/stat")
+
+// Without /proc (macOS): each registered process group is one member, signalled as a group.
+const groupMembers = () => {
+  const out = []
+  for (const c of containers.values()) {
+    try {
+      process.kill(-c.pgid, 0)
+      out.push({ pid: -c.pgid, startTime: undefined })
+    } catch {
+      // gone (or only zombies left)
+    }
+  }
+  return out
+}
+
 const members = () => {
+  if (!hasProc) return groupMembers()
   const out = []
   const byGroup = new Map()
   for (const c of containers.values()) {
@@ -76,6 +93,14 @@ const members = () => {
 }
 
 const alive = (m) => {
+  if (m.pid < 0) {
+    try {
+      process.kill(m.pid, 0)
+      return true
+    } catch {
+      return false
+    }
+  }
   const stat = readStat(m.pid)
   return !dead(stat) && stat.startTime === m.startTime
 }
