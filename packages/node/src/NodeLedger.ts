@@ -79,7 +79,18 @@ export const parse = (text: string): { records: Array<LedgerRecord>; badLines: n
 const sameIdentity = (a: ProcessIdentity, b: ProcessIdentity) =>
   a.pid === b.pid && a.startTime === b.startTime && a.bootId === b.bootId
 
+const hasProc = fs.existsSync("/proc/self/stat")
+
 const ownerAlive = (owner: ProcessIdentity, bootId: string): boolean => {
+  if (!hasProc) {
+    // No start times to compare: a live pid is taken for the owner (erring towards LedgerLocked).
+    try {
+      process.kill(owner.pid, 0)
+      return true
+    } catch (error) {
+      return (error as NodeJS.ErrnoException).code === "EPERM"
+    }
+  }
   if (owner.bootId !== bootId) return false
   const stat = procfs.readStat(owner.pid)
   return stat !== undefined && stat.startTime === owner.startTime && !procfs.isDead(stat)
@@ -140,7 +151,7 @@ const open = (options: Options) => {
   } catch {
     throw fail(`directory ${dir} is not writable`)
   }
-  const host = identify(process.pid)!
+  const host = identify(process.pid) ?? { pid: process.pid, startTime: "0", bootId: "unknown" }
   const bootId = host.bootId
 
   // The lock: created exclusively; an existing lock whose owner is gone is taken over.
