@@ -1,0 +1,34 @@
+/**
+ * How a measurement child process reports back: one line `RESULT <json>` on
+ * stdout. The parent runs it with `runChild`.
+ */
+import * as NodeChildProcess from "node:child_process"
+
+const prefix = "RESULT "
+
+export const report = (value: unknown): void => {
+  process.stdout.write(`${prefix}${JSON.stringify(value)}\n`)
+}
+
+/** Runs `node [flags] script args`, bounded by `timeoutMs`; resolves to the reported value. */
+export const runChild = <A>(
+  script: string,
+  args: ReadonlyArray<string>,
+  flags: ReadonlyArray<string>,
+  timeoutMs: number
+): Promise<A> =>
+  new Promise<A>((resolve, reject) => {
+    NodeChildProcess.execFile(
+      process.execPath,
+      [...flags, script, ...args],
+      { timeout: timeoutMs, killSignal: "SIGKILL", maxBuffer: 16 * 1024 * 1024 },
+      (error, stdout, stderr) => {
+        const line = stdout.split("\n").find((l) => l.startsWith(prefix))
+        if (error !== null || line === undefined) {
+          reject(new Error(`${script} ${args.join(" ")} failed: ${error?.message ?? "no result"}\n${stderr.slice(-2000)}`))
+          return
+        }
+        resolve(JSON.parse(line.slice(prefix.length)) as A)
+      }
+    )
+  })

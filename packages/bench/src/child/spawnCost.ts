@@ -1,0 +1,106 @@
+/**
+ * Run as `node --max-old-space-size=4096 spawnCost.ts <heapMiB> <count> <tmpDir>`:
+ * grows the JS heap by `heapMiB` (arrays of doubles, every element written,
+ * so every page is touched),
+ * then measures
+ * - raw: the time the event loop is blocked inside `child_process.spawn`
+ *   (the synchronous call: fork + exec handshake), per spawn of `/bin/true`;
+ * - Shepherd: the time blocked inside the same `child_process.spawn` when the
+ *   pool's launcher calls it (the builtin is wrapped, see `blockedInSpawn`), and
+ *   the time from `pool.spawn` to the returned process (the synchronous spawn
+ *   plus the pool's bookkeeping and the wait for the `spawn` event).
+ */
+import * as Effect from "effect/Effect"
+import * as ChildProcess from "effect/process/ChildProcess"
+import * as References from "effect/References"
+import * as NodeChildProcess from "node:child_process"
+import { createRequire, syncBuiltinESMExports } from "node:module"
+import { median } from "../harness.ts"
+import { type Ctx, poolConfig, quiet, withPool } from "../pools.ts"
+import { report } from "./protocol.ts"
+
+const [heapArg = "50", countArg = "20", tmpDir = "/tmp"] = process.argv.slice(2)
+const heapMiB = Number(heapArg)
+const count = Number(countArg)
+const ctx: Ctx = { quick: false, runId: process.env.SHEPHERD_BENCH_RUN ?? "", tmpDir }
+
+// Grow the heap: 8-byte doubles in arrays of 64 Ki elements (512 KiB; larger `new Array(n)` would be sparse).
+const ballast: Array<Array<number>> = []
+const allocStart = performance.now()
+let left = heapMiB * 1024 * 1024 / 8
+while (left > 0) {
+  const len = Math.min(left, 64 * 1024)
+  const a = new Array<number>(len)
+  for (let i = 0; i < len; i++) a[i] = i + 0.5
+  ballast.push(a)
+  left -= len
+}
+const allocMs = performance.now() - allocStart
+// Wrap the builtin so that every caller (Shepherd's launcher included) is timed.
+const blockedInSpawn: Array<number> = []
+const cjs = createRequire(import.meta.url)("node:child_process") as typeof NodeChildProcess
+const original = cjs.spawn
+cjs.spawn = function(this: unknown, ...args: Array<unknown>) {
+  const start = performance.now()
+  const child = (original as (...a: Array<unknown>) => NodeChildProcess.ChildProcess).apply(this, args)
+  blockedInSpawn.push(performance.now() - start)
+  return child
+} as typeof original
+syncBuiltinESMExports()
+
+const trueCmd = ChildProcess.make("/bin/true", [], quiet)
+
+const rawOnce = () =>
+  new Promise<number>((resolve, reject) => {
+    const start = performance.now()
+    const child = NodeChildProcess.spawn("/bin/true", [], { stdio: "ignore" })
+    const blocked = performance.now() - start
+    child.on("error", reject)
+    child.on("exit", () => resolve(blocked))
+  })
+
+const main = async () => {
+  const raw: Array<number> = []
+  for (let i = 0; i < 3; i++) await rawOnce()
+  for (let i = 0; i < count; i++) raw.push(await rawOnce())
+  const shepherd = await Effect.runPromise(
+    withPool(poolConfig(ctx, "heap", { slots: 2 }), (pool) =>
+      Effect.gen(function*() {
+        const out: Array<number> = []
+        const blocked: Array<number> = []
+        for (let i = 0; i < count + 3; i++) {
+          blockedInSpawn.length = 0
+          const ms = yield* Effect.scoped(Effect.gen(function*() {
+            const start = performance.now()
+            const p = yield* Effect.orDie(pool.spawn(trueCmd))
+            const ms = performance.now() - start
+            yield* p.awaitTeardown
+            return ms
+          }))
+          if (i >= 3) {
+            out.push(ms)
+            blocked.push(...blockedInSpawn)
+          }
+        }
+        return { latency: out, blocked }
+      })).pipe(Effect.provideService(References.MinimumLogLevel, "Warn"))
+  )
+  const mem = process.memoryUsage()
+  return {
+    heapMiB,
+    allocMs,
+    heapUsed: mem.heapUsed,
+    rss: mem.rss,
+    raw,
+    shepherd: shepherd.latency,
+    shepherdBlocked: shepherd.blocked,
+    rawMedian: median(raw),
+    shepherdMedian: median(shepherd.latency),
+    ballast: ballast.length
+  }
+}
+
+main().then(report, (error) => {
+  process.stderr.write(`${String(error)}\n`)
+  process.exit(1)
+})

@@ -1,0 +1,205 @@
+/**
+ * 3. Forced teardown at scale: close a session of N trees that ignore
+ * SIGTERM, grace 200 ms; report (time until every member is gone) − grace.
+ *
+ * The main tree is ONE process: `sh -c "trap '' TERM; exec sleep 1000"` (an
+ * ignored disposition survives exec, so the `sleep` itself ignores SIGTERM).
+ * N trees are then N processes, and N = 1000 fits the time budget. The
+ * 2-process shape of test/scale.test.ts (`trap '' TERM; sleep 1000 & wait`)
+ * is measured too at N = 300.
+ *
+ * Contenders: Shepherd session close; the floor (raw: SIGTERM every detached
+ * group, sleep the grace, SIGKILL every group, wait for every `exit` event);
+ * Effect's ChildProcess in a "parallel" scope with `forceKillAfter: 200 millis`.
+ */
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import * as ChildProcess from "effect/process/ChildProcess"
+import * as Scope from "effect/Scope"
+import * as NodeChildProcess from "node:child_process"
+import * as fs from "node:fs"
+import { fmt, log, median, promisePool, type Row, type ScenarioOutput, sleep, type Target } from "../harness.ts"
+import { type Ctx, poolConfig, quiet, sh, trees, withEffectSpawner, withPool } from "../pools.ts"
+import { awaitGone, type Identity, listPids, readStat, shepherdCarriers, waitFor } from "../procs.ts"
+
+const graceMs = 200
+const spawnConcurrency = 8
+
+/** Live processes in any of the given process groups (one /proc pass). */
+const membersOfGroups = (pgids: ReadonlySet<number>): Array<Identity> => {
+  const out: Array<Identity> = []
+  for (const pid of listPids()) {
+    const s = readStat(pid)
+    if (s !== undefined && pgids.has(s.pgid) && s.state !== "Z" && s.state !== "X") out.push({ pid, startTime: s.startTime })
+  }
+  return out
+}
+
+const awaitCount = async (find: () => Array<Identity>, n: number): Promise<Array<Identity>> => {
+  let found: Array<Identity> = []
+  const ok = await waitFor(() => {
+    found = find()
+    return found.length >= n
+  }, 30_000, 10)
+  if (!ok) throw new Error(`expected ${n} processes, found ${found.length}`)
+  return found
+}
+
+export const run = (ctx: Ctx): Effect.Effect<ScenarioOutput> => {
+  const sizes = ctx.quick ? [100, 300] : [100, 300, 1000]
+  const runs = ctx.quick ? 1 : 3
+  // the largest sizes cost the most spawning: fewer runs there
+  const runsFor = (n: number, perTree: number) => n * perTree >= 600 ? Math.min(runs, 2) : runs
+  const maxN = Math.max(...sizes)
+  return withPool(
+    poolConfig(ctx, "forced", {
+      slots: maxN,
+      hardCap: maxN * 2,
+      kill: { grace: `${graceMs} millis`, forceWait: "2 seconds" }
+    }),
+    (pool) =>
+      withEffectSpawner((spawner) =>
+        Effect.gen(function*() {
+          let sessionNo = 0
+          const shepherd = (n: number, script: string, perTree: number) =>
+            Effect.gen(function*() {
+              const id = `forced-${++sessionNo}`
+              const prefix = `${pool.poolId}:`
+              const before = shepherdCarriers(prefix).length
+              yield* Effect.forEach(
+                Array.from({ length: n }),
+                () => Effect.orDie(pool.spawn(sh(script), { session: id })),
+                { concurrency: spawnConcurrency, discard: true }
+              )
+              const members = yield* Effect.promise(() =>
+                awaitCount(() => shepherdCarriers(prefix), before + n * perTree)
+              )
+              const start = performance.now()
+              const reports = yield* pool.closeSession(id)
+              const gone = yield* Effect.promise(() => awaitGone(members, 10_000))
+              const forced = reports.filter((r) => r._tag === "Forced").length
+              if (forced !== n) {
+                return yield* Effect.die(new Error(`expected ${n} Forced reports, got ${forced}`))
+              }
+              return gone - start - graceMs
+            }).pipe(Effect.scoped)
+
+          const raw = (n: number, script: string, perTree: number) =>
+            Effect.promise(async () => {
+              const children: Array<NodeChildProcess.ChildProcess> = []
+              const exits: Array<Promise<void>> = []
+              await promisePool(n, spawnConcurrency, async () => {
+                const child = NodeChildProcess.spawn("sh", ["-c", script], { stdio: "ignore", detached: true })
+                children.push(child)
+                exits.push(new Promise<void>((resolve) => child.on("exit", () => resolve())))
+                await new Promise<void>((resolve) => child.on("spawn", () => resolve()))
+              })
+              const pgids = new Set(children.map((c) => c.pid!))
+              const members = await awaitCount(() => membersOfGroups(pgids), n * perTree)
+              const start = performance.now()
+              for (const pgid of pgids) process.kill(-pgid, "SIGTERM")
+              await sleep(graceMs)
+              for (const pgid of pgids) {
+                try {
+                  process.kill(-pgid, "SIGKILL")
+                } catch {
+                  // gone
+                }
+              }
+              await Promise.all(exits)
+              const gone = await awaitGone(members, 10_000)
+              return gone - start - graceMs
+            })
+
+          const effect = (n: number, script: string, perTree: number) =>
+            Effect.gen(function*() {
+              const scope = yield* Scope.make("parallel")
+              const cmd = ChildProcess.make("sh", ["-c", script], { ...quiet, forceKillAfter: `${graceMs} millis` })
+              const handles = yield* Effect.forEach(
+                Array.from({ length: n }),
+                () => Effect.orDie(Scope.provide(scope)(spawner.spawn(cmd))),
+                { concurrency: spawnConcurrency }
+              )
+              const pgids = new Set<number>(handles.map((h) => h.pid))
+              const members = yield* Effect.promise(() => awaitCount(() => membersOfGroups(pgids), n * perTree))
+              const start = performance.now()
+              yield* Scope.close(scope, Exit.void)
+              const gone = yield* Effect.promise(() => awaitGone(members, 10_000))
+              return gone - start - graceMs
+            })
+
+          const rows: Array<Row> = []
+          const targets: Array<Target> = []
+          const shepherdBySize = new Map<number, number>()
+          const cases: Array<{ n: number; script: string; perTree: number; label: string; effect: boolean }> = [
+            ...sizes.map((n) => ({
+              n,
+              script: trees.ignoresTermSingle,
+              perTree: 1,
+              label: `N = ${n} × 1 process`,
+              effect: n <= (ctx.quick ? 100 : 300)
+            })),
+            ...(ctx.quick ? [] : [{ n: 300, script: trees.ignoresTermPair, perTree: 2, label: "N = 300 × 2 processes", effect: false }])
+          ]
+          for (const c of cases) {
+            const scenario = `3. forced teardown, grace ${graceMs} ms, ${c.label}`
+            const samples: Record<string, Array<number>> = {
+              "raw SIGTERM, grace, SIGKILL per group": [],
+              "Shepherd session close": []
+            }
+            if (c.effect) samples["Effect parallel scope, forceKillAfter 200 ms"] = []
+            for (let r = 0; r < runsFor(c.n, c.perTree); r++) {
+              samples["raw SIGTERM, grace, SIGKILL per group"]!.push(yield* raw(c.n, c.script, c.perTree))
+              samples["Shepherd session close"]!.push(yield* shepherd(c.n, c.script, c.perTree))
+              if (c.effect && r < 2) {
+                samples["Effect parallel scope, forceKillAfter 200 ms"]!.push(yield* effect(c.n, c.script, c.perTree))
+              }
+            }
+            for (const [variant, s] of Object.entries(samples)) {
+              rows.push({ scenario, variant, unit: "ms − grace", better: "lower", samples: s, baseline: variant.startsWith("raw") })
+            }
+            if (c.perTree === 1) shepherdBySize.set(c.n, median(samples["Shepherd session close"]!))
+            log(`3 ${c.label}: ${Object.entries(samples).map(([n, s]) => `${n} ${fmt(median(s))} ms`).join(", ")}`)
+          }
+          const at300 = shepherdBySize.get(300)!
+          targets.push({
+            id: "3 (N = 300)",
+            goal: "Shepherd total − grace ≤ 150 ms at N = 300",
+            measured: `${fmt(at300)} ms`,
+            met: at300 <= 150
+          })
+          const at100 = shepherdBySize.get(100)!
+          const at1000 = shepherdBySize.get(1000)
+          if (at1000 !== undefined) {
+            // Linear: the per-tree cost from 300 to 1000 is not much above the one from 100 to 300.
+            const slopeLow = (at300 - at100) / 200
+            const slopeHigh = (at1000 - at300) / 700
+            targets.push({
+              id: "3 (growth)",
+              goal: "linear growth in N (100 → 300 → 1000)",
+              measured: `${fmt(at100)} / ${fmt(at300)} / ${fmt(at1000)} ms; ${fmt(slopeLow)} then ${fmt(slopeHigh)} ms per tree`,
+              met: slopeHigh <= Math.max(2 * slopeLow, 0.2)
+            })
+          }
+          return {
+            rows,
+            targets,
+            notes: [
+              `3: one process per tree (\`sh -c "trap '' TERM; exec sleep 1000"\`: the sleep inherits the ignored SIGTERM), so N = 1000 is 1000 processes (pid_max ${readPidMax()}, well within limits); ` +
+              (ctx.quick ? "" : "the 2-process tree of test/scale.test.ts at N = 300 for comparison. ") +
+              `${runs} run(s) per size (2 at N = 1000 and for the 2-process trees); spawns ${spawnConcurrency} at a time (not timed). ` +
+              `Effect (forceKillAfter 200 ms, parallel scope) only at N ≤ ${ctx.quick ? 100 : 300}, 2 runs at most.`
+            ]
+          }
+        })
+      )
+  )
+}
+
+const readPidMax = (): string => {
+  try {
+    return fs.readFileSync("/proc/sys/kernel/pid_max", "utf8").trim()
+  } catch {
+    return "unknown"
+  }
+}

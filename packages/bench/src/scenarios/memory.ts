@@ -1,0 +1,64 @@
+/**
+ * 7. Memory: JS heap per tracked live process at N = 300, measured in a fresh
+ * `node --expose-gc` child per contender and run (src/child/memory.ts):
+ * heapUsed after two full GCs, before and after starting N `sleep 1000`
+ * (stdio ignored) whose handles are kept.
+ */
+import * as Effect from "effect/Effect"
+import { fileURLToPath } from "node:url"
+import { fmt, log, median, type Row, type ScenarioOutput, type Target } from "../harness.ts"
+import { runChild } from "../child/protocol.ts"
+import type { Ctx } from "../pools.ts"
+
+const script = fileURLToPath(new URL("../child/memory.ts", import.meta.url))
+
+interface Result {
+  readonly perProcess: number
+}
+
+const variants: ReadonlyArray<[string, string]> = [
+  ["raw", "raw child_process.spawn (ChildProcess kept)"],
+  ["execa", "execa 10 (subprocess kept)"],
+  ["effect", "Effect ChildProcess (handle in a scope)"],
+  ["shepherd", "Shepherd pool.spawn (ledger+slots+lifeline)"]
+]
+
+export const run = (ctx: Ctx): Effect.Effect<ScenarioOutput> =>
+  Effect.gen(function*() {
+    const n = ctx.quick ? 100 : 300
+    const runs = ctx.quick ? 1 : 2
+    const scenario = `7. JS heap per live tracked process, N = ${n}`
+    const samples = new Map<string, Array<number>>(variants.map(([v]) => [v, []]))
+    for (let r = 0; r < runs; r++) {
+      for (const [variant] of variants) {
+        const result = yield* Effect.promise(() =>
+          runChild<Result>(script, [variant, String(n), ctx.tmpDir], ["--expose-gc"], 60_000)
+        )
+        samples.get(variant)!.push(result.perProcess / 1024)
+      }
+    }
+    const rows: Array<Row> = variants.map(([variant, label]) => ({
+      scenario,
+      variant: label,
+      unit: "KiB",
+      better: "lower",
+      samples: samples.get(variant)!,
+      baseline: variant === "raw"
+    }))
+    const shepherd = median(samples.get("shepherd")!)
+    const targets: Array<Target> = [{
+      id: "7",
+      goal: `Shepherd ≤ 20 KiB of JS heap per tracked live process (N = ${n})`,
+      measured: `${fmt(shepherd)} KiB (execa ${fmt(median(samples.get("execa")!))}, Effect ${fmt(median(samples.get("effect")!))}, raw ${fmt(median(samples.get("raw")!))})`,
+      met: shepherd <= 20,
+      note: ctx.quick ? "quick mode measures N = 100" : undefined
+    }]
+    log(`7: ${variants.map(([v]) => `${v} ${fmt(median(samples.get(v)!))} KiB`).join(", ")}`)
+    return {
+      rows,
+      targets,
+      notes: [
+        `7: one fresh node --expose-gc process per contender and run (${runs} run(s)); heapUsed after gc() ×2, before vs after N live \`sleep 1000\` with stdio ignored; spawned 8 at a time; each child tears its processes down and the parent checks /proc.`
+      ]
+    }
+  })

@@ -1,0 +1,105 @@
+/**
+ * 1. Spawn-to-exit throughput of `/bin/true`, sequential and 8 in flight:
+ * Shepherd (`pool.spawn` with ledger, slots and lifeline on) vs raw
+ * `child_process.spawn`, execa and Effect's own `ChildProcess` spawner.
+ *
+ * Every contender runs `/bin/true` with all three stdio streams ignored and
+ * waits for its exit; Shepherd and Effect also close the process's scope (so
+ * their teardown/cleanup is included, as it is in real use).
+ */
+import * as Effect from "effect/Effect"
+import * as ChildProcess from "effect/process/ChildProcess"
+import { execa } from "execa"
+import * as NodeChildProcess from "node:child_process"
+import { fmt, log, median, promisePool, type Row, type ScenarioOutput, since, type Target } from "../harness.ts"
+import { type Ctx, poolConfig, quiet, withEffectSpawner, withPool } from "../pools.ts"
+
+const trueCmd = ChildProcess.make("/bin/true", [], quiet)
+
+type Runner = (count: number, concurrency: number) => Effect.Effect<void>
+
+const rawOne = () =>
+  new Promise<void>((resolve, reject) => {
+    const child = NodeChildProcess.spawn("/bin/true", [], { stdio: "ignore" })
+    child.on("error", reject)
+    child.on("exit", () => resolve())
+  })
+
+const execaOne = async () => {
+  await execa("/bin/true", { stdio: "ignore" })
+}
+
+export const run = (ctx: Ctx): Effect.Effect<ScenarioOutput> =>
+  withPool(poolConfig(ctx, "spawn", { slots: 8 }), (pool) =>
+    withEffectSpawner((spawner) =>
+      Effect.gen(function*() {
+        const runners: Record<string, Runner> = {
+          "raw child_process.spawn": (count, concurrency) =>
+            Effect.promise(() => promisePool(count, concurrency, rawOne)),
+          "execa 10": (count, concurrency) => Effect.promise(() => promisePool(count, concurrency, execaOne)),
+          "Effect ChildProcess (NodeServices)": (count, concurrency) =>
+            Effect.forEach(
+              Array.from({ length: count }),
+              () => Effect.scoped(Effect.flatMap(spawner.spawn(trueCmd), (h) => h.exitCode)),
+              { concurrency, discard: true }
+            ).pipe(Effect.orDie),
+          "Shepherd pool.spawn (ledger+slots+lifeline)": (count, concurrency) =>
+            Effect.forEach(
+              Array.from({ length: count }),
+              () => Effect.scoped(Effect.flatMap(pool.spawn(trueCmd), (m) => m.awaitExit)),
+              { concurrency, discard: true }
+            ).pipe(Effect.orDie)
+        }
+        const names = Object.keys(runners)
+        const count = ctx.quick ? 25 : 100
+        const runs = ctx.quick ? 2 : 5
+        const rows: Array<Row> = []
+        const targets: Array<Target> = []
+        for (const concurrency of [1, 8]) {
+          const mode = concurrency === 1 ? "sequential" : "8 in flight"
+          const scenario = `1. spawn→exit /bin/true, ${mode}`
+          const samples = new Map<string, Array<number>>(names.map((n) => [n, []]))
+          // warm-up: JIT, the pool's first reaper tick, execa's lazy imports
+          for (const name of names) yield* runners[name]!(10, concurrency)
+          for (let r = 0; r < runs; r++) {
+            // rotate the order so that no contender always runs first
+            for (let k = 0; k < names.length; k++) {
+              const name = names[(k + r) % names.length]!
+              const start = performance.now()
+              yield* runners[name]!(count, concurrency)
+              samples.get(name)!.push(count / (since(start) / 1000))
+            }
+          }
+          for (const name of names) {
+            rows.push({
+              scenario,
+              variant: name,
+              unit: "spawns/s",
+              better: "higher",
+              samples: samples.get(name)!,
+              baseline: name.startsWith("raw")
+            })
+          }
+          const m = (prefix: string) => median(samples.get(names.find((n) => n.startsWith(prefix))!)!)
+          const shepherd = m("Shepherd")
+          const raw = m("raw")
+          const ex = m("execa")
+          const eff = m("Effect")
+          targets.push({
+            id: `1 (${mode})`,
+            goal: "Shepherd ≥ 0.85× raw and ahead of execa and Effect",
+            measured: `${fmt(shepherd / raw)}× raw; ${fmt(shepherd / ex)}× execa; ${fmt(shepherd / eff)}× Effect`,
+            met: shepherd >= 0.85 * raw && shepherd > ex && shepherd > eff
+          })
+          log(`1 ${mode}: ${names.map((n) => `${n} ${fmt(median(samples.get(n)!))}/s`).join(", ")}`)
+        }
+        return {
+          rows,
+          targets,
+          notes: [
+            `1: ${count} spawns per run, ${runs} runs, order rotated per run; stdio "ignore" for every contender; ` +
+            "Shepherd and Effect include closing the process's scope (Shepherd's teardown scan of /proc, ledger records, lifeline messages, slot release)."
+          ]
+        }
+      })
+    ))
