@@ -1,9 +1,12 @@
 /**
- * `pnpm bench [--quick] [--only=1,3]`: runs the scenarios, prints a markdown
- * table, writes packages/bench/results/latest.json, and fails loudly if any
- * process it started (or any process of a `b-...` pool) survives.
+ * `pnpm bench [--quick] [--only=1,3] [--self-test-leak]`: runs the scenarios,
+ * prints a markdown table, writes packages/bench/results/latest.json, and fails
+ * loudly (exit code 1) if any process it started, or any process of a `b-...`
+ * pool, survives. `--self-test-leak` deliberately leaks one `sleep` to show
+ * that the check works.
  */
 import * as NodeRuntime from "@effect/platform-node/NodeRuntime"
+import * as NodeChildProcess from "node:child_process"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as References from "effect/References"
@@ -12,6 +15,7 @@ import * as os from "node:os"
 import * as path from "node:path"
 import { fileURLToPath } from "node:url"
 import {
+  emptyOutput,
   log,
   machineInfo,
   type Row,
@@ -51,6 +55,18 @@ const scenarios: ReadonlyArray<Scenario> = [
   { id: "7", title: "memory per tracked process", budgetMs: { full: 120_000, quick: 40_000 }, run: memory.run },
   { id: "8", title: "spawn cost vs host heap", budgetMs: { full: 120_000, quick: 30_000 }, run: spawnVsHeap.run }
 ]
+
+/** Deliberately leaves a process behind (`--self-test-leak`). */
+const leakOne: Scenario = {
+  id: "leak",
+  title: "self-test: leak one process",
+  budgetMs: { full: 5_000, quick: 5_000 },
+  run: () =>
+    Effect.sync(() => {
+      NodeChildProcess.spawn("sleep", ["1000"], { stdio: "ignore", detached: true }).unref()
+      return emptyOutput
+    })
+}
 
 const args = process.argv.slice(2)
 const quick = args.includes("--quick")
@@ -108,8 +124,19 @@ const program = Effect.gen(function*() {
   const timings: Record<string, number> = {}
   yield* Effect.addFinalizer(() => Effect.sync(() => fs.rmSync(tmpDir, { recursive: true, force: true })))
 
-  for (const scenario of scenarios) {
-    if (only !== undefined && !only.includes(scenario.id)) continue
+  // A hard bound on the whole run, whatever a scenario does: kill what this run started and exit.
+  const deadlineMs = quick ? 120_000 : 480_000
+  const watchdog = setTimeout(() => {
+    const left = leftovers()
+    killAll(left)
+    process.stderr.write(`\nBENCHMARK FAILED: the run exceeded ${deadlineMs / 1000} s; killed ${left.length} process(es)\n`)
+    process.exit(2)
+  }, deadlineMs)
+  watchdog.unref()
+  yield* Effect.addFinalizer(() => Effect.sync(() => clearTimeout(watchdog)))
+
+  for (const scenario of args.includes("--self-test-leak") ? [...scenarios, leakOne] : scenarios) {
+    if (only !== undefined && !only.includes(scenario.id) && scenario !== leakOne) continue
     const budget = quick ? scenario.budgetMs.quick : scenario.budgetMs.full
     log(`scenario ${scenario.id}: ${scenario.title} (budget ${budget / 1000} s)`)
     const t0 = performance.now()
@@ -142,7 +169,10 @@ const program = Effect.gen(function*() {
   const shepherdLeft = carriers("SHEPHERD_ID", () => true)
   const summaries = summarize(rows)
   const elapsedMs = Math.round(performance.now() - started)
+  const problems = [...failures, ...leaks, ...finalLeft.map((c) => `survivor at the end: pid ${c.pid} ${c.cmdline}`)]
   const report = {
+    passed: problems.length === 0,
+    problems,
     mode: quick ? "quick" : "full",
     runId,
     machine,
@@ -172,12 +202,22 @@ const program = Effect.gen(function*() {
     ""
   )
   out.push(table(summaries), "")
+  out.push(
+    "× baseline = median ÷ the median of the row marked baseline in the same group (↑: higher is better, ↓: lower is better); " +
+      "min–max over the runs (scenario 8: over single spawns).",
+    ""
+  )
   out.push("### Targets", "", targetTable(targets), "")
   if (notes.length > 0) out.push("### Notes", "", ...notes.map((n) => `- ${n}`), "")
+  if (report.cleanup.otherShepherdCarriers > 0) {
+    out.push(
+      `${report.cleanup.otherShepherdCarriers} live process(es) carry a SHEPHERD_ID of another program (not b-*, not started by this run); not counted.`,
+      ""
+    )
+  }
   out.push(`JSON: ${path.relative(process.cwd(), resultsFile)}`)
   process.stdout.write(`${out.join("\n")}\n`)
 
-  const problems = [...failures, ...leaks, ...finalLeft.map((c) => `survivor at the end: pid ${c.pid} ${c.cmdline}`)]
   if (problems.length > 0) {
     killAll(finalLeft)
     process.stderr.write(`\nBENCHMARK FAILED:\n${problems.map((p) => `  - ${p}`).join("\n")}\n`)

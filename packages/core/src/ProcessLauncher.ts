@@ -47,7 +47,7 @@ export interface Launched {
  * @category services
  */
 export class ProcessLauncher extends Context.Service<ProcessLauncher, {
-  /** The host environment children inherit (a copy; never mutated). */
+  /** The host environment children inherit (read, never mutated). */
   readonly inheritedEnv: () => Readonly<Record<string, string | undefined>>
   /** Starts `command` with exactly `env`. I/O resources live in the current scope. */
   readonly launch: (

@@ -353,6 +353,7 @@ const make = Effect.fnUntraced(function*(config: ShepherdConfig.Resolved) {
         Effect.andThen(Effect.suspend(() =>
           Effect.forEach([...state.processes], (p) => p.stop, { concurrency: "unbounded" })
         )),
+        Effect.tap(logClose(state.id)),
         Effect.tap((reports) =>
           Effect.sync(() => {
             if (sessions.get(state.id) === state) sessions.delete(state.id)
@@ -364,6 +365,17 @@ const make = Effect.fnUntraced(function*(config: ShepherdConfig.Resolved) {
       )
     })
 
+  const logClose = (session: string) => (reports: ReadonlyArray<Teardown.Teardown>) => {
+    if (reports.length === 0) return Effect.void
+    const counts = new Map<string, number>()
+    for (const r of reports) counts.set(r._tag, (counts.get(r._tag) ?? 0) + 1)
+    const slowest = Math.round(Math.max(...reports.map((r) => r.durationMs)))
+    const line = `session ${session} closed: ${reports.length} tree(s) (${[...counts].map(([tag, n]) => `${n} ${tag}`).join(", ")}), ` +
+      `slowest ${slowest} ms`
+    return (counts.has("Forced") || counts.has("Escaped") || counts.has("Unverified") ? Effect.logInfo(line) : Effect.logDebug(line))
+      .pipe(Effect.annotateLogs({ session }))
+  }
+
   const closeSession = (id: string) =>
     Effect.suspend(() => {
       const state = sessions.get(id)
@@ -373,15 +385,11 @@ const make = Effect.fnUntraced(function*(config: ShepherdConfig.Resolved) {
   const logReport = (report: Teardown.Teardown) => {
     const line = `${report.command} (pid ${report.pid}, session ${report.session}): ${Teardown.describe(report)}`
     const annotated = { shepherdId: report.shepherdId, outcome: report._tag }
-    switch (report._tag) {
-      case "Exited":
-      case "Graceful":
-        return Effect.logDebug(line).pipe(Effect.annotateLogs(annotated))
-      case "Forced":
-        return Effect.logInfo(line).pipe(Effect.annotateLogs(annotated))
-      default:
-        return Effect.logWarning(line).pipe(Effect.annotateLogs(annotated))
-    }
+    // One line per tree only at Debug (a session close can end hundreds); closes summarize at Info.
+    // A tree that escaped or could not be verified is always worth a warning of its own.
+    return report._tag === "Escaped" || report._tag === "Unverified"
+      ? Effect.logWarning(line).pipe(Effect.annotateLogs(annotated))
+      : Effect.logDebug(line).pipe(Effect.annotateLogs(annotated))
   }
 
   const spawnFailed = (error: SpawnFailure) =>

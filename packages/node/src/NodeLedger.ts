@@ -200,8 +200,26 @@ const open = (options: Options) => {
 
   let fd = -1
   let lastCompaction: number | undefined
+  let batch: Array<string> = []
+  const flushable = (): string => {
+    if (batch.length === 0) return ""
+    const text = batch.join("")
+    batch = []
+    return text
+  }
+  const flushBatch = () => {
+    const text = flushable()
+    if (text === "" || fd < 0) return
+    try {
+      fs.writeSync(fd, text)
+    } catch {
+      // the next append or the compaction reports the failure; the state is already applied
+    }
+  }
   const compactions = Metric.withAttributes(Metrics.ledgerCompactions, { ledger: file })
   const compactNow = () => {
+    // The batch is superseded: the compacted file is written from the state, which has every record.
+    batch = []
     writeAtomically(file, state.compacted().map(encode).join(""))
     if (fd >= 0) fs.closeSync(fd)
     fd = fs.openSync(file, "a", 0o600)
@@ -218,8 +236,16 @@ const open = (options: Options) => {
     append: (record) =>
       Effect.try({
         try: () => {
-          fs.writeSync(fd, encode(record))
           state.apply(record)
+          // An intent must be on disk before the spawn it announces; the other records only
+          // refine what recovery would find anyway, so they are written in one batch per
+          // event-loop turn (always before the next intent, so the order is kept).
+          if (record._tag === "Intent" || record._tag === "HostStarted" || record._tag === "HostStopped") {
+            fs.writeSync(fd, flushable() + encode(record))
+          } else {
+            batch.push(encode(record))
+            if (batch.length === 1) setImmediate(flushBatch)
+          }
           if (state.events >= compactEvery && state.events > 2 * state.live.size) {
             compactNow()
             return true
@@ -236,6 +262,7 @@ const open = (options: Options) => {
   })
 
   const close = () => {
+    flushBatch()
     try {
       if (fd >= 0) fs.closeSync(fd)
     } catch {

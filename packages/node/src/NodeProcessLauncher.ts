@@ -166,7 +166,8 @@ const launch = Effect.fnUntraced(function*(
  */
 export const make = (): ProcessLauncher["Service"] =>
   ProcessLauncher.of({
-    inheritedEnv: () => ({ ...process.env }),
+    // Read-only use: the pool builds each child's environment as a new object from it.
+    inheritedEnv: () => process.env,
     launch
   })
 

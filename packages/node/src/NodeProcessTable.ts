@@ -43,12 +43,75 @@ export const make = (): ProcessTable["Service"] => {
       (container.leader.pid === container.pgid && leader.startTime === container.leader.startTime)
   }
 
+  // What the table knows of every pid, so that a scan reads only processes it has not seen
+  // before (a /proc listing is cheap; reading every process's stat and environ is not). Start
+  // time and cookie never change for a process; the entry is dropped when its pid disappears,
+  // replaced when the pid shows another start time, and everything is re-read at least every
+  // `fullScanMs`, which bounds how long a pid reused between two listings can go unnoticed.
+  interface Known {
+    readonly startTime: string
+    readonly start: bigint
+    readonly ppid: number
+    pgid: number
+    /** `null`: not read yet. */
+    cookie: string | undefined | null
+  }
+  const known = new Map<number, Known>()
+  const fullScanMs = 1_000
+  let lastFullScan = 0
+
+  const learn = (stat: procfs.Stat): Known => {
+    const entry: Known = { startTime: stat.startTime, start: BigInt(stat.startTime), ppid: stat.ppid, pgid: stat.pgid, cookie: null }
+    known.set(stat.pid, entry)
+    return entry
+  }
+
+  const refresh = (): Array<number> => {
+    const pids = procfs.listPids()
+    const now = Date.now()
+    const full = now - lastFullScan >= fullScanMs
+    if (full) lastFullScan = now
+    const listed = new Set<number>()
+    for (const pid of pids) {
+      listed.add(pid)
+      const entry = known.get(pid)
+      if (entry !== undefined && !full) continue
+      const stat = procfs.readStat(pid)
+      if (stat === undefined) known.delete(pid)
+      else if (entry === undefined || entry.startTime !== stat.startTime) learn(stat)
+      else entry.pgid = stat.pgid
+    }
+    for (const pid of known.keys()) if (!listed.has(pid)) known.delete(pid)
+    return pids
+  }
+
+  const cookieOf = (pid: number, entry: Known): string | undefined => {
+    if (entry.cookie !== null) return entry.cookie
+    const cookie = procfs.readCookie(pid)
+    // Our own children get their cookie only at exec: never remember "none" for them.
+    if (cookie !== undefined || entry.ppid !== self) entry.cookie = cookie
+    return cookie
+  }
+
+  /** A fresh look at a candidate: alive (not a zombie) and still the process the cache knew. */
+  const confirm = (pid: number, entry: Known): Known | undefined => {
+    const stat = procfs.readStat(pid)
+    if (stat === undefined) {
+      known.delete(pid)
+      return undefined
+    }
+    if (procfs.isDead(stat)) return undefined
+    if (stat.startTime !== entry.startTime) return learn(stat)
+    entry.pgid = stat.pgid
+    return entry
+  }
+
   const runBatch = () => {
     const batch = pending!
     pending = undefined
     let pids: Array<number>
     try {
-      pids = procfs.listPids()
+      pids = refresh()
     } catch (error) {
       const failure = Effect.fail(new ProcessTableError({ reason: `cannot read /proc: ${String(error)}` }))
       for (const r of batch) r.resume(failure)
@@ -72,29 +135,31 @@ export const make = (): ProcessTable["Service"] => {
       if (minStart === undefined || start < minStart) minStart = start
     })
     const results: Array<Array<ProcessIdentity>> = batch.map(() => [])
+    const match = (pid: number, entry: Known): Array<number> => {
+      // Descendants always start after their container's leader: only they can carry a cookie of ours.
+      const cookie = minStart !== undefined && entry.start >= minStart ? cookieOf(pid, entry) : undefined
+      if (cookie !== undefined) {
+        const i = byCookie.get(cookie)
+        return i === undefined ? [] : [i]
+      }
+      // A group member without a cookie (it cleared its environment) counts only if it is younger
+      // than the leader; this keeps a reused pgid from matching an older, unrelated group.
+      return (byGroup.get(entry.pgid) ?? []).filter((i) => entry.start >= BigInt(batch[i]!.container.leader.startTime))
+    }
     for (const pid of pids) {
       if (pid === self || pid <= 1) continue
-      const stat = procfs.readStat(pid)
-      if (stat === undefined || procfs.isDead(stat)) continue
-      // Descendants always start after their container's leader: only they can carry a cookie of ours.
-      const start = BigInt(stat.startTime)
-      const cookie = minStart !== undefined && start >= minStart ? procfs.readCookie(pid) : undefined
-      const identity: ProcessIdentity = { pid, startTime: stat.startTime, bootId }
-      const byCookieIndex = cookie === undefined ? undefined : byCookie.get(cookie)
-      if (byCookieIndex !== undefined) {
-        if (ours(pid)) results[byCookieIndex]!.push(identity)
-        continue
+      let entry = known.get(pid)
+      if (entry === undefined || match(pid, entry).length === 0) continue
+      const fresh = confirm(pid, entry)
+      if (fresh === undefined) continue
+      if (fresh !== entry) {
+        // The pid was reused since the cache saw it: judge the new process on its own.
+        entry = fresh
+        if (match(pid, entry).length === 0) continue
       }
-      const groupIndexes = byGroup.get(stat.pgid)
-      if (groupIndexes === undefined) continue
-      for (const i of groupIndexes) {
-        const container = batch[i]!.container
-        // A group member without our cookie (it cleared its environment) counts only if it is
-        // younger than the leader; this keeps a reused pgid from matching an older, unrelated group.
-        if (cookie === undefined && start >= BigInt(container.leader.startTime) && ours(pid)) {
-          results[i]!.push(identity)
-        }
-      }
+      if (!ours(pid)) continue
+      const identity: ProcessIdentity = { pid, startTime: entry.startTime, bootId }
+      for (const i of match(pid, entry)) results[i]!.push(identity)
     }
     batch.forEach((r, i) => r.resume(Effect.succeed(results[i]!)))
   }
@@ -131,14 +196,16 @@ export const make = (): ProcessTable["Service"] => {
       try: () => {
         const notBefore = options?.notBefore === undefined ? undefined : BigInt(options.notBefore)
         const out: Array<Carrier> = []
-        for (const pid of procfs.listPids()) {
+        for (const pid of refresh()) {
           if (pid === self || pid <= 1) continue
-          const stat = procfs.readStat(pid)
-          if (stat === undefined || procfs.isDead(stat)) continue
-          if (notBefore !== undefined && BigInt(stat.startTime) < notBefore) continue
-          const shepherdId = procfs.readCookie(pid)
-          if (shepherdId === undefined || !shepherdId.startsWith(prefix) || !ours(pid)) continue
-          out.push({ identity: { pid, startTime: stat.startTime, bootId }, shepherdId, pgid: stat.pgid })
+          const entry = known.get(pid)
+          if (entry === undefined || (notBefore !== undefined && entry.start < notBefore)) continue
+          const shepherdId = cookieOf(pid, entry)
+          if (shepherdId === undefined || !shepherdId.startsWith(prefix)) continue
+          const fresh = confirm(pid, entry)
+          if (fresh === undefined || !ours(pid)) continue
+          if (fresh !== entry && cookieOf(pid, fresh)?.startsWith(prefix) !== true) continue
+          out.push({ identity: { pid, startTime: fresh.startTime, bootId }, shepherdId: cookieOf(pid, fresh)!, pgid: fresh.pgid })
         }
         return out
       },

@@ -35,6 +35,15 @@ const timeClose = async (members: Array<Identity>, close: () => Promise<unknown>
   return gone - start
 }
 
+/** `timeClose` for an effect. */
+const timeCloseEffect = (members: Array<Identity>, close: Effect.Effect<unknown>): Effect.Effect<number> =>
+  Effect.gen(function*() {
+    const start = performance.now()
+    yield* close
+    const gone = yield* Effect.promise(() => awaitGone(members, 10_000))
+    return gone - start
+  })
+
 export const run = (ctx: Ctx): Effect.Effect<ScenarioOutput> =>
   withPool(poolConfig(ctx, "coop", { slots: 4, kill: { grace: "5 seconds" } }), (pool) =>
     withEffectSpawner((spawner) =>
@@ -70,23 +79,21 @@ export const run = (ctx: Ctx): Effect.Effect<ScenarioOutput> =>
           const id = `coop-${++sessionNo}`
           const managed = yield* Effect.orDie(pool.spawn(sh(trees.cooperative), { session: id }))
           const members = yield* Effect.promise(() => awaitTree(() => membersById(managed.shepherdId)))
-          return yield* Effect.promise(() => timeClose(members, () => Effect.runPromise(pool.closeSession(id))))
+          return yield* timeCloseEffect(members, pool.closeSession(id))
         }).pipe(Effect.scoped)
 
         const effectScope = Effect.gen(function*() {
           const scope = yield* Scope.make()
           const handle = yield* Effect.orDie(Scope.provide(scope)(spawner.spawn(effectCmd)))
           const members = yield* Effect.promise(() => awaitTree(() => groupMembers(handle.pid)))
-          return yield* Effect.promise(() => timeClose(members, () => Effect.runPromise(Scope.close(scope, Exit.void))))
+          return yield* timeCloseEffect(members, Scope.close(scope, Exit.void))
         })
 
         const effectKill = Effect.gen(function*() {
           const scope = yield* Scope.make()
           const handle = yield* Effect.orDie(Scope.provide(scope)(spawner.spawn(effectCmd)))
           const members = yield* Effect.promise(() => awaitTree(() => groupMembers(handle.pid)))
-          const ms = yield* Effect.promise(() =>
-            timeClose(members, () => Effect.runPromise(Effect.ignore(handle.kill())))
-          )
+          const ms = yield* timeCloseEffect(members, Effect.ignore(handle.kill()))
           yield* Scope.close(scope, Exit.void)
           return ms
         })

@@ -84,6 +84,11 @@ export const terminate = (input: Input): Effect.Effect<Result> =>
 
     const hurried = Deferred.isDoneUnsafe(input.hurry)
     const leaderAlive = () => leader !== undefined && leader.exitStatus() === undefined
+    // Our own child needs no table lookup: until we have seen its exit, its pid cannot be reused.
+    const isAlive = (m: ProcessIdentity): Effect.Effect<boolean> =>
+      leader !== undefined && m.pid === container.leader.pid && m.startTime === container.leader.startTime
+        ? Effect.succeed(leaderAlive())
+        : table.isAlive(m)
 
     /** Waits until no member is alive (confirmed by a fresh scan) or `untilMs` passes. Returns the survivors. */
     const awaitGone = (signal: Signal, untilMs: number, wakeOnHurry: boolean) =>
@@ -92,7 +97,7 @@ export const terminate = (input: Input): Effect.Effect<Result> =>
         while (true) {
           const alive: Array<ProcessIdentity> = []
           for (const m of members) {
-            if (yield* table.isAlive(m)) alive.push(m)
+            if (yield* isAlive(m)) alive.push(m)
           }
           if (alive.length === 0) {
             // Members may have forked during the wait: confirm with a fresh scan.

@@ -22,14 +22,41 @@ export const parseStat = (pid: number, text: string): Stat | undefined => {
   return { pid, state: rest[0]!, ppid: Number(rest[1]), pgid: Number(rest[2]), sid: Number(rest[3]), startTime }
 }
 
-export const readStat = (pid: number): Stat | undefined => {
-  let text: string
+// `/proc` files report size 0, so `readFileSync` stats, allocates 64 KiB chunks and concatenates:
+// about 40 µs per file here. One reused buffer and a plain read(2) cost a third of that, and this
+// runs for every process on the machine in a scan.
+let scratch = Buffer.allocUnsafe(64 * 1024)
+
+/** Reads a whole `/proc` file into the shared scratch buffer; returns the byte count, or -1. */
+const readProc = (path: string): number => {
+  let fd: number
   try {
-    text = fs.readFileSync(`/proc/${pid}/stat`, "latin1")
+    fd = fs.openSync(path, "r")
   } catch {
-    return undefined
+    return -1
   }
-  return parseStat(pid, text)
+  try {
+    let length = 0
+    while (true) {
+      if (length === scratch.length) {
+        const bigger = Buffer.allocUnsafe(scratch.length * 2)
+        scratch.copy(bigger, 0, 0, length)
+        scratch = bigger
+      }
+      const n = fs.readSync(fd, scratch, length, scratch.length - length, null)
+      if (n === 0) return length
+      length += n
+    }
+  } catch {
+    return -1
+  } finally {
+    fs.closeSync(fd)
+  }
+}
+
+export const readStat = (pid: number): Stat | undefined => {
+  const n = readProc(`/proc/${pid}/stat`)
+  return n < 0 ? undefined : parseStat(pid, scratch.toString("latin1", 0, n))
 }
 
 /** Zombies (`Z`) and dead tasks (`X`, `x`) are dead. */
@@ -47,17 +74,14 @@ const cookiePrefix = Buffer.from("SHEPHERD_ID=")
 
 /** The `SHEPHERD_ID` a process started with (its initial environment), if readable. */
 export const readCookie = (pid: number): string | undefined => {
-  let buf: Buffer
-  try {
-    buf = fs.readFileSync(`/proc/${pid}/environ`)
-  } catch {
-    return undefined
-  }
-  let at = buf.indexOf(cookiePrefix)
-  while (at > 0 && buf[at - 1] !== 0) at = buf.indexOf(cookiePrefix, at + 1)
+  const n = readProc(`/proc/${pid}/environ`)
+  if (n <= 0) return undefined
+  const env = scratch.subarray(0, n)
+  let at = env.indexOf(cookiePrefix)
+  while (at > 0 && env[at - 1] !== 0) at = env.indexOf(cookiePrefix, at + 1)
   if (at < 0) return undefined
-  const end = buf.indexOf(0, at)
-  return buf.toString("latin1", at + cookiePrefix.length, end < 0 ? buf.length : end)
+  const end = env.indexOf(0, at)
+  return env.toString("latin1", at + cookiePrefix.length, end < 0 ? n : end)
 }
 
 export const listPids = (): Array<number> => {
