@@ -153,6 +153,8 @@ describe("file ledger", () => {
         yield* ledger.append({ _tag: "Intent", poolId: "p~1", shepherdId, session: "s", command: "x", at: i })
         if (i % 10 !== 0) yield* ledger.append({ _tag: "Exited", shepherdId, outcome: "Graceful", detail: "", at: i })
       }
+      // Registered/Exited lines are written in one batch at the end of the event-loop turn.
+      yield* Effect.promise(() => new Promise((resolve) => setImmediate(resolve)))
       const lines = fs.readFileSync(file, "utf8").trim().split("\n")
       assert.isBelow(lines.length, 300, `compacted: ${lines.length} lines for 1900 events`)
       assert.isNotNull(yield* ledger.lastCompaction)

@@ -151,7 +151,8 @@ export const run = Effect.gen(function*() {
     kill: { signal: "SIGTERM", grace: "1 second", forceWait: "1 second" }
   } as const
 
-  const hostScope = yield* Scope.make()
+  // Closed with the demo whatever happens, so a failing demo still tears its host down.
+  const hostScope = yield* Effect.acquireRelease(Scope.make(), (scope) => Scope.close(scope, Exit.void))
   const context = yield* Layer.buildWithScope(NodeShepherd.layer(config), hostScope)
   const pool = Context.get(context, ProcessPool)
   yield* Console.log(paint("1", `Shepherd demo: pool ${pool.poolId}, ${config.slots} slots, grace 1 s, forceWait 1 s`))
@@ -255,6 +256,7 @@ export const run = Effect.gen(function*() {
   }
   return survivors.length
 }).pipe(
+  Effect.scoped,
   // The demo prints its own report; keep per-teardown log lines out of it.
   Effect.provideService(References.MinimumLogLevel, "Error")
 )

@@ -12,6 +12,7 @@ import type { Entry } from "@shepherd/core/Ledger"
 import type { ProcessInfo } from "@shepherd/core/ProcessTable"
 import * as NodeLedger from "@shepherd/node/NodeLedger"
 import * as NodeProcessTable from "@shepherd/node/NodeProcessTable"
+import * as Clock from "effect/Clock"
 import * as Effect from "effect/Effect"
 import * as Schema from "effect/Schema"
 
@@ -62,7 +63,7 @@ export const inspect = (file: string) =>
       shepherdId: e.shepherdId,
       leader: e.identity ?? { pid: -1, startTime: "0", bootId }
     })
-    const now = Date.now()
+    const now = yield* Clock.currentTimeMillis
     const entries = yield* Effect.forEach(snapshot.entries, (e) =>
       Effect.gen(function*() {
         const members = yield* describe(yield* Effect.orElseSucceed(table.members(containerOf(e)), () => []))

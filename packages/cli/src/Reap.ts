@@ -9,6 +9,7 @@ import * as KillPolicy from "@shepherd/core/KillPolicy"
 import * as Reaper from "@shepherd/core/Reaper"
 import * as NodeLedger from "@shepherd/node/NodeLedger"
 import * as NodeProcessTable from "@shepherd/node/NodeProcessTable"
+import * as Clock from "effect/Clock"
 import * as Effect from "effect/Effect"
 import * as Schema from "effect/Schema"
 import * as Inspect from "./Inspect.ts"
@@ -75,8 +76,15 @@ export const reap = (file: string, options: { readonly dryRun: boolean; readonly
           pgid: entry?.pgid,
           leader: entry?.identity
         })
-        if (entry !== undefined) {
-          yield* ledger.append({ _tag: "Exited", shepherdId: t.shepherdId, outcome: action.outcome, detail: "reaped by shepherd reap", at: Date.now() })
+        // Escaped or Unverified entries stay in the ledger for the next attempt.
+        if (entry !== undefined && action.outcome !== "Escaped" && action.outcome !== "Unverified") {
+          yield* ledger.append({
+            _tag: "Exited",
+            shepherdId: t.shepherdId,
+            outcome: action.outcome,
+            detail: "reaped by shepherd reap",
+            at: yield* Clock.currentTimeMillis
+          })
         }
         return { shepherdId: t.shepherdId, outcome: action.outcome, pids: action.signalled }
       }), { concurrency: "unbounded" })

@@ -5,10 +5,15 @@
  * reaches it only through Shepherd); after the grace period what is left is
  * SIGKILLed. When the command exits — or `shepherd run` is killed, through
  * the lifeline — the whole tree, escaped descendants included, is gone.
- * The exit code is the command's (128 + signal number if a signal ended it).
+ * The exit code is the leader's (128 + signal number if a signal ended it).
+ *
+ * The command runs in its own session, without a controlling terminal: it
+ * cannot open `/dev/tty` (password prompts), and job control (Ctrl-Z) and
+ * window-size changes do not reach it.
  *
  * @since 0.1.0
  */
+import type { ExitStatus } from "@shepherd/core/ProcessLauncher"
 import { ProcessPool } from "@shepherd/core/ProcessPool"
 import type { Signal } from "@shepherd/core/Signal"
 import type * as Teardown from "@shepherd/core/Teardown"
@@ -23,13 +28,16 @@ const signalNumber = (name: string | null | undefined): number =>
   name === null || name === undefined ? 1 : (os.constants.signals as Record<string, number>)[name] ?? 1
 
 /**
- * The exit code `shepherd run` reports for a teardown.
+ * The exit code `shepherd run` reports: the leader's code, or 128 + the
+ * signal that ended it.
  *
  * @since 0.1.0
  * @category running
  */
-export const exitCode = (report: Teardown.Teardown, signal: Signal | undefined): number => {
-  if (report._tag === "Exited") return report.code ?? 128 + signalNumber(report.signal)
+export const exitCode = (status: ExitStatus, report: Teardown.Teardown, signal: Signal | undefined): number => {
+  if (status.code !== null) return status.code
+  if (status.signal !== null) return 128 + signalNumber(status.signal)
+  if (report._tag === "Exited") return 1 // it ended, but how is unknown
   return 128 + signalNumber(signal ?? "SIGTERM")
 }
 
@@ -58,7 +66,8 @@ export const run = (command: string, args: ReadonlyArray<string>, kill: { readon
     })
     const report = yield* managed.awaitTeardown
     for (const [signal, handler] of handlers) process.off(signal, handler)
-    return exitCode(report, received)
+    // The leader's own status: a command that traps SIGINT and exits 0 exits 0.
+    return exitCode(yield* managed.awaitExit, report, received)
   }).pipe(
     Effect.scoped,
     Effect.provide(NodeShepherd.layer({

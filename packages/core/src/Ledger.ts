@@ -9,6 +9,7 @@
  *
  * @since 0.1.0
  */
+import * as Clock from "effect/Clock"
 import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
@@ -273,10 +274,11 @@ export class Ledger extends Context.Service<Ledger, {
             state.apply(record)
           }),
         entries: Effect.sync(() => [...state.live.values()]),
-        compact: Effect.sync(() => {
-          journal.splice(0, journal.length, ...state.compacted())
-          lastCompaction = Date.now()
-        }),
+        compact: Effect.flatMap(Clock.currentTimeMillis, (now) =>
+          Effect.sync(() => {
+            journal.splice(0, journal.length, ...state.compacted())
+            lastCompaction = now
+          })),
         lastCompaction: Effect.sync(() => lastCompaction)
       })
     })

@@ -16,7 +16,8 @@ import * as Schema from "effect/Schema"
  */
 export const ProcessIdentity = Schema.Struct({
   pid: Schema.Int,
-  startTime: Schema.String,
+  // Decimal clock ticks: a ledger line with anything else is bad input (quarantined), not an identity.
+  startTime: Schema.String.check(Schema.isPattern(/^\d+$/)),
   bootId: Schema.String
 })
 

@@ -36,6 +36,7 @@ import type { ManagedProcess } from "./ManagedProcess.ts"
 import { type ExitStatus, ProcessLauncher } from "./ProcessLauncher.ts"
 import { type Container, ProcessTable } from "./ProcessTable.ts"
 import * as ShepherdConfig from "./ShepherdConfig.ts"
+import type * as ShepherdError from "./ShepherdError.ts"
 import { HardCapExceeded, type InvalidConfig, PoolClosed, SlotTimeout, SpawnError } from "./ShepherdError.ts"
 import type * as Reaper from "./Reaper.ts"
 import * as Teardown from "./Teardown.ts"
@@ -96,7 +97,7 @@ export interface PoolStats {
  * @since 0.1.0
  * @category errors
  */
-export type SpawnFailure = SlotTimeout | HardCapExceeded | SpawnError | PoolClosed
+export type SpawnFailure = ShepherdError.SpawnFailure
 
 /**
  * The session that `spawn` uses when no `session` option is given; set by
@@ -209,7 +210,14 @@ export class ProcessPool extends Context.Service<ProcessPool, {
           Effect.map((managed) => managed.handle),
           Effect.mapError((error) =>
             PlatformError.systemError({
-              _tag: error._tag === "SpawnError" ? "NotFound" : error._tag === "SlotTimeout" ? "TimedOut" : "Busy",
+              // The OS's own reason when there is one (NotFound, PermissionDenied, ...).
+              _tag: error._tag === "SpawnError"
+                ? PlatformError.isPlatformError(error.cause) && error.cause.reason._tag !== "BadArgument"
+                  ? error.cause.reason._tag
+                  : "Unknown"
+                : error._tag === "SlotTimeout"
+                ? "TimedOut"
+                : "Busy",
               module: "Shepherd",
               method: "spawn",
               description: error.message,
@@ -226,6 +234,10 @@ interface SessionState {
   readonly processes: Set<ProcessState>
   /** Spawns between slot and registration: closing waits for them. */
   readonly launching: Set<Deferred.Deferred<void>>
+  /** Spawn requests in flight (waiting for a slot or launching). */
+  pending: number
+  /** Opened by `session`/`withSession` (closed by them), rather than implicitly by a spawn. */
+  owned: boolean
   /** Completed when closing starts: slot waiters of this session give up. */
   readonly closingSignal: Deferred.Deferred<void>
   closed: Deferred.Deferred<ReadonlyArray<Teardown.Teardown>> | undefined
@@ -327,11 +339,26 @@ const make = Effect.fnUntraced(function*(config: ShepherdConfig.Resolved) {
       if (closing) return Effect.fail(closed(id))
       let state = sessions.get(id)
       if (state === undefined) {
-        state = { id, processes: new Set(), launching: new Set(), closingSignal: Deferred.makeUnsafe(), closed: undefined }
+        state = {
+          id,
+          processes: new Set(),
+          launching: new Set(),
+          pending: 0,
+          owned: false,
+          closingSignal: Deferred.makeUnsafe(),
+          closed: undefined
+        }
         sessions.set(id, state)
       }
       return state.closed === undefined ? Effect.succeed(state) : Effect.fail(closed(id))
     })
+
+  // A session opened implicitly by `spawn(..., { session })` is forgotten once it is empty, so
+  // per-request session ids do not pile up; one opened by `session`/`withSession` lives until closed.
+  const forgetIfIdle = (state: SessionState) => {
+    if (state.owned || state.closed !== undefined || state.pending > 0 || state.processes.size > 0) return
+    if (sessions.get(state.id) === state) sessions.delete(state.id)
+  }
 
   // Each caller scope gets one parallel child that holds its processes' scopes, so that closing
   // the caller's (usually sequential) scope tears its trees down concurrently.
@@ -421,26 +448,30 @@ const make = Effect.fnUntraced(function*(config: ShepherdConfig.Resolved) {
       }
       policy = KillPolicy.override(config.kill, decoded.success as KillPolicy.KillPolicyInput)
     }
+    const callerScope = yield* Scope.Scope
+    const waitStart = yield* Clock.currentTimeMillis
     const session = target === undefined
       ? yield* openSession(sessionId)
       : target.closed === undefined
       ? target
       : yield* closed(sessionId)
-    if (inUse + waiting >= config.hardCap) {
-      return yield* new HardCapExceeded({
-        session: sessionId,
-        command: display,
-        hardCap: config.hardCap,
-        tracked: inUse,
-        waiting
-      })
-    }
-    const callerScope = yield* Scope.Scope
-    const waitStart = yield* Clock.currentTimeMillis
 
+    let counted = false
     return yield* Effect.uninterruptibleMask((restore) =>
       Effect.gen(function*() {
+        // Check and count in one synchronous step: concurrent requests cannot both pass the cap.
+        if (inUse + waiting >= config.hardCap) {
+          return yield* new HardCapExceeded({
+            session: sessionId,
+            command: display,
+            hardCap: config.hardCap,
+            tracked: inUse,
+            waiting
+          })
+        }
         waiting++
+        session.pending++
+        counted = true
         const waitToken = ++waitTokens
         waitingSince.set(waitToken, waitStart)
         yield* Metric.update(m.slotWaiters, waiting)
@@ -547,19 +578,25 @@ const make = Effect.fnUntraced(function*(config: ShepherdConfig.Resolved) {
           yield* record({ _tag: "Registered", shepherdId, pgid: launched.pgid, identity: launched.identity, at: startedAt })
           if (lifeline !== undefined) yield* lifeline.register(container)
           const done = Deferred.makeUnsafe<Teardown.Teardown>()
-          let started = false
+          let running: KillPolicy.KillPolicy | undefined
+          const escalate = Deferred.makeUnsafe<void>()
           let state: ProcessState
 
           const stopWith = (kill: KillPolicy.KillPolicy): Effect.Effect<Teardown.Teardown> =>
             Effect.suspend(() => {
-              if (started) return Deferred.await(done)
-              started = true
+              if (running !== undefined) {
+                // A teardown runs already: a harsher request (SIGKILL, a shorter grace) cuts its grace short.
+                if (kill.signal === "SIGKILL" || kill.graceMs < running.graceMs) Deferred.doneUnsafe(escalate, Exit.void)
+                return Deferred.await(done)
+              }
+              running = kill
               return terminate({
                 table,
                 container,
                 policy: kill,
                 leader: { exitStatus: launched.exitStatus, exit: launched.exit },
-                hurry
+                hurry,
+                escalate
               }).pipe(
                 Effect.map((r): Teardown.Teardown => {
                   const common = {
@@ -587,15 +624,20 @@ const make = Effect.fnUntraced(function*(config: ShepherdConfig.Resolved) {
                 }),
                 Effect.tap((report) =>
                   Effect.gen(function*() {
-                    yield* record({
-                      _tag: "Exited",
-                      shepherdId,
-                      outcome: report._tag,
-                      detail: Teardown.describe(report),
-                      at: yield* Clock.currentTimeMillis
-                    })
-                    if (lifeline !== undefined) yield* lifeline.unregister(shepherdId)
+                    if (Teardown.isGone(report)) {
+                      yield* record({
+                        _tag: "Exited",
+                        shepherdId,
+                        outcome: report._tag,
+                        detail: Teardown.describe(report),
+                        at: yield* Clock.currentTimeMillis
+                      })
+                      if (lifeline !== undefined) yield* lifeline.unregister(shepherdId)
+                    }
+                    // Escaped or Unverified: the ledger entry and the lifeline stay, and the reaper
+                    // (to which the tree is now untracked) keeps trying.
                     session.processes.delete(state)
+                    forgetIfIdle(session)
                     tracked.delete(shepherdId)
                     recent.push({ ...report, at: yield* Clock.currentTimeMillis } as Teardown.Teardown & { at: number })
                     if (recent.length > recentLimit) recent.shift()
@@ -685,7 +727,11 @@ const make = Effect.fnUntraced(function*(config: ShepherdConfig.Resolved) {
             Deferred.doneUnsafe(launchDone, Exit.void)
           }))
         )
-      })
+      }).pipe(Effect.ensuring(Effect.sync(() => {
+        if (!counted) return
+        session.pending--
+        forgetIfIdle(session)
+      })))
     )
   }, Effect.tapError(spawnFailed))
 
@@ -697,12 +743,18 @@ const make = Effect.fnUntraced(function*(config: ShepherdConfig.Resolved) {
     close: closeSessionState(state)
   })
 
+  const openOwned = (id: string) =>
+    Effect.map(openSession(id), (state) => {
+      state.owned = true
+      return state
+    })
+
   const session = (id: string) =>
-    Effect.acquireRelease(Effect.map(openSession(id), makeSession), (s) => s.close)
+    Effect.acquireRelease(Effect.map(openOwned(id), makeSession), (s) => s.close)
 
   const withSession = <A, E, R>(id: string, effect: Effect.Effect<A, E, R>) =>
     Effect.scoped(
-      Effect.flatMap(openSession(id), (state) =>
+      Effect.flatMap(openOwned(id), (state) =>
         Effect.andThen(
           Effect.addFinalizer(() => closeSessionState(state)),
           effect.pipe(
@@ -726,23 +778,27 @@ const make = Effect.fnUntraced(function*(config: ShepherdConfig.Resolved) {
     const known = new Set<string>()
     const failure = yield* Effect.gen(function*() {
       // 1. Ledger entries the pool does not track: gone already (a lost exit record) or still alive.
-      for (const entry of ledger === undefined ? [] : yield* ledger.entries) {
-        known.add(entry.shepherdId)
-        if (tracked.has(entry.shepherdId)) continue
-        const action = yield* Orphans.cleanup(orphanContext, entry.shepherdId, entry.pgid, entry.identity)
-        if (action.outcome === "Gone") pruned++
-        else stale.push(action)
-        yield* record({ _tag: "Exited", shepherdId: entry.shepherdId, outcome: action.outcome, detail: "reaped", at })
-      }
+      const entries = ledger === undefined ? [] : yield* ledger.entries
+      for (const entry of entries) known.add(entry.shepherdId)
+      yield* Effect.forEach(entries.filter((e) => !tracked.has(e.shepherdId)), (entry) =>
+        Effect.gen(function*() {
+          const action = yield* Orphans.cleanup(orphanContext, entry.shepherdId, entry.pgid, entry.identity)
+          if (action.outcome === "Gone") pruned++
+          else stale.push(action)
+          if (Orphans.isFinal(action)) {
+            yield* record({ _tag: "Exited", shepherdId: entry.shepherdId, outcome: action.outcome, detail: "reaped", at })
+          }
+        }), { concurrency: "unbounded", discard: true })
       // 2. Processes that carry this pool's cookie but that nothing tracks.
       const carriers = yield* table.carriers(`${poolId}:`, { notBefore: hostStart })
       const orphanIds = new Set<string>()
       for (const c of carriers) {
         if (!tracked.has(c.shepherdId) && !known.has(c.shepherdId)) orphanIds.add(c.shepherdId)
       }
-      for (const shepherdId of orphanIds) {
-        untracked.push(yield* Orphans.cleanup(orphanContext, shepherdId, undefined, undefined))
-      }
+      yield* Effect.forEach(orphanIds, (shepherdId) =>
+        Effect.map(Orphans.cleanup(orphanContext, shepherdId, undefined, undefined), (action) => {
+          untracked.push(action)
+        }), { concurrency: "unbounded", discard: true })
     }).pipe(
       Effect.match({ onFailure: (error) => error.reason, onSuccess: () => undefined })
     )
@@ -756,12 +812,14 @@ const make = Effect.fnUntraced(function*(config: ShepherdConfig.Resolved) {
       ...(failure === undefined ? {} : { error: failure })
     }
     lastTick = report
-    yield* Metric.update(Metric.withAttributes(Metrics.orphansReaped, { ...attributes, source: "stale" }), stale.length)
-    yield* Metric.update(Metric.withAttributes(Metrics.orphansReaped, { ...attributes, source: "untracked" }), untracked.length)
+    const terminated = (actions: ReadonlyArray<Reaper.Action>) => actions.filter((a) => a.signalled.length > 0).length
+    yield* Metric.update(Metric.withAttributes(Metrics.orphansReaped, { ...attributes, source: "stale" }), terminated(stale))
+    yield* Metric.update(Metric.withAttributes(Metrics.orphansReaped, { ...attributes, source: "untracked" }), terminated(untracked))
     if (failure !== undefined) yield* Effect.logWarning(`reaper tick ${tick} failed: ${failure}`)
     else if (stale.length + untracked.length > 0) {
+      const outcomes = [...stale, ...untracked].map((a) => a.outcome).join(", ")
       yield* Effect.logWarning(
-        `reaper: terminated ${stale.length} stale and ${untracked.length} untracked tree(s), pruned ${pruned} entr(ies)`
+        `reaper: ${stale.length} stale and ${untracked.length} untracked tree(s) (${outcomes}), pruned ${pruned} entr(ies)`
       )
     }
     return report
@@ -905,8 +963,11 @@ const make = Effect.fnUntraced(function*(config: ShepherdConfig.Resolved) {
   })
   yield* Scope.addFinalizer(layerScope, Effect.asVoid(shutdown))
   // Forked last so that it is interrupted first when the layer closes. `repeat` runs a tick at once.
+  // A tick is not interrupted half-way (it may have signalled an orphan it has yet to SIGKILL);
+  // the layer's close waits for it, bounded by grace + forceWait.
   yield* reapOnce.pipe(
     Effect.catchCause((cause) => Effect.logWarning("reaper tick failed", cause)),
+    Effect.uninterruptible,
     Effect.repeat(Schedule.spaced(config.reapIntervalMs)),
     Effect.interruptible,
     Effect.forkIn(layerScope)

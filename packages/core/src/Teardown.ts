@@ -89,6 +89,14 @@ export const Teardown = Schema.Union([Exited, Graceful, Forced, Escaped, Unverif
 export type Teardown = Exited | Graceful | Forced | Escaped | Unverified
 
 /**
+ * The tree is known to be gone (every outcome but `Escaped` and `Unverified`).
+ *
+ * @since 0.1.0
+ * @category predicates
+ */
+export const isGone = (report: Teardown): boolean => report._tag !== "Escaped" && report._tag !== "Unverified"
+
+/**
  * One line for logs and terminals, e.g. `forced after 5003 ms (SIGKILL 2 pids)`.
  *
  * @since 0.1.0
@@ -100,7 +108,9 @@ export const describe = (report: Teardown): string => {
     case "Exited":
       return report.code !== null
         ? `exited by itself with code ${report.code}${leftovers(report)}`
-        : `exited by itself on ${report.signal}${leftovers(report)}`
+        : report.signal !== null
+        ? `exited by itself on ${report.signal}${leftovers(report)}`
+        : `exited by itself (status unknown)${leftovers(report)}`
     case "Graceful":
       return `terminated gracefully by ${report.signal} in ${ms}`
     case "Forced":

@@ -800,12 +800,17 @@ describe("ProcessPool reaper", () => {
       const os = TestOs.make()
       yield* withPool(os, { reapInterval: "1 hour" }, (pool) =>
         Effect.gen(function*() {
-          const p = yield* pool.spawn(cmd("worker"), { session: "s" })
+          os.define("escaper", { onTerm: "exit", escapedChildren: 1 })
+          const p = yield* pool.spawn(cmd("escaper"), { session: "s" })
           os.breakTable("transient EIO")
           const [report] = yield* settleValue(pool.closeSession("s"))
+          // The leader (our own child) is still signalled; the escaped member cannot be seen.
           assert.strictEqual(report!._tag, "Unverified")
+          assert.isUndefined(os.process(p.pid) && os.alive().find((x) => x.pid === p.pid))
           os.breakTable(undefined)
-          assert.deepStrictEqual(os.alive().map((x) => x.pid), [p.pid], "left alive and untracked")
+          const left = os.alive()
+          assert.strictEqual(left.length, 1, "the escaped member is left alive and untracked")
+          assert.strictEqual(left[0]!.shepherdId, p.shepherdId)
           const tick = yield* settleValue(pool.reapNow)
           assert.deepStrictEqual(tick.untracked.map((a) => [a.shepherdId, a.outcome]), [[p.shepherdId, "Graceful"]])
           assert.deepStrictEqual(os.alive(), [])

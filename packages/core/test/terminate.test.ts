@@ -163,14 +163,15 @@ describe("terminate", () => {
         assert.isAtMost(r.durationMs, 5520)
       })))
 
-  it.effect("an unreadable table gives Unverified without signalling", () =>
+  it.effect("an unreadable table still ends the leader (our own child) and reports Unverified", () =>
     harness(() => {}, ({ launch, os }) =>
       Effect.gen(function*() {
-        const { run } = yield* launch("w")
+        const { launched, run } = yield* launch("w")
         os.breakTable("no /proc")
         const r = yield* run()
         assert.deepStrictEqual(r.outcome, { _tag: "Unverified", reason: "no /proc" })
-        assert.deepStrictEqual(os.signalsSent(), [])
+        assert.deepStrictEqual(os.signalsSent().map((x) => [x.pid, x.signal]), [[launched.pid, "SIGTERM"]])
+        assert.isUndefined(os.alive().find((p) => p.pid === launched.pid))
         os.breakTable(undefined)
       })))
 

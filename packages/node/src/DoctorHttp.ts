@@ -89,7 +89,7 @@ export const routes = Layer.mergeAll(
     "/doctor",
     Effect.gen(function*() {
       const pool = yield* ProcessPool
-      const report = yield* Effect.orDie(encodeReport(yield* pool.doctor))
+      const report = yield* encodeReport(yield* pool.doctor)
       return yield* HttpServerResponse.json(report)
     }).pipe(Effect.orDie)
   ),

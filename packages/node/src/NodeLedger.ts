@@ -13,7 +13,7 @@
  */
 import { Ledger, LedgerError, LedgerLine, LedgerLocked, State } from "@shepherd/core/Ledger"
 import type { Entry, LedgerRecord, OpenReport } from "@shepherd/core/Ledger"
-import type { ProcessIdentity } from "@shepherd/core/ProcessIdentity"
+import * as ProcessIdentity from "@shepherd/core/ProcessIdentity"
 import * as Metrics from "@shepherd/core/Metrics"
 import * as Effect from "effect/Effect"
 import * as Metric from "effect/Metric"
@@ -76,12 +76,18 @@ export const parse = (text: string): { records: Array<LedgerRecord>; badLines: n
   return { records, badLines, tornLine }
 }
 
-const sameIdentity = (a: ProcessIdentity, b: ProcessIdentity) =>
-  a.pid === b.pid && a.startTime === b.startTime && a.bootId === b.bootId
+const readLock = (lockFile: string): ProcessIdentity.ProcessIdentity | undefined => {
+  try {
+    const owner = JSON.parse(fs.readFileSync(lockFile, "utf8")) as ProcessIdentity.ProcessIdentity
+    return typeof owner.pid === "number" ? owner : undefined
+  } catch {
+    return undefined
+  }
+}
 
 const hasProc = fs.existsSync("/proc/self/stat")
 
-const ownerAlive = (owner: ProcessIdentity, bootId: string): boolean => {
+const ownerAlive = (owner: ProcessIdentity.ProcessIdentity, bootId: string): boolean => {
   if (!hasProc) {
     // No start times to compare: a live pid is taken for the owner (erring towards LedgerLocked).
     try {
@@ -92,8 +98,12 @@ const ownerAlive = (owner: ProcessIdentity, bootId: string): boolean => {
     }
   }
   if (owner.bootId !== bootId) return false
-  const stat = procfs.readStat(owner.pid)
-  return stat !== undefined && stat.startTime === owner.startTime && !procfs.isDead(stat)
+  try {
+    const stat = procfs.readStat(owner.pid)
+    return stat !== undefined && stat.startTime === owner.startTime && !procfs.isDead(stat)
+  } catch {
+    return true // cannot tell: assume the owner lives (LedgerLocked) rather than share the ledger
+  }
 }
 
 const writeAtomically = (file: string, text: string) => {
@@ -155,23 +165,23 @@ const open = (options: Options) => {
   const bootId = host.bootId
 
   // The lock: created exclusively; an existing lock whose owner is gone is taken over.
-  let tookOverFrom: ProcessIdentity | undefined
+  let tookOverFrom: ProcessIdentity.ProcessIdentity | undefined
   const lockText = JSON.stringify(host)
   try {
     fs.writeFileSync(lockFile, lockText, { flag: "wx", mode: 0o600 })
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code !== "EEXIST") throw fail(`cannot create lock ${lockFile}: ${String(error)}`)
-    let owner: ProcessIdentity | undefined
-    try {
-      owner = JSON.parse(fs.readFileSync(lockFile, "utf8")) as ProcessIdentity
-    } catch {
-      owner = undefined
-    }
-    if (owner !== undefined && typeof owner.pid === "number" && ownerAlive(owner, bootId)) {
+    const owner = readLock(lockFile)
+    if (owner !== undefined && ownerAlive(owner, bootId)) {
       throw new LedgerLocked({ path: file, ownerPid: owner.pid, owner })
     }
     tookOverFrom = owner
     writeAtomically(lockFile, lockText)
+    // Two hosts may have found the same dead owner at once: the last rename wins, the other backs off.
+    const winner = readLock(lockFile)
+    if (winner === undefined || !ProcessIdentity.same(winner, host)) {
+      throw new LedgerLocked({ path: file, ownerPid: winner?.pid ?? -1, owner: winner ?? host })
+    }
   }
 
   // Replay.
@@ -222,6 +232,7 @@ const open = (options: Options) => {
     batch = []
     writeAtomically(file, state.compacted().map(encode).join(""))
     if (fd >= 0) fs.closeSync(fd)
+    fd = -1 // never write into a descriptor number the OS may have handed to someone else
     fd = fs.openSync(file, "a", 0o600)
     state.events = 0
     lastCompaction = Date.now()
@@ -271,8 +282,8 @@ const open = (options: Options) => {
     fd = -1
     try {
       // Remove the lock only if it is still ours.
-      const current = JSON.parse(fs.readFileSync(lockFile, "utf8")) as ProcessIdentity
-      if (sameIdentity(current, host)) fs.unlinkSync(lockFile)
+      const current = readLock(lockFile)
+      if (current !== undefined && ProcessIdentity.same(current, host)) fs.unlinkSync(lockFile)
     } catch {
       // gone or unreadable: nothing to release
     }
@@ -298,7 +309,7 @@ export interface Snapshot {
   readonly path: string
   readonly exists: boolean
   /** The lock's owner, and whether that exact process is still alive. */
-  readonly owner?: { readonly identity: ProcessIdentity; readonly alive: boolean } | undefined
+  readonly owner?: { readonly identity: ProcessIdentity.ProcessIdentity; readonly alive: boolean } | undefined
   readonly entries: ReadonlyArray<Entry>
   /** Every pool id the ledger mentions. */
   readonly poolIds: ReadonlyArray<string>
@@ -329,13 +340,8 @@ export const snapshot = (file: string): Effect.Effect<Snapshot, LedgerError> =>
         if ((error as NodeJS.ErrnoException).code !== "ENOENT") throw error
         exists = false
       }
-      let owner: Snapshot["owner"]
-      try {
-        const identity = JSON.parse(fs.readFileSync(`${resolved}.lock`, "utf8")) as ProcessIdentity
-        owner = { identity, alive: ownerAlive(identity, bootId) }
-      } catch {
-        owner = undefined
-      }
+      const identity = readLock(`${resolved}.lock`)
+      const owner: Snapshot["owner"] = identity === undefined ? undefined : { identity, alive: ownerAlive(identity, bootId) }
       const parsed = parse(text)
       const state = new State()
       const poolIds = new Set<string>()

@@ -116,6 +116,15 @@ const launch = Effect.fnUntraced(function*(
   })
   const pid = child.pid!
   const identity = identify(pid) ?? { pid, startTime: "0", bootId: "unknown" }
+  // When the process scope closes (after the teardown), the pipes must not keep the host's event
+  // loop alive: a descendant that survived (Escaped) could hold their other end forever.
+  yield* Effect.addFinalizer(() =>
+    Effect.sync(() => {
+      for (const stream of [child.stdin, child.stdout, child.stderr]) {
+        ;(stream as unknown as { unref?: () => void } | null)?.unref?.()
+      }
+    })
+  )
 
   let stdinSink: Sink.Sink<void, Uint8Array, never, PlatformError.PlatformError> = Sink.drain
   if (child.stdin !== null) {

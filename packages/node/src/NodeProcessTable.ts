@@ -38,7 +38,12 @@ export const make = (): ProcessTable["Service"] => {
   // if the pid now belongs to a process with another start time, the number
   // was reused and the group is someone else's.
   const groupTrusted = (container: Container): boolean => {
-    const leader = procfs.readStat(container.pgid)
+    let leader: procfs.Stat | undefined
+    try {
+      leader = procfs.readStat(container.pgid)
+    } catch {
+      return false
+    }
     return leader === undefined ||
       (container.leader.pid === container.pgid && leader.startTime === container.leader.startTime)
   }
@@ -88,8 +93,9 @@ export const make = (): ProcessTable["Service"] => {
   const cookieOf = (pid: number, entry: Known): string | undefined => {
     if (entry.cookie !== null) return entry.cookie
     const cookie = procfs.readCookie(pid)
-    // Our own children get their cookie only at exec: never remember "none" for them.
-    if (cookie !== undefined || entry.ppid !== self) entry.cookie = cookie
+    if (cookie === null) return undefined // unreadable: not ours to judge, and not remembered
+    // Our own children show the host's environment until they exec: never remember theirs.
+    if (entry.ppid !== self) entry.cookie = cookie
     return cookie
   }
 
@@ -106,32 +112,43 @@ export const make = (): ProcessTable["Service"] => {
     return entry
   }
 
+  // Whatever goes wrong, every request of the batch is answered: nobody waits forever.
   const runBatch = () => {
     const batch = pending!
     pending = undefined
-    let pids: Array<number>
+    let results: ReadonlyArray<ReadonlyArray<ProcessIdentity>>
     try {
-      pids = refresh()
+      results = scan(batch.map((r) => r.container))
     } catch (error) {
       const failure = Effect.fail(new ProcessTableError({ reason: `cannot read /proc: ${String(error)}` }))
       for (const r of batch) r.resume(failure)
       return
     }
+    batch.forEach((r, i) => r.resume(Effect.succeed(results[i]!)))
+  }
+
+  const scan = (batch: ReadonlyArray<Container>): ReadonlyArray<ReadonlyArray<ProcessIdentity>> => {
+    const pids = refresh()
     const byGroup = new Map<number, Array<number>>()
-    const byCookie = new Map<string, number>()
+    const byCookie = new Map<string, Array<number>>()
+    const addCookie = (shepherdId: string, i: number) => {
+      const list = byCookie.get(shepherdId)
+      if (list === undefined) byCookie.set(shepherdId, [i])
+      else list.push(i)
+    }
     let minStart: bigint | undefined
     batch.forEach((r, i) => {
       // A pgid from another boot names nothing of ours; only the cookie can still match.
-      if (r.container.leader.bootId !== bootId || r.container.pgid <= 1 || !groupTrusted(r.container)) {
-        byCookie.set(r.container.shepherdId, i)
+      if (r.leader.bootId !== bootId || r.pgid <= 1 || !groupTrusted(r)) {
+        addCookie(r.shepherdId, i)
         minStart = 0n // its descendants' start times are unknown: read every cookie
         return
       }
-      const list = byGroup.get(r.container.pgid)
-      if (list === undefined) byGroup.set(r.container.pgid, [i])
+      const list = byGroup.get(r.pgid)
+      if (list === undefined) byGroup.set(r.pgid, [i])
       else list.push(i)
-      byCookie.set(r.container.shepherdId, i)
-      const start = BigInt(r.container.leader.startTime)
+      addCookie(r.shepherdId, i)
+      const start = BigInt(r.leader.startTime)
       if (minStart === undefined || start < minStart) minStart = start
     })
     const results: Array<Array<ProcessIdentity>> = batch.map(() => [])
@@ -139,12 +156,14 @@ export const make = (): ProcessTable["Service"] => {
       // Descendants always start after their container's leader: only they can carry a cookie of ours.
       const cookie = minStart !== undefined && entry.start >= minStart ? cookieOf(pid, entry) : undefined
       if (cookie !== undefined) {
-        const i = byCookie.get(cookie)
-        return i === undefined ? [] : [i]
+        const byThisCookie = byCookie.get(cookie)
+        if (byThisCookie !== undefined) return byThisCookie
+        // Another cookie (a nested pool's, or the host's own before a child's exec) inside one of our
+        // trusted groups is still a member of that group.
       }
       // A group member without a cookie (it cleared its environment) counts only if it is younger
       // than the leader; this keeps a reused pgid from matching an older, unrelated group.
-      return (byGroup.get(entry.pgid) ?? []).filter((i) => entry.start >= BigInt(batch[i]!.container.leader.startTime))
+      return (byGroup.get(entry.pgid) ?? []).filter((i) => entry.start >= BigInt(batch[i]!.leader.startTime))
     }
     for (const pid of pids) {
       if (pid === self || pid <= 1) continue
@@ -161,7 +180,7 @@ export const make = (): ProcessTable["Service"] => {
       const identity: ProcessIdentity = { pid, startTime: entry.startTime, bootId }
       for (const i of match(pid, entry)) results[i]!.push(identity)
     }
-    batch.forEach((r, i) => r.resume(Effect.succeed(results[i]!)))
+    return results
   }
 
   const members = (container: Container) =>
@@ -173,16 +192,26 @@ export const make = (): ProcessTable["Service"] => {
       pending.push({ container, resume })
     })
 
-  const alive = (identity: ProcessIdentity): boolean => {
+  /** `undefined` when the process cannot be looked at (see `procfs.Unreadable`). */
+  const aliveOrUnknown = (identity: ProcessIdentity): boolean | undefined => {
     if (identity.bootId !== bootId) return false
-    const stat = procfs.readStat(identity.pid)
-    return stat !== undefined && stat.startTime === identity.startTime && !procfs.isDead(stat)
+    try {
+      const stat = procfs.readStat(identity.pid)
+      return stat !== undefined && stat.startTime === identity.startTime && !procfs.isDead(stat)
+    } catch {
+      return undefined
+    }
   }
+  // Not confirmed dead counts as alive: a teardown keeps waiting (and reports Escaped) rather than lie.
+  const alive = (identity: ProcessIdentity): boolean => aliveOrUnknown(identity) ?? true
 
   const signal = (identity: ProcessIdentity, signal: NodeJS.Signals): SignalResult => {
     if (identity.pid === self || identity.pid <= 1) return "not-ours"
-    // Identity is checked immediately before the signal: a reused pid is never signalled.
-    if (!alive(identity)) return "gone"
+    // Identity is checked immediately before the signal: a reused pid is never signalled, and
+    // neither is a process whose identity cannot be read.
+    const verified = aliveOrUnknown(identity)
+    if (verified === undefined) return "not-ours"
+    if (!verified) return "gone"
     try {
       process.kill(identity.pid, signal)
       return "sent"
@@ -213,7 +242,12 @@ export const make = (): ProcessTable["Service"] => {
     })
 
   const inspect = (identity: ProcessIdentity): ProcessInfo | undefined => {
-    const stat = procfs.readStat(identity.pid)
+    let stat: procfs.Stat | undefined
+    try {
+      stat = procfs.readStat(identity.pid)
+    } catch {
+      return undefined
+    }
     if (stat === undefined || stat.startTime !== identity.startTime || identity.bootId !== bootId) return undefined
     return {
       pid: identity.pid,
@@ -243,8 +277,12 @@ let cachedBootId: string | undefined
  * @category constructors
  */
 export const identify = (pid: number): ProcessIdentity | undefined => {
-  const stat = procfs.readStat(pid)
-  return stat === undefined ? undefined : { pid, startTime: stat.startTime, bootId: cachedBootId ??= procfs.readBootId() }
+  try {
+    const stat = procfs.readStat(pid)
+    return stat === undefined ? undefined : { pid, startTime: stat.startTime, bootId: cachedBootId ??= procfs.readBootId() }
+  } catch {
+    return undefined
+  }
 }
 
 /**
@@ -277,13 +315,16 @@ export const makePortable = (): ProcessTable["Service"] => {
       return false
     }
   }
+  // Windows has no process groups: there the leader alone is the container.
+  const groups = process.platform !== "win32"
   return ProcessTable.of({
     members: (container) =>
-      Effect.sync(() =>
-        container.pgid > 1 && groupAlive(container.pgid)
+      Effect.sync(() => {
+        if (!groups) return container.leader.pid > 0 && alive(container.leader) ? [container.leader] : []
+        return container.pgid > 1 && groupAlive(container.pgid)
           ? [{ pid: -container.pgid, startTime: container.leader.startTime, bootId: container.leader.bootId }]
           : []
-      ),
+      }),
     carriers: () => Effect.succeed([]),
     inspect: () => Effect.succeed(undefined),
     isAlive: (identity) => Effect.sync(() => alive(identity)),
@@ -339,10 +380,15 @@ export const carriers = (prefix: string): Array<CarrierInfo> => {
   const out: Array<CarrierInfo> = []
   for (const pid of procfs.listPids()) {
     if (pid === process.pid) continue
-    const stat = procfs.readStat(pid)
+    let stat: procfs.Stat | undefined
+    try {
+      stat = procfs.readStat(pid)
+    } catch {
+      continue
+    }
     if (stat === undefined || procfs.isDead(stat)) continue
     const shepherdId = procfs.readCookie(pid)
-    if (shepherdId === undefined || !shepherdId.startsWith(prefix)) continue
+    if (typeof shepherdId !== "string" || !shepherdId.startsWith(prefix)) continue
     out.push({ pid, ppid: stat.ppid, pgid: stat.pgid, sid: stat.sid, state: stat.state, shepherdId, cmdline: procfs.readCmdline(pid) })
   }
   return out

@@ -45,6 +45,9 @@ export const cleanup = (
     return { shepherdId, outcome: r.outcome._tag, signalled: r.signalled, durationMs: r.durationMs }
   })
 
+/** The tree is known to be gone (or of another boot): its ledger entry can be closed. */
+export const isFinal = (action: Reaper.Action): boolean => action.outcome !== "Escaped" && action.outcome !== "Unverified"
+
 /** Recovery: terminate (concurrently) every live entry an earlier host left in the ledger. */
 export const recover = (
   ctx: Context,
@@ -56,7 +59,8 @@ export const recover = (
     const actions = yield* Effect.forEach(entries, (entry) =>
       Effect.gen(function*() {
         const action = yield* cleanup(ctx, entry.shepherdId, entry.pgid, entry.identity)
-        yield* ledger.append({
+        // Escaped or Unverified entries stay live in the ledger: the reaper tries them again.
+        if (isFinal(action)) yield* ledger.append({
           _tag: "Exited",
           shepherdId: entry.shepherdId,
           outcome: action.outcome,

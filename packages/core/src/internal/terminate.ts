@@ -39,6 +39,8 @@ export interface Input {
   } | undefined
   /** Completed when the host demands an immediate kill (a second signal): the grace ends at once. */
   readonly hurry: Deferred.Deferred<void>
+  /** Completed when a stronger kill of this one tree is asked for while its teardown runs. */
+  readonly escalate?: Deferred.Deferred<void> | undefined
 }
 
 // Liveness is polled from the process table; start fast (a cooperative tree is
@@ -70,11 +72,22 @@ export const terminate = (input: Input): Effect.Effect<Result> =>
 
     const leader = input.leader
     const exitedBefore = leader?.exitStatus()
+    const leaderAlive = () => leader !== undefined && leader.exitStatus() === undefined
+    // Our unreaped child is provably ours (its pid cannot be reused before we see its exit), so it
+    // is signalled even when the table cannot be read or does not list it yet.
+    const withLeader = (list: ReadonlyArray<ProcessIdentity>) =>
+      leaderAlive() && !list.some((m) => m.pid === container.leader.pid) ? [container.leader, ...list] : list
+    let unverified: string | undefined
     const scanned = yield* Effect.result(table.members(container))
-    if (scanned._tag === "Failure") {
-      return yield* result({ _tag: "Unverified", reason: scanned.failure.reason })
-    }
-    let members = scanned.success
+    if (scanned._tag === "Failure") unverified = scanned.failure.reason
+    let members = withLeader(scanned._tag === "Success" ? scanned.success : [])
+    /** A fresh scan; on failure the caller's fallback (what is known to be alive) stands. */
+    const rescan = (fallback: ReadonlyArray<ProcessIdentity>) =>
+      Effect.map(Effect.result(table.members(container)), (r) => {
+        if (r._tag === "Success") return withLeader(r.success)
+        unverified = r.failure.reason
+        return fallback
+      })
 
     const sendAll = (targets: ReadonlyArray<ProcessIdentity>, signal: Signal, into: Set<number>) =>
       Effect.forEach(targets, (identity) =>
@@ -82,8 +95,9 @@ export const terminate = (input: Input): Effect.Effect<Result> =>
           if (r === "sent") into.add(identity.pid)
         }), { discard: true })
 
-    const hurried = Deferred.isDoneUnsafe(input.hurry)
-    const leaderAlive = () => leader !== undefined && leader.exitStatus() === undefined
+    const hurriedNow = () =>
+      Deferred.isDoneUnsafe(input.hurry) || (input.escalate !== undefined && Deferred.isDoneUnsafe(input.escalate))
+    const hurried = hurriedNow()
     // Our own child needs no table lookup: until we have seen its exit, its pid cannot be reused.
     const isAlive = (m: ProcessIdentity): Effect.Effect<boolean> =>
       leader !== undefined && m.pid === container.leader.pid && m.startTime === container.leader.startTime
@@ -101,34 +115,32 @@ export const terminate = (input: Input): Effect.Effect<Result> =>
           }
           if (alive.length === 0) {
             // Members may have forked during the wait: confirm with a fresh scan.
-            const rescan = yield* Effect.orElseSucceed(table.members(container), () => [])
-            if (rescan.length === 0) return []
-            yield* sendAll(rescan, signal, signal === "SIGKILL" ? forced : signalled)
-            members = rescan
+            const fresh = yield* rescan([])
+            if (fresh.length === 0) return []
+            yield* sendAll(fresh, signal, signal === "SIGKILL" ? forced : signalled)
+            members = fresh
             continue
           }
           members = alive
           const now = yield* elapsed
-          if (now >= untilMs || (wakeOnHurry && Deferred.isDoneUnsafe(input.hurry))) return alive
+          if (now >= untilMs || (wakeOnHurry && hurriedNow())) return alive
           const sleep = Effect.sleep(Math.max(0, Math.min(pollMs, untilMs - now)))
           const wakers: Array<Effect.Effect<unknown>> = [sleep]
           if (leaderAlive()) wakers.push(leader!.exit)
-          if (wakeOnHurry) wakers.push(Deferred.await(input.hurry))
+          if (wakeOnHurry) {
+            wakers.push(Deferred.await(input.hurry))
+            if (input.escalate !== undefined) wakers.push(Deferred.await(input.escalate))
+          }
           yield* Effect.raceAll(wakers)
           pollMs = nextPoll(pollMs)
         }
       })
 
     if (members.length === 0) {
+      if (unverified !== undefined) return yield* result({ _tag: "Unverified", reason: unverified })
       if (leader === undefined) return yield* result({ _tag: "Gone" })
-      // Nothing alive: the leader exited (perhaps not yet reaped) and left nothing behind.
-      const status = exitedBefore ?? (yield* leader.exit.pipe(
-        Effect.timeoutOrElse({
-          duration: policy.graceMs + policy.forceWaitMs,
-          orElse: () => Effect.succeed<ExitStatus>({ code: null, signal: null })
-        })
-      ))
-      return yield* result({ _tag: "Exited", status })
+      // Nothing alive and the leader has exited: it left nothing behind.
+      return yield* result({ _tag: "Exited", status: exitedBefore ?? leader.exitStatus()! })
     }
 
     let survivors: ReadonlyArray<ProcessIdentity> = members
@@ -137,7 +149,7 @@ export const terminate = (input: Input): Effect.Effect<Result> =>
       survivors = yield* awaitGone(policy.signal, policy.graceMs, true)
     }
     if (survivors.length > 0) {
-      const current = yield* Effect.orElseSucceed(table.members(container), () => survivors)
+      const current = yield* rescan(survivors)
       members = current
       yield* sendAll(current, "SIGKILL", forced)
       const graceEnd = yield* elapsed
@@ -145,10 +157,21 @@ export const terminate = (input: Input): Effect.Effect<Result> =>
     }
     for (const pid of forced) signalled.add(pid)
     if (survivors.length > 0) {
+      // The leader counted as alive until we saw its exit; ask the table before calling it escaped.
+      const confirmed: Array<ProcessIdentity> = []
+      for (const m of survivors) if (yield* table.isAlive(m)) confirmed.push(m)
+      survivors = confirmed
+    }
+    if (survivors.length > 0) {
       return yield* result({ _tag: "Escaped", escaped: survivors.map((m) => m.pid) })
     }
+    if (unverified !== undefined) return yield* result({ _tag: "Unverified", reason: unverified })
     if (exitedBefore !== undefined) {
       return yield* result({ _tag: "Exited", status: exitedBefore })
+    }
+    if (signalled.size === 0) {
+      // Nothing was there to signal: the leader ended without our ever seeing its exit status.
+      return yield* result({ _tag: "Exited", status: leader?.exitStatus() ?? { code: null, signal: null } })
     }
     return yield* result(forced.size > 0 ? { _tag: "Forced" } : { _tag: "Graceful" })
   })

@@ -27,13 +27,25 @@ export const parseStat = (pid: number, text: string): Stat | undefined => {
 // runs for every process on the machine in a scan.
 let scratch = Buffer.allocUnsafe(64 * 1024)
 
-/** Reads a whole `/proc` file into the shared scratch buffer; returns the byte count, or -1. */
+/**
+ * A `/proc` file could not be read for another reason than the process being
+ * gone (EMFILE, EACCES, ...): nothing can be concluded about that process.
+ */
+export class Unreadable extends Error {}
+
+const gone = (error: unknown) => {
+  const code = (error as NodeJS.ErrnoException).code
+  return code === "ENOENT" || code === "ESRCH"
+}
+
+/** Reads a whole `/proc` file into the shared scratch buffer; returns the byte count, -1 if the process is gone. */
 const readProc = (path: string): number => {
   let fd: number
   try {
     fd = fs.openSync(path, "r")
-  } catch {
-    return -1
+  } catch (error) {
+    if (gone(error)) return -1
+    throw new Unreadable(`${path}: ${(error as NodeJS.ErrnoException).code ?? String(error)}`)
   }
   try {
     let length = 0
@@ -47,20 +59,34 @@ const readProc = (path: string): number => {
       if (n === 0) return length
       length += n
     }
-  } catch {
-    return -1
+  } catch (error) {
+    if (gone(error)) return -1
+    throw new Unreadable(`${path}: ${(error as NodeJS.ErrnoException).code ?? String(error)}`)
   } finally {
     fs.closeSync(fd)
   }
 }
 
+/** The process's stat line; `undefined` when it is gone; throws `Unreadable` when that cannot be told. */
 export const readStat = (pid: number): Stat | undefined => {
   const n = readProc(`/proc/${pid}/stat`)
   return n < 0 ? undefined : parseStat(pid, scratch.toString("latin1", 0, n))
 }
 
-/** Zombies (`Z`) and dead tasks (`X`, `x`) are dead. */
-export const isDead = (stat: Stat): boolean => stat.state === "Z" || stat.state === "X" || stat.state === "x"
+/**
+ * Zombies (`Z`) and dead tasks (`X`, `x`) are dead — except a thread-group
+ * leader that left with `pthread_exit` while its other threads run on: it
+ * shows `Z` but the process is alive.
+ */
+export const isDead = (stat: Stat): boolean => {
+  if (stat.state === "X" || stat.state === "x") return true
+  if (stat.state !== "Z") return false
+  try {
+    return fs.readdirSync(`/proc/${stat.pid}/task`).length <= 1
+  } catch {
+    return true
+  }
+}
 
 export const readBootId = (): string => {
   try {
@@ -72,9 +98,18 @@ export const readBootId = (): string => {
 
 const cookiePrefix = Buffer.from("SHEPHERD_ID=")
 
-/** The `SHEPHERD_ID` a process started with (its initial environment), if readable. */
-export const readCookie = (pid: number): string | undefined => {
-  const n = readProc(`/proc/${pid}/environ`)
+/**
+ * The `SHEPHERD_ID` in a process's environment at its last exec; `undefined`
+ * when it has none (or is gone), `null` when its environment cannot be read
+ * (another user's process, a kernel thread's empty one counts as none).
+ */
+export const readCookie = (pid: number): string | undefined | null => {
+  let n: number
+  try {
+    n = readProc(`/proc/${pid}/environ`)
+  } catch {
+    return null
+  }
   if (n <= 0) return undefined
   const env = scratch.subarray(0, n)
   let at = env.indexOf(cookiePrefix)
@@ -93,10 +128,17 @@ export const listPids = (): Array<number> => {
   return pids
 }
 
-/** Owner uid of a process, or undefined if it is gone. */
+/**
+ * The real uid of a process (the `Uid:` line of `/proc/<pid>/status`; the
+ * owner of `/proc/<pid>` is root for non-dumpable processes), or undefined.
+ */
 export const ownerUid = (pid: number): number | undefined => {
   try {
-    return fs.statSync(`/proc/${pid}`).uid
+    const n = readProc(`/proc/${pid}/status`)
+    if (n < 0) return undefined
+    const text = scratch.toString("latin1", 0, n)
+    const at = text.indexOf("\nUid:")
+    return at < 0 ? undefined : Number(text.slice(at + 5).trim().split(/\s+/)[0])
   } catch {
     return undefined
   }
