@@ -12,6 +12,7 @@ import type * as ChildProcess from "effect/process/ChildProcess"
 import type { ChildProcessHandle } from "effect/process/ChildProcessSpawner"
 import type * as Scope from "effect/Scope"
 import type { ProcessIdentity } from "./ProcessIdentity.ts"
+import type { Signal } from "./Signal.ts"
 
 /**
  * How the leader ended: an exit code, or the signal that killed it.
@@ -38,6 +39,12 @@ export interface Launched {
   readonly exit: Effect.Effect<ExitStatus>
   /** The leader's exit status if it has exited, synchronously. */
   readonly exitStatus: () => ExitStatus | undefined
+  /**
+   * Signals the leader through the host's own handle to its child, which
+   * cannot name another process while the child is unreaped (no identity
+   * lookup needed); `false` once the child has been reaped. Optional.
+   */
+  readonly signal?: ((signal: Signal) => boolean) | undefined
   /** The I/O half of an Effect `ChildProcessHandle`. */
   readonly io: Pick<ChildProcessHandle, "stdin" | "stdout" | "stderr" | "all" | "getInputFd" | "getOutputFd">
 }

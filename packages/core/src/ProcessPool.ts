@@ -245,7 +245,8 @@ interface SessionState {
 
 interface ProcessState {
   readonly managed: ManagedProcess
-  readonly stop: Effect.Effect<Teardown.Teardown>
+  /** Tears the tree down with its policy; `since` aligns the grace with others closed at once. */
+  readonly stop: (since?: number) => Effect.Effect<Teardown.Teardown>
   readonly exitStatus: () => ExitStatus | undefined
   readonly container: Container
 }
@@ -378,7 +379,8 @@ const make = Effect.fnUntraced(function*(config: ShepherdConfig.Resolved) {
       Deferred.doneUnsafe(state.closingSignal, Exit.void)
       return Effect.forEach([...state.launching], Deferred.await, { discard: true }).pipe(
         Effect.andThen(Effect.suspend(() =>
-          Effect.forEach([...state.processes], (p) => p.stop, { concurrency: "unbounded" })
+          Effect.flatMap(Clock.currentTimeMillis, (since) =>
+            Effect.forEach([...state.processes], (p) => p.stop(since), { concurrency: "unbounded" }))
         )),
         Effect.tap(logClose(state.id)),
         Effect.tap((reports) =>
@@ -582,7 +584,7 @@ const make = Effect.fnUntraced(function*(config: ShepherdConfig.Resolved) {
           const escalate = Deferred.makeUnsafe<void>()
           let state: ProcessState
 
-          const stopWith = (kill: KillPolicy.KillPolicy): Effect.Effect<Teardown.Teardown> =>
+          const stopWith = (kill: KillPolicy.KillPolicy, since?: number): Effect.Effect<Teardown.Teardown> =>
             Effect.suspend(() => {
               if (running !== undefined) {
                 // A teardown runs already: a harsher request (SIGKILL, a shorter grace) cuts its grace short.
@@ -594,9 +596,10 @@ const make = Effect.fnUntraced(function*(config: ShepherdConfig.Resolved) {
                 table,
                 container,
                 policy: kill,
-                leader: { exitStatus: launched.exitStatus, exit: launched.exit },
+                leader: { exitStatus: launched.exitStatus, exit: launched.exit, signal: launched.signal },
                 hurry,
-                escalate
+                escalate,
+                since
               }).pipe(
                 Effect.map((r): Teardown.Teardown => {
                   const common = {
@@ -657,7 +660,7 @@ const make = Effect.fnUntraced(function*(config: ShepherdConfig.Resolved) {
               )
             })
 
-          const stop = stopWith(policy)
+          const stop = (since?: number) => stopWith(policy, since)
           const exitCode = Effect.flatMap(launched.exit, (status) =>
             status.code !== null
               ? Effect.succeed(ChildProcessSpawner.ExitCode(status.code))
@@ -712,9 +715,9 @@ const make = Effect.fnUntraced(function*(config: ShepherdConfig.Resolved) {
           yield* Metric.update(m.running, live)
           yield* Metric.update(m.spawned, 1)
           yield* Metric.update(m.slotWait, slotWaitMs)
-          yield* Scope.addFinalizer(procScope, stop)
+          yield* Scope.addFinalizer(procScope, stop())
           // Natural exit: clean up what the leader left behind and return the slot at once.
-          yield* FiberSet.run(watchers, Effect.andThen(launched.exit, stop))
+          yield* FiberSet.run(watchers, Effect.andThen(launched.exit, stop()))
           if (closing || session.closed !== undefined) {
             // The session began closing while we were launching: its close (which waited for
             // this launch) tears the tree down; the caller gets PoolClosed.

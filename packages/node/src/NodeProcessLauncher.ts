@@ -157,6 +157,8 @@ const launch = Effect.fnUntraced(function*(
     identity,
     exit: Deferred.await(exited),
     exitStatus: () => status,
+    // Node refuses (returns false) once it has reaped the child, so this never reaches a reused pid.
+    signal: (signal) => status === undefined && child.kill(signal),
     io: {
       stdin: stdinSink,
       stdout: out,

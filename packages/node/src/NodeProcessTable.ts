@@ -37,10 +37,20 @@ export const make = (): ProcessTable["Service"] => {
   // A process group id names our tree only while its leader is ours or gone:
   // if the pid now belongs to a process with another start time, the number
   // was reused and the group is someone else's.
+  // Within one scan a pid's stat is read once (the leader is looked at as group owner and as member).
+  let scanStats: Map<number, procfs.Stat | undefined> | undefined
+  const statOf = (pid: number): procfs.Stat | undefined => {
+    if (scanStats === undefined) return procfs.readStat(pid)
+    if (scanStats.has(pid)) return scanStats.get(pid)
+    const stat = procfs.readStat(pid)
+    scanStats.set(pid, stat)
+    return stat
+  }
+
   const groupTrusted = (container: Container): boolean => {
     let leader: procfs.Stat | undefined
     try {
-      leader = procfs.readStat(container.pgid)
+      leader = statOf(container.pgid)
     } catch {
       return false
     }
@@ -62,7 +72,8 @@ export const make = (): ProcessTable["Service"] => {
     cookie: string | undefined | null
   }
   const known = new Map<number, Known>()
-  const fullScanMs = 1_000
+  const hostCookie = process.env.SHEPHERD_ID
+  const fullScanMs = 3_000
   let lastFullScan = 0
 
   const learn = (stat: procfs.Stat): Known => {
@@ -81,7 +92,7 @@ export const make = (): ProcessTable["Service"] => {
       listed.add(pid)
       const entry = known.get(pid)
       if (entry !== undefined && !full) continue
-      const stat = procfs.readStat(pid)
+      const stat = statOf(pid)
       if (stat === undefined) known.delete(pid)
       else if (entry === undefined || entry.startTime !== stat.startTime) learn(stat)
       else entry.pgid = stat.pgid
@@ -94,14 +105,15 @@ export const make = (): ProcessTable["Service"] => {
     if (entry.cookie !== null) return entry.cookie
     const cookie = procfs.readCookie(pid)
     if (cookie === null) return undefined // unreadable: not ours to judge, and not remembered
-    // Our own children show the host's environment until they exec: never remember theirs.
-    if (entry.ppid !== self) entry.cookie = cookie
+    // Our own children show the host's environment until they exec: remember a child's cookie
+    // only once it differs from the host's own (so it was set by the exec).
+    if (entry.ppid !== self || (cookie !== undefined && cookie !== hostCookie)) entry.cookie = cookie
     return cookie
   }
 
   /** A fresh look at a candidate: alive (not a zombie) and still the process the cache knew. */
   const confirm = (pid: number, entry: Known): Known | undefined => {
-    const stat = procfs.readStat(pid)
+    const stat = statOf(pid)
     if (stat === undefined) {
       known.delete(pid)
       return undefined
@@ -118,11 +130,14 @@ export const make = (): ProcessTable["Service"] => {
     pending = undefined
     let results: ReadonlyArray<ReadonlyArray<ProcessIdentity>>
     try {
+      scanStats = new Map()
       results = scan(batch.map((r) => r.container))
     } catch (error) {
       const failure = Effect.fail(new ProcessTableError({ reason: `cannot read /proc: ${String(error)}` }))
       for (const r of batch) r.resume(failure)
       return
+    } finally {
+      scanStats = undefined
     }
     batch.forEach((r, i) => r.resume(Effect.succeed(results[i]!)))
   }

@@ -36,9 +36,16 @@ export interface Input {
   readonly leader?: {
     readonly exitStatus: () => ExitStatus | undefined
     readonly exit: Effect.Effect<ExitStatus>
+    /** Signals the unreaped child directly (see `Launched.signal`). */
+    readonly signal?: ((signal: Signal) => boolean) | undefined
   } | undefined
   /** Completed when the host demands an immediate kill (a second signal): the grace ends at once. */
   readonly hurry: Deferred.Deferred<void>
+  /**
+   * When the teardown was asked for (Clock millis). Trees closed together share it, so their grace
+   * periods end at the same instant and their scans coalesce. Default: now.
+   */
+  readonly since?: number | undefined
   /** Completed when a stronger kill of this one tree is asked for while its teardown runs. */
   readonly escalate?: Deferred.Deferred<void> | undefined
 }
@@ -58,7 +65,7 @@ const nextPoll = (ms: number) => Math.min(maxPollMs, ms * 2)
 export const terminate = (input: Input): Effect.Effect<Result> =>
   Effect.gen(function*() {
     const { container, policy, table } = input
-    const start = yield* Clock.currentTimeMillis
+    const start = input.since ?? (yield* Clock.currentTimeMillis)
     const signalled = new Set<number>()
     const forced = new Set<number>()
     const elapsed = Effect.map(Clock.currentTimeMillis, (now) => now - start)
@@ -90,19 +97,39 @@ export const terminate = (input: Input): Effect.Effect<Result> =>
       })
 
     const sendAll = (targets: ReadonlyArray<ProcessIdentity>, signal: Signal, into: Set<number>) =>
-      Effect.forEach(targets, (identity) =>
-        Effect.map(table.signal(identity, signal), (r) => {
+      Effect.forEach(targets, (identity) => {
+        if (isLeader(identity) && leaderAlive() && leader?.signal !== undefined) {
+          return Effect.sync(() => {
+            if (leader.signal!(signal)) into.add(identity.pid)
+          })
+        }
+        return Effect.map(table.signal(identity, signal), (r) => {
           if (r === "sent") into.add(identity.pid)
-        }), { discard: true })
+        })
+      }, { discard: true })
 
     const hurriedNow = () =>
       Deferred.isDoneUnsafe(input.hurry) || (input.escalate !== undefined && Deferred.isDoneUnsafe(input.escalate))
     const hurried = hurriedNow()
+    const isLeader = (m: ProcessIdentity) =>
+      leader !== undefined && m.pid === container.leader.pid && m.startTime === container.leader.startTime
     // Our own child needs no table lookup: until we have seen its exit, its pid cannot be reused.
     const isAlive = (m: ProcessIdentity): Effect.Effect<boolean> =>
-      leader !== undefined && m.pid === container.leader.pid && m.startTime === container.leader.startTime
-        ? Effect.succeed(leaderAlive())
-        : table.isAlive(m)
+      isLeader(m) ? Effect.succeed(leaderAlive()) : table.isAlive(m)
+
+    // One fiber per teardown turns "the leader exited" and "hurry" into deferreds the polls can
+    // race against (racing each source on every poll would fork several fibers per poll).
+    const leaderGone = Deferred.makeUnsafe<void>()
+    const hurryAny = input.escalate === undefined ? input.hurry : Deferred.makeUnsafe<void>()
+    if (leader !== undefined && leaderAlive()) {
+      yield* Effect.forkChild(Effect.andThen(leader.exit, Deferred.succeed(leaderGone, undefined)))
+    }
+    if (input.escalate !== undefined) {
+      yield* Effect.forkChild(Effect.andThen(
+        Effect.raceFirst(Deferred.await(input.hurry), Deferred.await(input.escalate)),
+        Deferred.succeed(hurryAny, undefined)
+      ))
+    }
 
     /** Waits until no member is alive (confirmed by a fresh scan) or `untilMs` passes. Returns the survivors. */
     const awaitGone = (signal: Signal, untilMs: number, wakeOnHurry: boolean) =>
@@ -124,14 +151,14 @@ export const terminate = (input: Input): Effect.Effect<Result> =>
           members = alive
           const now = yield* elapsed
           if (now >= untilMs || (wakeOnHurry && hurriedNow())) return alive
-          const sleep = Effect.sleep(Math.max(0, Math.min(pollMs, untilMs - now)))
+          // When our own child is all that is left, its exit event says when it is gone: no
+          // polling (hundreds of trees polling at once keep the host busy for nothing).
+          const onlyLeader = leaderAlive() && alive.every(isLeader)
+          const sleep = Effect.sleep(Math.max(0, onlyLeader ? untilMs - now : Math.min(pollMs, untilMs - now)))
           const wakers: Array<Effect.Effect<unknown>> = [sleep]
-          if (leaderAlive()) wakers.push(leader!.exit)
-          if (wakeOnHurry) {
-            wakers.push(Deferred.await(input.hurry))
-            if (input.escalate !== undefined) wakers.push(Deferred.await(input.escalate))
-          }
-          yield* Effect.raceAll(wakers)
+          if (leaderAlive()) wakers.push(Deferred.await(leaderGone))
+          if (wakeOnHurry) wakers.push(Deferred.await(hurryAny))
+          yield* (wakers.length === 1 ? sleep : Effect.raceAll(wakers))
           pollMs = nextPoll(pollMs)
         }
       })
@@ -149,9 +176,10 @@ export const terminate = (input: Input): Effect.Effect<Result> =>
       survivors = yield* awaitGone(policy.signal, policy.graceMs, true)
     }
     if (survivors.length > 0) {
-      const current = yield* rescan(survivors)
-      members = current
-      yield* sendAll(current, "SIGKILL", forced)
+      // SIGKILL what is known to be alive at once; members forked since the last scan are caught
+      // by the confirming scan in awaitGone, which SIGKILLs them too.
+      members = survivors
+      yield* sendAll(survivors, "SIGKILL", forced)
       const graceEnd = yield* elapsed
       survivors = yield* awaitGone("SIGKILL", graceEnd + policy.forceWaitMs, false)
     }
