@@ -18,6 +18,7 @@ import type * as ChildProcess from "effect/process/ChildProcess"
 import * as ChildProcessSpawner from "effect/process/ChildProcessSpawner"
 import * as CommandLine from "effect/process/CommandLine"
 import * as Redacted from "effect/Redacted"
+import * as References from "effect/References"
 import * as Schema from "effect/Schema"
 import * as Scope from "effect/Scope"
 import * as Option from "effect/Option"
@@ -253,6 +254,8 @@ interface ProcessState {
 
 const recentLimit = 50
 
+const debugEnabled = (minimum: string) => minimum === "Debug" || minimum === "Trace" || minimum === "All"
+
 const decodeKill = Schema.decodeUnknownResult(ShepherdConfig.KillPolicyConfig)
 
 const unwrapEnv = (env: ChildProcess.CommandOptions["env"]): Record<string, string | undefined> => {
@@ -411,15 +414,17 @@ const make = Effect.fnUntraced(function*(config: ShepherdConfig.Resolved) {
       return state === undefined ? Effect.succeed([]) : closeSessionState(state)
     })
 
-  const logReport = (report: Teardown.Teardown) => {
-    const line = `${report.command} (pid ${report.pid}, session ${report.session}): ${Teardown.describe(report)}`
-    const annotated = { shepherdId: report.shepherdId, outcome: report._tag }
-    // One line per tree only at Debug (a session close can end hundreds); closes summarize at Info.
-    // A tree that escaped or could not be verified is always worth a warning of its own.
-    return report._tag === "Escaped" || report._tag === "Unverified"
-      ? Effect.logWarning(line).pipe(Effect.annotateLogs(annotated))
-      : Effect.logDebug(line).pipe(Effect.annotateLogs(annotated))
-  }
+  const logReport = (report: Teardown.Teardown) =>
+    Effect.flatMap(References.MinimumLogLevel, (minimum) => {
+      // One line per tree only at Debug (a session close can end hundreds); closes summarize at Info.
+      // A tree that escaped or could not be verified is always worth a warning of its own.
+      const warn = report._tag === "Escaped" || report._tag === "Unverified"
+      if (!warn && !debugEnabled(minimum)) return Effect.void
+      const line = `${report.command} (pid ${report.pid}, session ${report.session}): ${Teardown.describe(report)}`
+      return (warn ? Effect.logWarning(line) : Effect.logDebug(line)).pipe(
+        Effect.annotateLogs({ shepherdId: report.shepherdId, outcome: report._tag })
+      )
+    })
 
   const spawnFailed = (error: SpawnFailure) =>
     Metric.update(Metric.withAttributes(Metrics.spawnFailures, { ...attributes, reason: error._tag }), 1)
@@ -705,10 +710,12 @@ const make = Effect.fnUntraced(function*(config: ShepherdConfig.Resolved) {
               Deferred.isDoneUnsafe(done) ? Effect.asSome(Deferred.await(done)) : Effect.succeedNone
             )
           }
-          yield* Effect.logDebug(
-            `spawned ${display} (pid ${launched.pid}, session ${sessionId}); env: ${explain.inherited.length} inherited, ` +
-              `stripped [${explain.stripped.join(", ")}], preserved [${explain.preserved.join(", ")}], explicit [${explain.explicit.join(", ")}]`
-          ).pipe(Effect.annotateLogs({ shepherdId }))
+          if (debugEnabled(yield* References.MinimumLogLevel)) {
+            yield* Effect.logDebug(
+              `spawned ${display} (pid ${launched.pid}, session ${sessionId}); env: ${explain.inherited.length} inherited, ` +
+                `stripped [${explain.stripped.join(", ")}], preserved [${explain.preserved.join(", ")}], explicit [${explain.explicit.join(", ")}]`
+            ).pipe(Effect.annotateLogs({ shepherdId }))
+          }
           state = { managed, stop, exitStatus: launched.exitStatus, container }
           session.processes.add(state)
           live++

@@ -43,8 +43,17 @@ const attach = (poolId: string, policy: KillPolicy) =>
         exited = true
       })
       let watching = 0
+      // Lines are sent in one write per event-loop turn: closing hundreds of trees at once would
+      // otherwise queue hundreds of pipe writes.
+      let buffered = ""
+      const flush = () => {
+        const text = buffered
+        buffered = ""
+        if (text !== "" && !exited && stdin.writable) stdin.write(text)
+      }
       const write = (line: string) => {
-        if (!exited && stdin.writable) stdin.write(`${line}\n`)
+        if (buffered === "") setImmediate(flush)
+        buffered += `${line}\n`
       }
       write(`P ${poolId} ${policy.signal} ${policy.graceMs} ${policy.forceWaitMs}`)
       const attached: Attached = {
@@ -65,10 +74,14 @@ const attach = (poolId: string, policy: KillPolicy) =>
           watching
         }))
       }
-      return { attached, release: () => {
-        write("BYE")
-        stdin.end()
-      } }
+      return {
+        attached,
+        release: () => {
+          write("BYE")
+          flush()
+          stdin.end()
+        }
+      }
     }),
     ({ release }) => Effect.sync(release)
   ).pipe(Effect.map(({ attached }) => attached))
