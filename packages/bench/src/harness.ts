@@ -53,6 +53,17 @@ export interface ScenarioOutput {
 
 export const emptyOutput: ScenarioOutput = { rows: [], targets: [], notes: [] }
 
+/** Rows of millisecond samples (lower is better), one per variant; the `raw…` variant is the baseline. */
+export const msRows = (scenario: string, samples: Readonly<Record<string, Array<number>>>, unit = "ms"): Array<Row> =>
+  Object.entries(samples).map(([variant, s]) => ({
+    scenario,
+    variant,
+    unit,
+    better: "lower",
+    samples: s,
+    baseline: variant.startsWith("raw")
+  }))
+
 export const median = (xs: ReadonlyArray<number>): number => {
   if (xs.length === 0) return Number.NaN
   const s = [...xs].sort((a, b) => a - b)

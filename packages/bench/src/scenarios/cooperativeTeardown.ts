@@ -14,7 +14,7 @@ import * as ChildProcess from "effect/process/ChildProcess"
 import * as Scope from "effect/Scope"
 import * as NodeChildProcess from "node:child_process"
 import treeKill from "tree-kill"
-import { fmt, log, median, type Row, type ScenarioOutput, type Target } from "../harness.ts"
+import { fmt, log, median, msRows, type ScenarioOutput, type Target } from "../harness.ts"
 import { type Ctx, poolConfig, quiet, sh, trees, withEffectSpawner, withPool } from "../pools.ts"
 import { awaitGone, groupMembers, type Identity, membersById, waitFor } from "../procs.ts"
 
@@ -113,14 +113,7 @@ export const run = (ctx: Ctx): Effect.Effect<ScenarioOutput> =>
             if (r < n) samples[name]!.push(yield* measure)
           }
         }
-        const rows: Array<Row> = Object.entries(samples).map(([variant, s]) => ({
-          scenario,
-          variant,
-          unit: "ms",
-          better: "lower",
-          samples: s,
-          baseline: variant.startsWith("raw")
-        }))
+        const rows = msRows(scenario, samples)
         const shepherdMedian = median(samples["Shepherd session close"]!)
         const targets: Array<Target> = [{
           id: "2",

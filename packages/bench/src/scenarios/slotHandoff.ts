@@ -23,7 +23,7 @@ import * as Layer from "effect/Layer"
 import * as ChildProcess from "effect/process/ChildProcess"
 import * as Semaphore from "effect/Semaphore"
 import * as NodeChildProcess from "node:child_process"
-import { fmt, log, median, type Row, type ScenarioOutput, sleep, type Target } from "../harness.ts"
+import { fmt, log, median, msRows, type ScenarioOutput, sleep, type Target } from "../harness.ts"
 import { type Ctx, poolConfig, quiet, usePool, withEffectSpawner } from "../pools.ts"
 
 const scenario = "4. slot hand-off (holder killed → queued spawn starts)"
@@ -132,14 +132,7 @@ export const run = (ctx: Ctx): Effect.Effect<ScenarioOutput> => {
           samples["Shepherd slots: 1"]!.push(yield* shepherdOnce)
           samples["Effect ChildProcess + Semaphore(1)"]!.push(yield* effectOnce)
         }
-        const rows: Array<Row> = Object.entries(samples).map(([variant, s]) => ({
-          scenario,
-          variant,
-          unit: "ms",
-          better: "lower",
-          samples: s,
-          baseline: variant.startsWith("raw")
-        }))
+        const rows = msRows(scenario, samples)
         const m = median(samples["Shepherd slots: 1"]!)
         const targets: Array<Target> = [{
           id: "4",
