@@ -66,8 +66,11 @@ export const run = (command: string, args: ReadonlyArray<string>, kill: { readon
     })
     const report = yield* managed.awaitTeardown
     for (const [signal, handler] of handlers) process.off(signal, handler)
-    // The leader's own status: a command that traps SIGINT and exits 0 exits 0.
-    return exitCode(yield* managed.awaitExit, report, received)
+    // The leader's own status: a command that traps SIGINT and exits 0 exits 0. A leader that
+    // escaped even SIGKILL (uninterruptible sleep) may never report one: do not wait for it.
+    const leaderEscaped = report._tag === "Escaped" && report.escaped.includes(managed.pid)
+    const status = leaderEscaped ? { code: null, signal: "SIGKILL" } : yield* managed.awaitExit
+    return exitCode(status, report, received)
   }).pipe(
     Effect.scoped,
     Effect.provide(NodeShepherd.layer({

@@ -338,7 +338,11 @@ const make = Effect.fnUntraced(function*(config: ShepherdConfig.Resolved) {
   const closed = (session?: string) =>
     new PoolClosed(session === undefined ? { pool: poolId } : { pool: poolId, session })
 
-  const openSession = (id: string): Effect.Effect<SessionState, PoolClosed> =>
+  /**
+   * Opens (or joins) a session. A spawn counts itself as pending in the same synchronous step, so
+   * an implicit session cannot be forgotten between the lookup and the spawn.
+   */
+  const openSession = (id: string, forSpawn = false): Effect.Effect<SessionState, PoolClosed> =>
     Effect.suspend(() => {
       if (closing) return Effect.fail(closed(id))
       let state = sessions.get(id)
@@ -354,7 +358,9 @@ const make = Effect.fnUntraced(function*(config: ShepherdConfig.Resolved) {
         }
         sessions.set(id, state)
       }
-      return state.closed === undefined ? Effect.succeed(state) : Effect.fail(closed(id))
+      if (state.closed !== undefined) return Effect.fail(closed(id))
+      if (forSpawn) state.pending++
+      return Effect.succeed(state)
     })
 
   // A session opened implicitly by `spawn(..., { session })` is forgotten once it is empty, so
@@ -457,15 +463,18 @@ const make = Effect.fnUntraced(function*(config: ShepherdConfig.Resolved) {
     }
     const callerScope = yield* Scope.Scope
     const waitStart = yield* Clock.currentTimeMillis
-    const session = target === undefined
-      ? yield* openSession(sessionId)
-      : target.closed === undefined
-      ? target
-      : yield* closed(sessionId)
+    const openForSpawn: Effect.Effect<SessionState, PoolClosed> = target === undefined
+      ? openSession(sessionId, true)
+      : Effect.suspend(() => {
+        if (target.closed !== undefined) return Effect.fail(closed(sessionId))
+        target.pending++
+        return Effect.succeed(target)
+      })
 
-    let counted = false
+    // Opening (which counts the request as pending) and the `ensuring` that uncounts it sit in one
+    // uninterruptible region: nothing can interrupt in between.
     return yield* Effect.uninterruptibleMask((restore) =>
-      Effect.gen(function*() {
+      Effect.flatMap(openForSpawn, (session) => Effect.gen(function*() {
         // Check and count in one synchronous step: concurrent requests cannot both pass the cap.
         if (inUse + waiting >= config.hardCap) {
           return yield* new HardCapExceeded({
@@ -477,8 +486,6 @@ const make = Effect.fnUntraced(function*(config: ShepherdConfig.Resolved) {
           })
         }
         waiting++
-        session.pending++
-        counted = true
         const waitToken = ++waitTokens
         waitingSince.set(waitToken, waitStart)
         yield* Metric.update(m.slotWaiters, waiting)
@@ -738,10 +745,9 @@ const make = Effect.fnUntraced(function*(config: ShepherdConfig.Resolved) {
           }))
         )
       }).pipe(Effect.ensuring(Effect.sync(() => {
-        if (!counted) return
         session.pending--
         forgetIfIdle(session)
-      })))
+      }))))
     )
   }, Effect.tapError(spawnFailed))
 
@@ -971,10 +977,9 @@ const make = Effect.fnUntraced(function*(config: ShepherdConfig.Resolved) {
       Effect.uninterruptible
     )
   })
-  yield* Scope.addFinalizer(layerScope, Effect.asVoid(shutdown))
-  // Forked last so that it is interrupted first when the layer closes. `repeat` runs a tick at once.
-  // A tick is not interrupted half-way (it may have signalled an orphan it has yet to SIGKILL);
-  // the layer's close waits for it, bounded by grace + forceWait.
+  // The reaper is forked before the shutdown finalizer is registered, so that closing the layer
+  // shuts the sessions down first and only then interrupts the reaper. A tick is not interrupted
+  // half-way (it may have signalled an orphan it has yet to SIGKILL). `repeat` runs a tick at once.
   yield* reapOnce.pipe(
     Effect.catchCause((cause) => Effect.logWarning("reaper tick failed", cause)),
     Effect.uninterruptible,
@@ -982,6 +987,7 @@ const make = Effect.fnUntraced(function*(config: ShepherdConfig.Resolved) {
     Effect.interruptible,
     Effect.forkIn(layerScope)
   )
+  yield* Scope.addFinalizer(layerScope, Effect.asVoid(shutdown))
 
   return ProcessPool.of({
     poolId,

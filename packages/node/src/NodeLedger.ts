@@ -164,24 +164,60 @@ const open = (options: Options) => {
   const host = identify(process.pid) ?? { pid: process.pid, startTime: "0", bootId: "unknown" }
   const bootId = host.bootId
 
-  // The lock: created exclusively; an existing lock whose owner is gone is taken over.
+  // The lock. It appears complete or not at all (written aside, then hard-linked into place, which
+  // fails if a lock exists), so nobody ever reads a half-written one. A lock whose owner is gone is
+  // moved aside by exactly one taker (rename), checked to be the lock that was judged, and
+  // replaced the same way; whoever loses a race gets LedgerLocked.
   let tookOverFrom: ProcessIdentity.ProcessIdentity | undefined
-  const lockText = JSON.stringify(host)
-  try {
-    fs.writeFileSync(lockFile, lockText, { flag: "wx", mode: 0o600 })
-  } catch (error) {
-    if ((error as NodeJS.ErrnoException).code !== "EEXIST") throw fail(`cannot create lock ${lockFile}: ${String(error)}`)
+  const locked = (owner: ProcessIdentity.ProcessIdentity | undefined) =>
+    new LedgerLocked({ path: file, ownerPid: owner?.pid ?? -1, owner: owner ?? host })
+  const createLock = (): boolean => {
+    const tmp = `${lockFile}.${process.pid}.tmp`
+    fs.writeFileSync(tmp, JSON.stringify(host), { mode: 0o600 })
+    try {
+      fs.linkSync(tmp, lockFile)
+      return true
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === "EEXIST") return false
+      throw fail(`cannot create lock ${lockFile}: ${String(error)}`)
+    } finally {
+      fs.rmSync(tmp, { force: true })
+    }
+  }
+  if (!createLock()) {
     const owner = readLock(lockFile)
-    if (owner !== undefined && ownerAlive(owner, bootId)) {
-      throw new LedgerLocked({ path: file, ownerPid: owner.pid, owner })
+    if (owner === undefined) {
+      // Unreadable: trust it unless it is old (left by a crash of an older version mid-write).
+      let ageMs = 0
+      try {
+        ageMs = Date.now() - fs.statSync(lockFile).mtimeMs
+      } catch {
+        ageMs = Number.POSITIVE_INFINITY
+      }
+      if (ageMs < 10_000) throw locked(undefined)
+    } else if (ownerAlive(owner, bootId)) {
+      throw locked(owner)
     }
+    const aside = `${lockFile}.stale-${process.pid}`
+    try {
+      fs.renameSync(lockFile, aside)
+    } catch {
+      throw locked(readLock(lockFile)) // another host took it over first
+    }
+    const moved = readLock(aside)
+    if (owner !== undefined && (moved === undefined || !ProcessIdentity.same(moved, owner))) {
+      // What we moved is not the lock we judged: someone took over meanwhile. Put it back.
+      try {
+        fs.linkSync(aside, lockFile)
+      } catch {
+        // a third host holds the lock now
+      }
+      fs.rmSync(aside, { force: true })
+      throw locked(moved)
+    }
+    fs.rmSync(aside, { force: true })
+    if (!createLock()) throw locked(readLock(lockFile))
     tookOverFrom = owner
-    writeAtomically(lockFile, lockText)
-    // Two hosts may have found the same dead owner at once: the last rename wins, the other backs off.
-    const winner = readLock(lockFile)
-    if (winner === undefined || !ProcessIdentity.same(winner, host)) {
-      throw new LedgerLocked({ path: file, ownerPid: winner?.pid ?? -1, owner: winner ?? host })
-    }
   }
 
   // Replay.
@@ -211,19 +247,14 @@ const open = (options: Options) => {
   let fd = -1
   let lastCompaction: number | undefined
   let batch: Array<string> = []
-  const flushable = (): string => {
-    if (batch.length === 0) return ""
-    const text = batch.join("")
-    batch = []
-    return text
-  }
   const flushBatch = () => {
-    const text = flushable()
-    if (text === "" || fd < 0) return
+    if (batch.length === 0 || fd < 0) return
     try {
-      fs.writeSync(fd, text)
+      fs.writeSync(fd, batch.join(""))
+      batch = []
     } catch {
-      // the next append or the compaction reports the failure; the state is already applied
+      // kept for the next write; the next append reports the failure, and a compaction writes
+      // the state, which has every record
     }
   }
   const compactions = Metric.withAttributes(Metrics.ledgerCompactions, { ledger: file })
@@ -247,13 +278,15 @@ const open = (options: Options) => {
     append: (record) =>
       Effect.try({
         try: () => {
-          state.apply(record)
-          // An intent must be on disk before the spawn it announces; the other records only
-          // refine what recovery would find anyway, so they are written in one batch per
-          // event-loop turn (always before the next intent, so the order is kept).
+          // An intent must be on disk before the spawn it announces (and is applied only once it
+          // is); the other records only refine what recovery would find anyway, so they are
+          // written in one batch per event-loop turn (always before the next intent).
           if (record._tag === "Intent" || record._tag === "HostStarted" || record._tag === "HostStopped") {
-            fs.writeSync(fd, flushable() + encode(record))
+            fs.writeSync(fd, batch.join("") + encode(record))
+            batch = []
+            state.apply(record)
           } else {
+            state.apply(record)
             batch.push(encode(record))
             if (batch.length === 1) setImmediate(flushBatch)
           }

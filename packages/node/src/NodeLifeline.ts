@@ -6,8 +6,8 @@
  * sentinel terminates every registered container and every process carrying
  * the pool's `SHEPHERD_ID`, identity-checked, with the pool's KillPolicy.
  *
- * Cost: one extra process per pool (not per child) and one short pipe write
- * per spawn and per exit.
+ * Cost: one extra process per pool (not per child), one short pipe write per
+ * spawn, and one per event-loop turn for the exits.
  *
  * @since 0.1.0
  */
@@ -43,8 +43,8 @@ const attach = (poolId: string, policy: KillPolicy) =>
         exited = true
       })
       let watching = 0
-      // Lines are sent in one write per event-loop turn: closing hundreds of trees at once would
-      // otherwise queue hundreds of pipe writes.
+      // Goodbye lines are sent in one write per event-loop turn: closing hundreds of trees at once
+      // would otherwise queue hundreds of pipe writes.
       let buffered = ""
       const flush = () => {
         const text = buffered
@@ -55,12 +55,18 @@ const attach = (poolId: string, policy: KillPolicy) =>
         if (buffered === "") setImmediate(flush)
         buffered += `${line}\n`
       }
-      write(`P ${poolId} ${policy.signal} ${policy.graceMs} ${policy.forceWaitMs}`)
+      // What the sentinel needs to act on is sent at once: the pool (its cookie prefix) and every
+      // new container (its group, for members that lost the cookie). Only goodbyes wait a turn.
+      const writeNow = (line: string) => {
+        buffered += `${line}\n`
+        flush()
+      }
+      writeNow(`P ${poolId} ${policy.signal} ${policy.graceMs} ${policy.forceWaitMs}`)
       const attached: Attached = {
         register: (c: Container) =>
           Effect.sync(() => {
             watching++
-            write(`+ ${c.shepherdId} ${c.pgid} ${c.leader.pid} ${c.leader.startTime}`)
+            writeNow(`+ ${c.shepherdId} ${c.pgid} ${c.leader.pid} ${c.leader.startTime}`)
           }),
         unregister: (shepherdId: string) =>
           Effect.sync(() => {

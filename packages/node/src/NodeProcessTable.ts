@@ -92,7 +92,14 @@ export const make = (): ProcessTable["Service"] => {
       listed.add(pid)
       const entry = known.get(pid)
       if (entry !== undefined && !full) continue
-      const stat = statOf(pid)
+      let stat: procfs.Stat | undefined
+      try {
+        stat = statOf(pid)
+      } catch {
+        // Someone else's process we may not look at (hidepid, another user): it cannot be ours.
+        known.delete(pid)
+        continue
+      }
       if (stat === undefined) known.delete(pid)
       else if (entry === undefined || entry.startTime !== stat.startTime) learn(stat)
       else entry.pgid = stat.pgid

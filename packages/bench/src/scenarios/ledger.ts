@@ -65,7 +65,7 @@ export const run = (ctx: Ctx): Effect.Effect<ScenarioOutput> =>
     const scenario = `5. ledger: ${count} processes register + exit (${3 * count} events)`
     const samples: Record<string, Array<number>> = {
       "seed: writeFileSync whole JSON registry per change": [],
-      "NodeLedger.append (one write(2) per event, compaction)": []
+      "NodeLedger.append (intents written at once, the rest batched per turn)": []
     }
     for (let r = 0; r < runs; r++) {
       const events = records(count, r)
@@ -75,7 +75,7 @@ export const run = (ctx: Ctx): Effect.Effect<ScenarioOutput> =>
         const ledger = yield* Effect.orDie(NodeLedger.make({ path: file }))
         for (const e of events) yield* Effect.orDie(ledger.append(e))
       }))
-      samples["NodeLedger.append (one write(2) per event, compaction)"]!.push(events.length / (since(start) / 1000))
+      samples["NodeLedger.append (intents written at once, the rest batched per turn)"]!.push(events.length / (since(start) / 1000))
       if (r < seedRuns) {
         const seedFile = path.join(ctx.tmpDir, `b-seed-${r}.json`)
         const t = performance.now()
@@ -91,7 +91,7 @@ export const run = (ctx: Ctx): Effect.Effect<ScenarioOutput> =>
       samples: s,
       baseline: variant.startsWith("seed")
     }))
-    const ledger = median(samples["NodeLedger.append (one write(2) per event, compaction)"]!)
+    const ledger = median(samples["NodeLedger.append (intents written at once, the rest batched per turn)"]!)
     const base = median(samples["seed: writeFileSync whole JSON registry per change"]!)
     const targets: Array<Target> = [{
       id: "5",

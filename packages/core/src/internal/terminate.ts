@@ -1,6 +1,7 @@
 import * as Clock from "effect/Clock"
 import * as Deferred from "effect/Deferred"
 import * as Effect from "effect/Effect"
+import * as Fiber from "effect/Fiber"
 import type { KillPolicy } from "../KillPolicy.ts"
 import type { ExitStatus } from "../ProcessLauncher.ts"
 import type { ProcessIdentity } from "../ProcessIdentity.ts"
@@ -69,13 +70,14 @@ export const terminate = (input: Input): Effect.Effect<Result> =>
     const signalled = new Set<number>()
     const forced = new Set<number>()
     const elapsed = Effect.map(Clock.currentTimeMillis, (now) => now - start)
+    const helpers: Array<Fiber.Fiber<unknown>> = []
     const result = (outcome: Outcome) =>
-      Effect.map(elapsed, (durationMs): Result => ({
+      Effect.andThen(Effect.suspend(() => Effect.forEach(helpers, Fiber.interrupt, { discard: true })), Effect.map(elapsed, (durationMs): Result => ({
         outcome,
         signalled: [...signalled],
         forced: [...forced],
         durationMs
-      }))
+      })))
 
     const leader = input.leader
     const exitedBefore = leader?.exitStatus()
@@ -91,7 +93,10 @@ export const terminate = (input: Input): Effect.Effect<Result> =>
     /** A fresh scan; on failure the caller's fallback (what is known to be alive) stands. */
     const rescan = (fallback: ReadonlyArray<ProcessIdentity>) =>
       Effect.map(Effect.result(table.members(container)), (r) => {
-        if (r._tag === "Success") return withLeader(r.success)
+        if (r._tag === "Success") {
+          unverified = undefined // a complete view again
+          return withLeader(r.success)
+        }
         unverified = r.failure.reason
         return fallback
       })
@@ -119,16 +124,19 @@ export const terminate = (input: Input): Effect.Effect<Result> =>
 
     // One fiber per teardown turns "the leader exited" and "hurry" into deferreds the polls can
     // race against (racing each source on every poll would fork several fibers per poll).
+    // (Interrupted when the teardown ends: `terminate` may run on a long-lived caller fiber.)
     const leaderGone = Deferred.makeUnsafe<void>()
     const hurryAny = input.escalate === undefined ? input.hurry : Deferred.makeUnsafe<void>()
     if (leader !== undefined && leaderAlive()) {
-      yield* Effect.forkChild(Effect.andThen(leader.exit, Deferred.succeed(leaderGone, undefined)))
+      helpers.push(yield* Effect.forkChild(Effect.andThen(leader.exit, Deferred.succeed(leaderGone, undefined))))
     }
     if (input.escalate !== undefined) {
-      yield* Effect.forkChild(Effect.andThen(
-        Effect.raceFirst(Deferred.await(input.hurry), Deferred.await(input.escalate)),
-        Deferred.succeed(hurryAny, undefined)
-      ))
+      helpers.push(
+        yield* Effect.forkChild(Effect.andThen(
+          Effect.raceFirst(Deferred.await(input.hurry), Deferred.await(input.escalate)),
+          Deferred.succeed(hurryAny, undefined)
+        ))
+      )
     }
 
     /** Waits until no member is alive (confirmed by a fresh scan) or `untilMs` passes. Returns the survivors. */
@@ -146,6 +154,7 @@ export const terminate = (input: Input): Effect.Effect<Result> =>
             if (fresh.length === 0) return []
             yield* sendAll(fresh, signal, signal === "SIGKILL" ? forced : signalled)
             members = fresh
+            if ((yield* elapsed) >= untilMs) return fresh
             continue
           }
           members = alive
@@ -173,14 +182,20 @@ export const terminate = (input: Input): Effect.Effect<Result> =>
     let survivors: ReadonlyArray<ProcessIdentity> = members
     if (policy.signal !== "SIGKILL" && !hurried) {
       yield* sendAll(members, policy.signal, signalled)
-      survivors = yield* awaitGone(policy.signal, policy.graceMs, true)
+      // The grace counts from the signal (not from the request, which may have waited for a scan),
+      // rounded up to 10 ms so that trees signalled together still time out together.
+      const sentAt = yield* elapsed
+      survivors = yield* awaitGone(policy.signal, Math.ceil((sentAt + policy.graceMs) / 10) * 10, true)
     }
     if (survivors.length > 0) {
-      // SIGKILL what is known to be alive at once; members forked since the last scan are caught
-      // by the confirming scan in awaitGone, which SIGKILLs them too.
-      members = survivors
+      // SIGKILL what is known to be alive at once, then look for members forked during the grace
+      // (one scan, after the kills so it delays none of them) and SIGKILL those too.
       yield* sendAll(survivors, "SIGKILL", forced)
       const graceEnd = yield* elapsed
+      const known = new Set(survivors.map((m) => m.pid))
+      const extra = (yield* rescan(survivors)).filter((m) => !known.has(m.pid))
+      yield* sendAll(extra, "SIGKILL", forced)
+      members = [...survivors, ...extra]
       survivors = yield* awaitGone("SIGKILL", graceEnd + policy.forceWaitMs, false)
     }
     for (const pid of forced) signalled.add(pid)
