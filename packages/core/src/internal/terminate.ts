@@ -182,10 +182,12 @@ export const terminate = (input: Input): Effect.Effect<Result> =>
     let survivors: ReadonlyArray<ProcessIdentity> = members
     if (policy.signal !== "SIGKILL" && !hurried) {
       yield* sendAll(members, policy.signal, signalled)
-      // The grace counts from the signal (not from the request, which may have waited for a scan),
-      // rounded up to 10 ms so that trees signalled together still time out together.
+      // The grace counts from the signal (not from the request, which may have waited for a scan).
+      // Trees closed together round their deadline up to a 20 ms step, so that the hundreds of
+      // them signalled one after the other still time out, and scan, together.
       const sentAt = yield* elapsed
-      survivors = yield* awaitGone(policy.signal, Math.ceil((sentAt + policy.graceMs) / 10) * 10, true)
+      const step = input.since === undefined ? 1 : 20
+      survivors = yield* awaitGone(policy.signal, Math.ceil((sentAt + policy.graceMs) / step) * step, true)
     }
     if (survivors.length > 0) {
       // SIGKILL what is known to be alive at once, then look for members forked during the grace
