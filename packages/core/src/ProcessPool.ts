@@ -490,31 +490,27 @@ const make = Effect.fnUntraced(function*(config: ShepherdConfig.Resolved) {
         waitingSince.set(waitToken, waitStart)
         yield* Metric.update(m.slotWaiters, waiting)
         const gaveUp = Effect.raceFirst(Deferred.await(session.closingSignal), Deferred.await(poolClosing))
-        const acquired = yield* restore(
-          Effect.raceFirst(
-            Effect.as(slots.take(1), true),
-            Effect.as(gaveUp, false)
-          ).pipe(
-            Number.isFinite(config.slotTimeoutMs)
-              ? Effect.timeoutOrElse({
-                duration: config.slotTimeoutMs,
-                orElse: () =>
-                  Effect.fail(
-                    new SlotTimeout({
-                      session: sessionId,
-                      command: display,
-                      waitedMs: config.slotTimeoutMs,
-                      slots: config.slots
-                    })
-                  )
-              })
-              : (self) => self
-          )
-        ).pipe(Effect.ensuring(Effect.suspend(() => {
-          waiting--
-          waitingSince.delete(waitToken)
-          return Metric.update(m.slotWaiters, waiting)
-        })))
+        // Fast path: nobody else waits and a slot is free, so taking it at once cannot overtake
+        // anyone (FIFO holds) and the racing and timing machinery is not needed.
+        const waitForSlot = Effect.raceFirst(Effect.as(slots.take(1), true), Effect.as(gaveUp, false)).pipe(
+          Number.isFinite(config.slotTimeoutMs)
+            ? Effect.timeoutOrElse({
+              duration: config.slotTimeoutMs,
+              orElse: () =>
+                Effect.fail(
+                  new SlotTimeout({ session: sessionId, command: display, waitedMs: config.slotTimeoutMs, slots: config.slots })
+                )
+            })
+            : (self) => self
+        )
+        const acquired = yield* (waiting === 1 ? slots.takeIfAvailable(1) : Effect.succeed(false)).pipe(
+          Effect.flatMap((fast) => fast ? Effect.succeed(true) : restore(waitForSlot)),
+          Effect.ensuring(Effect.suspend(() => {
+            waiting--
+            waitingSince.delete(waitToken)
+            return Metric.update(m.slotWaiters, waiting)
+          }))
+        )
         if (!acquired) return yield* closed(sessionId)
 
         // From here on we hold one permit; every path must give it back exactly once.
