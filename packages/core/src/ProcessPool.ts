@@ -490,8 +490,6 @@ const make = Effect.fnUntraced(function*(config: ShepherdConfig.Resolved) {
         waitingSince.set(waitToken, waitStart)
         yield* Metric.update(m.slotWaiters, waiting)
         const gaveUp = Effect.raceFirst(Deferred.await(session.closingSignal), Deferred.await(poolClosing))
-        // Fast path: nobody else waits and a slot is free, so taking it at once cannot overtake
-        // anyone (FIFO holds) and the racing and timing machinery is not needed.
         const waitForSlot = Effect.raceFirst(Effect.as(slots.take(1), true), Effect.as(gaveUp, false)).pipe(
           Number.isFinite(config.slotTimeoutMs)
             ? Effect.timeoutOrElse({
@@ -503,6 +501,8 @@ const make = Effect.fnUntraced(function*(config: ShepherdConfig.Resolved) {
             })
             : (self) => self
         )
+        // Fast path: nobody else waits and a slot is free, so taking it at once cannot overtake
+        // anyone (FIFO holds) and the racing and timing machinery is not needed.
         const acquired = yield* (waiting === 1 ? slots.takeIfAvailable(1) : Effect.succeed(false)).pipe(
           Effect.flatMap((fast) => fast ? Effect.succeed(true) : restore(waitForSlot)),
           Effect.ensuring(Effect.suspend(() => {
