@@ -59,9 +59,9 @@ const nextPoll = (ms: number) => Math.min(maxPollMs, ms * 2)
 
 /**
  * Snapshot the container's members, signal them, wait until none is alive or
- * the grace ends, SIGKILL what is left (re-scanned, so forks made during the
- * grace are included), and wait up to `forceWaitMs` more. "Alive" comes from
- * the process table, where a zombie is dead.
+ * the grace ends, SIGKILL what is left and what a fresh scan finds forked
+ * meanwhile, and wait up to `forceWaitMs` more. "Alive" comes from the process
+ * table, where a zombie is dead; "none alive" is always confirmed by a scan.
  */
 export const terminate = (input: Input): Effect.Effect<Result> =>
   Effect.gen(function*() {
@@ -71,13 +71,17 @@ export const terminate = (input: Input): Effect.Effect<Result> =>
     const forced = new Set<number>()
     const elapsed = Effect.map(Clock.currentTimeMillis, (now) => now - start)
     const helpers: Array<Fiber.Fiber<unknown>> = []
+    const stopHelpers = Effect.suspend(() => Effect.forEach(helpers, Fiber.interrupt, { discard: true }))
     const result = (outcome: Outcome) =>
-      Effect.andThen(Effect.suspend(() => Effect.forEach(helpers, Fiber.interrupt, { discard: true })), Effect.map(elapsed, (durationMs): Result => ({
-        outcome,
-        signalled: [...signalled],
-        forced: [...forced],
-        durationMs
-      })))
+      Effect.andThen(
+        stopHelpers,
+        Effect.map(elapsed, (durationMs): Result => ({
+          outcome,
+          signalled: [...signalled],
+          forced: [...forced],
+          durationMs
+        }))
+      )
 
     const leader = input.leader
     const exitedBefore = leader?.exitStatus()
