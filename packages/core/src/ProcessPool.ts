@@ -27,7 +27,12 @@ import * as Semaphore from "effect/Semaphore"
 import type * as Doctor from "./Doctor.ts"
 import * as EnvPolicy from "./EnvPolicy.ts"
 import * as Orphans from "./internal/orphans.ts"
-import { terminate } from "./internal/terminate.ts"
+import {
+  type Input as TerminateInput,
+  type Result as TerminateResult,
+  terminate,
+  terminateMany
+} from "./internal/terminate.ts"
 import * as KillPolicy from "./KillPolicy.ts"
 import * as Metrics from "./Metrics.ts"
 import { Ledger } from "./Ledger.ts"
@@ -248,6 +253,11 @@ interface ProcessState {
   readonly managed: ManagedProcess
   /** Tears the tree down with its policy; `since` aligns the grace with others closed at once. */
   readonly stop: (since?: number) => Effect.Effect<Teardown.Teardown>
+  /** For closes of many trees at once: claim the teardown (undefined if one runs already)... */
+  readonly begin: (since: number) => TerminateInput | undefined
+  /** ...and finish it with the result of `terminateMany`. */
+  readonly finish: (result: TerminateResult) => Effect.Effect<Teardown.Teardown>
+  readonly awaitDone: Effect.Effect<Teardown.Teardown>
   readonly exitStatus: () => ExitStatus | undefined
   readonly container: Container
 }
@@ -388,8 +398,20 @@ const make = Effect.fnUntraced(function*(config: ShepherdConfig.Resolved) {
       Deferred.doneUnsafe(state.closingSignal, Exit.void)
       return Effect.forEach([...state.launching], Deferred.await, { discard: true }).pipe(
         Effect.andThen(Effect.suspend(() =>
-          Effect.flatMap(Clock.currentTimeMillis, (since) =>
-            Effect.forEach([...state.processes], (p) => p.stop(since), { concurrency: "unbounded" }))
+          Effect.flatMap(Clock.currentTimeMillis, (since) => {
+            // One driver for every tree of the session: one signal sweep, one scan per phase.
+            const states = [...state.processes]
+            const claimed = states.map((p) => p.begin(since))
+            const mine = states.filter((_, i) => claimed[i] !== undefined)
+            // Each tree's report (slot, ledger, lifeline) is done as soon as that tree is gone.
+            return Effect.andThen(
+              terminateMany(
+                claimed.filter((input) => input !== undefined),
+                (i, result) => Effect.asVoid(mine[i]!.finish(result))
+              ),
+              Effect.forEach(states, (p) => p.awaitDone, { concurrency: "unbounded" })
+            )
+          })
         )),
         Effect.tap(logClose(state.id)),
         Effect.tap((reports) =>
@@ -592,80 +614,92 @@ const make = Effect.fnUntraced(function*(config: ShepherdConfig.Resolved) {
           const escalate = Deferred.makeUnsafe<void>()
           let state: ProcessState
 
+          /** Claims the teardown: its `terminate` input, or undefined when one runs already. */
+          const begin = (kill: KillPolicy.KillPolicy, since?: number): TerminateInput | undefined => {
+            if (running !== undefined) {
+              // A teardown runs already: a harsher request (SIGKILL, a shorter grace) cuts its grace short.
+              if (kill.signal === "SIGKILL" || kill.graceMs < running.graceMs) Deferred.doneUnsafe(escalate, Exit.void)
+              return undefined
+            }
+            running = kill
+            return {
+              table,
+              container,
+              policy: kill,
+              leader: { exitStatus: launched.exitStatus, exit: launched.exit, signal: launched.signal },
+              hurry,
+              escalate,
+              since
+            }
+          }
+
+          /** Turns the raw result into the report and does the bookkeeping of a tree that is gone. */
+          const finish = (r: TerminateResult): Effect.Effect<Teardown.Teardown> =>
+            Effect.succeed(r).pipe(
+              Effect.map((r): Teardown.Teardown => {
+                const common = {
+                  pid: launched.pid,
+                  shepherdId,
+                  session: sessionId,
+                  command: display,
+                  signalled: r.signalled,
+                  durationMs: r.durationMs
+                }
+                switch (r.outcome._tag) {
+                  case "Exited":
+                    return new Teardown.Exited({ ...common, code: r.outcome.status.code, signal: r.outcome.status.signal })
+                  case "Gone":
+                    return new Teardown.Exited({ ...common, code: null, signal: null })
+                  case "Graceful":
+                    return new Teardown.Graceful({ ...common, signal: running?.signal ?? policy.signal })
+                  case "Forced":
+                    return new Teardown.Forced({ ...common, forced: r.forced })
+                  case "Escaped":
+                    return new Teardown.Escaped({ ...common, escaped: r.outcome.escaped })
+                  case "Unverified":
+                    return new Teardown.Unverified({ ...common, reason: r.outcome.reason })
+                }
+              }),
+              Effect.tap((report) =>
+                Effect.gen(function*() {
+                  if (Teardown.isGone(report)) {
+                    yield* record({
+                      _tag: "Exited",
+                      shepherdId,
+                      outcome: report._tag,
+                      detail: Teardown.describe(report),
+                      at: yield* Clock.currentTimeMillis
+                    })
+                    if (lifeline !== undefined) yield* lifeline.unregister(shepherdId)
+                  }
+                  // Escaped or Unverified: the ledger entry and the lifeline stay, and the reaper
+                  // (to which the tree is now untracked) keeps trying.
+                  session.processes.delete(state)
+                  forgetIfIdle(session)
+                  tracked.delete(shepherdId)
+                  recent.push({ ...report, at: yield* Clock.currentTimeMillis } as Teardown.Teardown & { at: number })
+                  if (recent.length > recentLimit) recent.shift()
+                  live--
+                  yield* Metric.update(m.running, live)
+                  yield* Metric.update(Metric.withAttributes(Metrics.exited, { ...attributes, outcome: report._tag }), 1)
+                  yield* Metric.update(m.teardownDuration, report.durationMs)
+                  // The slot first: whoever awaits the report may spawn again at once.
+                  yield* releaseSlot
+                  Deferred.doneUnsafe(done, Exit.succeed(report))
+                })
+              ),
+              Effect.tap(logReport),
+              Effect.tap(() => Scope.close(procScope, Exit.void)),
+              Effect.withSpan("ProcessPool.teardown", { attributes: { shepherdId, pid: launched.pid } }),
+              Effect.uninterruptible
+            )
+
           const stopWith = (kill: KillPolicy.KillPolicy, since?: number): Effect.Effect<Teardown.Teardown> =>
             Effect.suspend(() => {
-              if (running !== undefined) {
-                // A teardown runs already: a harsher request (SIGKILL, a shorter grace) cuts its grace short.
-                if (kill.signal === "SIGKILL" || kill.graceMs < running.graceMs) Deferred.doneUnsafe(escalate, Exit.void)
-                return Deferred.await(done)
-              }
-              running = kill
-              return terminate({
-                table,
-                container,
-                policy: kill,
-                leader: { exitStatus: launched.exitStatus, exit: launched.exit, signal: launched.signal },
-                hurry,
-                escalate,
-                since
-              }).pipe(
-                Effect.map((r): Teardown.Teardown => {
-                  const common = {
-                    pid: launched.pid,
-                    shepherdId,
-                    session: sessionId,
-                    command: display,
-                    signalled: r.signalled,
-                    durationMs: r.durationMs
-                  }
-                  switch (r.outcome._tag) {
-                    case "Exited":
-                      return new Teardown.Exited({ ...common, code: r.outcome.status.code, signal: r.outcome.status.signal })
-                    case "Gone":
-                      return new Teardown.Exited({ ...common, code: null, signal: null })
-                    case "Graceful":
-                      return new Teardown.Graceful({ ...common, signal: kill.signal })
-                    case "Forced":
-                      return new Teardown.Forced({ ...common, forced: r.forced })
-                    case "Escaped":
-                      return new Teardown.Escaped({ ...common, escaped: r.outcome.escaped })
-                    case "Unverified":
-                      return new Teardown.Unverified({ ...common, reason: r.outcome.reason })
-                  }
-                }),
-                Effect.tap((report) =>
-                  Effect.gen(function*() {
-                    if (Teardown.isGone(report)) {
-                      yield* record({
-                        _tag: "Exited",
-                        shepherdId,
-                        outcome: report._tag,
-                        detail: Teardown.describe(report),
-                        at: yield* Clock.currentTimeMillis
-                      })
-                      if (lifeline !== undefined) yield* lifeline.unregister(shepherdId)
-                    }
-                    // Escaped or Unverified: the ledger entry and the lifeline stay, and the reaper
-                    // (to which the tree is now untracked) keeps trying.
-                    session.processes.delete(state)
-                    forgetIfIdle(session)
-                    tracked.delete(shepherdId)
-                    recent.push({ ...report, at: yield* Clock.currentTimeMillis } as Teardown.Teardown & { at: number })
-                    if (recent.length > recentLimit) recent.shift()
-                    live--
-                    yield* Metric.update(m.running, live)
-                    yield* Metric.update(Metric.withAttributes(Metrics.exited, { ...attributes, outcome: report._tag }), 1)
-                    yield* Metric.update(m.teardownDuration, report.durationMs)
-                    // The slot first: whoever awaits the report may spawn again at once.
-                    yield* releaseSlot
-                    Deferred.doneUnsafe(done, Exit.succeed(report))
-                  })
-                ),
-                Effect.tap(logReport),
-                Effect.tap(() => Scope.close(procScope, Exit.void)),
-                Effect.withSpan("ProcessPool.teardown", { attributes: { shepherdId, pid: launched.pid } }),
-                Effect.uninterruptible
-              )
+              const input = begin(kill, since)
+              return input === undefined
+                ? Deferred.await(done)
+                : Effect.uninterruptible(Effect.flatMap(terminate(input), finish))
             })
 
           const stop = (since?: number) => stopWith(policy, since)
@@ -719,7 +753,15 @@ const make = Effect.fnUntraced(function*(config: ShepherdConfig.Resolved) {
                 `stripped [${explain.stripped.join(", ")}], preserved [${explain.preserved.join(", ")}], explicit [${explain.explicit.join(", ")}]`
             ).pipe(Effect.annotateLogs({ shepherdId }))
           }
-          state = { managed, stop, exitStatus: launched.exitStatus, container }
+          state = {
+            managed,
+            stop,
+            begin: (since) => begin(policy, since),
+            finish,
+            awaitDone: Deferred.await(done),
+            exitStatus: launched.exitStatus,
+            container
+          }
           session.processes.add(state)
           live++
           yield* Metric.update(m.running, live)

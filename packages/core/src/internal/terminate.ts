@@ -1,6 +1,7 @@
 import * as Clock from "effect/Clock"
 import * as Deferred from "effect/Deferred"
 import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
 import type { KillPolicy } from "../KillPolicy.ts"
 import type { ExitStatus } from "../ProcessLauncher.ts"
@@ -57,170 +58,233 @@ export interface Input {
 const maxPollMs = 20
 const nextPoll = (ms: number) => Math.min(maxPollMs, ms * 2)
 
+interface Tree {
+  readonly input: Input
+  readonly start: number
+  readonly signalled: Set<number>
+  readonly forced: Set<number>
+  readonly exitedBefore: ExitStatus | undefined
+  members: ReadonlyArray<ProcessIdentity>
+  unverified: string | undefined
+  phase: "grace" | "force" | "done"
+  /** Clock millis when the current phase ends. */
+  deadline: number
+  result: Result | undefined
+}
+
 /**
- * Snapshot the container's members, signal them, wait until none is alive or
+ * Snapshot each container's members, signal them, wait until none is alive or
  * the grace ends, SIGKILL what is left and what a fresh scan finds forked
  * meanwhile, and wait up to `forceWaitMs` more. "Alive" comes from the process
  * table, where a zombie is dead; "none alive" is always confirmed by a scan.
  */
-export const terminate = (input: Input): Effect.Effect<Result> =>
+export const terminate = (input: Input): Effect.Effect<Result> => Effect.map(terminateMany([input]), (rs) => rs[0]!)
+
+/**
+ * `terminate` for many trees at once (a session or a pool closing): one fiber
+ * drives them all, so their signals go out in one sweep, their scans coalesce
+ * into one per phase, and nothing polls while the only live members are
+ * leaders whose exit the host will hear about. Each tree keeps its own
+ * policy, deadlines and report.
+ */
+export const terminateMany = (
+  inputs: ReadonlyArray<Input>,
+  /** Run (forked) as soon as each tree is done, so that an early tree does not wait for the last. */
+  onDone?: (index: number, result: Result) => Effect.Effect<void>
+): Effect.Effect<ReadonlyArray<Result>> =>
   Effect.gen(function*() {
-    const { container, policy, table } = input
-    const start = input.since ?? (yield* Clock.currentTimeMillis)
-    const signalled = new Set<number>()
-    const forced = new Set<number>()
-    const elapsed = Effect.map(Clock.currentTimeMillis, (now) => now - start)
-    const helpers: Array<Fiber.Fiber<unknown>> = []
-    const stopHelpers = Effect.suspend(() => Effect.forEach(helpers, Fiber.interrupt, { discard: true }))
-    const result = (outcome: Outcome) =>
-      Effect.andThen(
-        stopHelpers,
-        Effect.map(elapsed, (durationMs): Result => ({
-          outcome,
-          signalled: [...signalled],
-          forced: [...forced],
-          durationMs
-        }))
-      )
+    if (inputs.length === 0) return []
+    const now = Clock.currentTimeMillis
+    const t0 = yield* now
+    const trees: Array<Tree> = inputs.map((input) => ({
+      input,
+      start: input.since ?? t0,
+      signalled: new Set(),
+      forced: new Set(),
+      exitedBefore: input.leader?.exitStatus(),
+      members: [],
+      unverified: undefined,
+      phase: "grace",
+      deadline: 0,
+      result: undefined
+    }))
 
-    const leader = input.leader
-    const exitedBefore = leader?.exitStatus()
-    const leaderAlive = () => leader !== undefined && leader.exitStatus() === undefined
-    // Our unreaped child is provably ours (its pid cannot be reused before we see its exit), so it
-    // is signalled even when the table cannot be read or does not list it yet.
-    const withLeader = (list: ReadonlyArray<ProcessIdentity>) =>
-      leaderAlive() && !list.some((m) => m.pid === container.leader.pid) ? [container.leader, ...list] : list
-    let unverified: string | undefined
-    const scanned = yield* Effect.result(table.members(container))
-    if (scanned._tag === "Failure") unverified = scanned.failure.reason
-    let members = withLeader(scanned._tag === "Success" ? scanned.success : [])
-    /** A fresh scan; on failure the caller's fallback (what is known to be alive) stands. */
-    const rescan = (fallback: ReadonlyArray<ProcessIdentity>) =>
-      Effect.map(Effect.result(table.members(container)), (r) => {
-        if (r._tag === "Success") {
-          unverified = undefined // a complete view again
-          return withLeader(r.success)
-        }
-        unverified = r.failure.reason
-        return fallback
-      })
+    const leaderAlive = (t: Tree) => t.input.leader !== undefined && t.input.leader.exitStatus() === undefined
+    const isLeader = (t: Tree, m: ProcessIdentity) =>
+      t.input.leader !== undefined && m.pid === t.input.container.leader.pid &&
+      m.startTime === t.input.container.leader.startTime
+    // Our unreaped child is provably ours (its pid cannot be reused before we see its exit): it is
+    // signalled even when the table cannot be read or does not list it yet, and needs no lookup.
+    const withLeader = (t: Tree, list: ReadonlyArray<ProcessIdentity>) =>
+      leaderAlive(t) && !list.some((m) => m.pid === t.input.container.leader.pid)
+        ? [t.input.container.leader, ...list]
+        : list
+    const isAlive = (t: Tree, m: ProcessIdentity): Effect.Effect<boolean> =>
+      isLeader(t, m) ? Effect.succeed(leaderAlive(t)) : t.input.table.isAlive(m)
+    const hurried = (t: Tree) =>
+      Deferred.isDoneUnsafe(t.input.hurry) || (t.input.escalate !== undefined && Deferred.isDoneUnsafe(t.input.escalate))
 
-    const sendAll = (targets: ReadonlyArray<ProcessIdentity>, signal: Signal, into: Set<number>) =>
+    /** Fresh scans of `some` trees (coalesced by the table); on failure what is known stands. */
+    const rescan = (some: ReadonlyArray<Tree>, fallback: (t: Tree) => ReadonlyArray<ProcessIdentity>) =>
+      Effect.forEach(some, (t) =>
+        Effect.map(Effect.result(t.input.table.members(t.input.container)), (r) => {
+          if (r._tag === "Success") {
+            t.unverified = undefined // a complete view again
+            return withLeader(t, r.success)
+          }
+          t.unverified = r.failure.reason
+          return fallback(t)
+        }), { concurrency: "unbounded" })
+
+    const sendAll = (t: Tree, targets: ReadonlyArray<ProcessIdentity>, signal: Signal) =>
       Effect.forEach(targets, (identity) => {
-        if (isLeader(identity) && leaderAlive() && leader?.signal !== undefined) {
+        const into = signal === "SIGKILL" ? t.forced : t.signalled
+        const leader = t.input.leader
+        if (isLeader(t, identity) && leaderAlive(t) && leader?.signal !== undefined) {
           return Effect.sync(() => {
             if (leader.signal!(signal)) into.add(identity.pid)
           })
         }
-        return Effect.map(table.signal(identity, signal), (r) => {
+        return Effect.map(t.input.table.signal(identity, signal), (r) => {
           if (r === "sent") into.add(identity.pid)
         })
       }, { discard: true })
 
-    const hurriedNow = () =>
-      Deferred.isDoneUnsafe(input.hurry) || (input.escalate !== undefined && Deferred.isDoneUnsafe(input.escalate))
-    const hurried = hurriedNow()
-    const isLeader = (m: ProcessIdentity) =>
-      leader !== undefined && m.pid === container.leader.pid && m.startTime === container.leader.startTime
-    // Our own child needs no table lookup: until we have seen its exit, its pid cannot be reused.
-    const isAlive = (m: ProcessIdentity): Effect.Effect<boolean> =>
-      isLeader(m) ? Effect.succeed(leaderAlive()) : table.isAlive(m)
-
-    // One fiber per teardown turns "the leader exited" and "hurry" into deferreds the polls can
-    // race against (racing each source on every poll would fork several fibers per poll).
-    // (Interrupted when the teardown ends: `terminate` may run on a long-lived caller fiber.)
-    const leaderGone = Deferred.makeUnsafe<void>()
-    const hurryAny = input.escalate === undefined ? input.hurry : Deferred.makeUnsafe<void>()
-    if (leader !== undefined && leaderAlive()) {
-      helpers.push(yield* Effect.forkChild(Effect.andThen(leader.exit, Deferred.succeed(leaderGone, undefined))))
-    }
-    if (input.escalate !== undefined) {
-      helpers.push(
-        yield* Effect.forkChild(Effect.andThen(
-          Effect.raceFirst(Deferred.await(input.hurry), Deferred.await(input.escalate)),
-          Deferred.succeed(hurryAny, undefined)
-        ))
-      )
-    }
-
-    /** Waits until no member is alive (confirmed by a fresh scan) or `untilMs` passes. Returns the survivors. */
-    const awaitGone = (signal: Signal, untilMs: number, wakeOnHurry: boolean) =>
+    const reporters: Array<Fiber.Fiber<void>> = []
+    const finish = (t: Tree, outcome: Outcome) =>
       Effect.gen(function*() {
-        let pollMs = 1
-        while (true) {
-          const alive: Array<ProcessIdentity> = []
-          for (const m of members) {
-            if (yield* isAlive(m)) alive.push(m)
-          }
-          if (alive.length === 0) {
-            // Members may have forked during the wait: confirm with a fresh scan.
-            const fresh = yield* rescan([])
-            if (fresh.length === 0) return []
-            yield* sendAll(fresh, signal, signal === "SIGKILL" ? forced : signalled)
-            members = fresh
-            if ((yield* elapsed) >= untilMs) return fresh
-            continue
-          }
-          members = alive
-          const now = yield* elapsed
-          if (now >= untilMs || (wakeOnHurry && hurriedNow())) return alive
-          // When our own child is all that is left, its exit event says when it is gone: no
-          // polling (hundreds of trees polling at once keep the host busy for nothing).
-          const onlyLeader = leaderAlive() && alive.every(isLeader)
-          const sleep = Effect.sleep(Math.max(0, onlyLeader ? untilMs - now : Math.min(pollMs, untilMs - now)))
-          const wakers: Array<Effect.Effect<unknown>> = [sleep]
-          if (leaderAlive()) wakers.push(Deferred.await(leaderGone))
-          if (wakeOnHurry) wakers.push(Deferred.await(hurryAny))
-          yield* (wakers.length === 1 ? sleep : Effect.raceAll(wakers))
-          pollMs = nextPoll(pollMs)
-        }
+        const end = yield* now
+        for (const pid of t.forced) t.signalled.add(pid)
+        t.phase = "done"
+        t.result = { outcome, signalled: [...t.signalled], forced: [...t.forced], durationMs: end - t.start }
+        if (onDone !== undefined) reporters.push(yield* Effect.forkChild(onDone(trees.indexOf(t), t.result)))
       })
 
-    if (members.length === 0) {
-      if (unverified !== undefined) return yield* result({ _tag: "Unverified", reason: unverified })
-      if (leader === undefined) return yield* result({ _tag: "Gone" })
-      // Nothing alive and the leader has exited: it left nothing behind.
-      return yield* result({ _tag: "Exited", status: exitedBefore ?? leader.exitStatus()! })
+    /** The outcome of a tree that a scan has just confirmed empty. */
+    const emptied = (t: Tree): Outcome => {
+      if (t.unverified !== undefined) return { _tag: "Unverified", reason: t.unverified }
+      if (t.exitedBefore !== undefined) return { _tag: "Exited", status: t.exitedBefore }
+      if (t.signalled.size === 0 && t.forced.size === 0) {
+        // Nothing was there to signal: an orphan already gone, or a leader that ended unseen.
+        return t.input.leader === undefined
+          ? { _tag: "Gone" }
+          : { _tag: "Exited", status: t.input.leader.exitStatus() ?? { code: null, signal: null } }
+      }
+      return t.forced.size > 0 ? { _tag: "Forced" } : { _tag: "Graceful" }
     }
 
-    let survivors: ReadonlyArray<ProcessIdentity> = members
-    if (policy.signal !== "SIGKILL" && !hurried) {
-      yield* sendAll(members, policy.signal, signalled)
-      // The grace counts from the signal (not from the request, which may have waited for a scan).
-      // Trees closed together round their deadline up to a 20 ms step, so that the hundreds of
-      // them signalled one after the other still time out, and scan, together.
-      const sentAt = yield* elapsed
-      const step = input.since === undefined ? 1 : 20
-      survivors = yield* awaitGone(policy.signal, Math.ceil((sentAt + policy.graceMs) / step) * step, true)
+    const enterForce = (t: Tree, alive: ReadonlyArray<ProcessIdentity>) =>
+      Effect.gen(function*() {
+        yield* sendAll(t, alive, "SIGKILL")
+        t.phase = "force"
+        t.deadline = (yield* now) + t.input.policy.forceWaitMs
+      })
+
+    // Wake-ups: a leader's exit, the host's hurry, a tree's escalation. They complete the deferred
+    // of the current round; `notified` tells a round that something happened while it worked.
+    let notified = 0
+    let wake = Deferred.makeUnsafe<void>()
+    const notify = Effect.sync(() => {
+      notified++
+      Deferred.doneUnsafe(wake, Exit.void)
+    })
+    const helpers: Array<Fiber.Fiber<unknown>> = []
+    for (const t of trees) {
+      if (leaderAlive(t)) helpers.push(yield* Effect.forkChild(Effect.andThen(t.input.leader!.exit, notify)))
+      if (t.input.escalate !== undefined) {
+        helpers.push(yield* Effect.forkChild(Effect.andThen(Deferred.await(t.input.escalate), notify)))
+      }
     }
-    if (survivors.length > 0) {
-      // SIGKILL what is known to be alive at once, then look for members forked during the grace
-      // (one scan, after the kills so it delays none of them) and SIGKILL those too.
-      yield* sendAll(survivors, "SIGKILL", forced)
-      const graceEnd = yield* elapsed
-      const known = new Set(survivors.map((m) => m.pid))
-      const extra = (yield* rescan(survivors)).filter((m) => !known.has(m.pid))
-      yield* sendAll(extra, "SIGKILL", forced)
-      members = [...survivors, ...extra]
-      survivors = yield* awaitGone("SIGKILL", graceEnd + policy.forceWaitMs, false)
+    for (const hurry of new Set(inputs.map((i) => i.hurry))) {
+      helpers.push(yield* Effect.forkChild(Effect.andThen(Deferred.await(hurry), notify)))
     }
-    for (const pid of forced) signalled.add(pid)
-    if (survivors.length > 0) {
-      // The leader counted as alive until we saw its exit; ask the table before calling it escaped.
-      const confirmed: Array<ProcessIdentity> = []
-      for (const m of survivors) if (yield* table.isAlive(m)) confirmed.push(m)
-      survivors = confirmed
+
+    // First look and first signal.
+    const first = yield* rescan(trees, (t) => withLeader(t, []))
+    for (const [i, t] of trees.entries()) {
+      t.members = first[i]!
+      if (t.members.length === 0) {
+        yield* finish(t, t.unverified !== undefined ? { _tag: "Unverified", reason: t.unverified } : emptied(t))
+      } else if (t.input.policy.signal === "SIGKILL" || hurried(t)) {
+        yield* enterForce(t, t.members)
+      } else {
+        yield* sendAll(t, t.members, t.input.policy.signal)
+        // The grace counts from the signal (not from the request, which may have waited for a
+        // scan). Trees closed together round it up to a 20 ms step, so that the hundreds of them
+        // signalled one after the other still time out, and scan, together.
+        const sentAt = (yield* now) - t.start
+        const step = t.input.since === undefined ? 1 : 20
+        t.deadline = t.start + Math.ceil((sentAt + t.input.policy.graceMs) / step) * step
+      }
     }
-    if (survivors.length > 0) {
-      return yield* result({ _tag: "Escaped", escaped: survivors.map((m) => m.pid) })
+
+    let pollMs = 1
+    while (true) {
+      const seen = notified
+      wake = Deferred.makeUnsafe<void>()
+      const confirm: Array<Tree> = []
+      const forkScan: Array<Tree> = []
+      let polling = false
+      for (const t of trees) {
+        if (t.phase === "done") continue
+        const alive: Array<ProcessIdentity> = []
+        for (const m of t.members) if (yield* isAlive(t, m)) alive.push(m)
+        if (alive.length === 0) {
+          // Members may have forked meanwhile: "gone" is only believed after a fresh scan.
+          confirm.push(t)
+          continue
+        }
+        t.members = alive
+        const at = yield* now
+        if (t.phase === "grace" && (at >= t.deadline || hurried(t))) {
+          yield* enterForce(t, alive)
+          forkScan.push(t)
+        } else if (t.phase === "force" && at >= t.deadline) {
+          // The leader counted as alive until its exit was seen; ask the table before calling it escaped.
+          const escaped: Array<ProcessIdentity> = []
+          for (const m of alive) if (yield* t.input.table.isAlive(m)) escaped.push(m)
+          // forceWait is over: no more scans; what the table does not confirm alive is gone.
+          yield* finish(t, escaped.length > 0 ? { _tag: "Escaped", escaped: escaped.map((m) => m.pid) } : emptied(t))
+          continue
+        }
+        if (!alive.every((m) => isLeader(t, m))) polling = true
+      }
+      if (confirm.length + forkScan.length > 0) {
+        // On a failed scan: a tree believed empty stays empty (reported Unverified), a tree being
+        // SIGKILLed keeps the members it is known to have.
+        const fresh = yield* rescan([...confirm, ...forkScan], (t) => confirm.includes(t) ? [] : t.members)
+        for (const [i, t] of [...confirm, ...forkScan].entries()) {
+          const found = fresh[i]!
+          if (i < confirm.length) {
+            if (found.length === 0) {
+              yield* finish(t, emptied(t))
+              continue
+            }
+            // New members: give them the signal of the phase the tree is in.
+            yield* sendAll(t, found, t.phase === "force" ? "SIGKILL" : t.input.policy.signal)
+            t.members = found
+          } else {
+            // Forks made during the grace, not yet SIGKILLed.
+            const known = new Set(t.members.map((m) => m.pid))
+            const extra = found.filter((m) => !known.has(m.pid))
+            yield* sendAll(t, extra, "SIGKILL")
+            t.members = [...t.members, ...extra]
+          }
+        }
+        pollMs = 1
+        continue
+      }
+      const active = trees.filter((t) => t.phase !== "done")
+      if (active.length === 0) break
+      if (notified !== seen) continue
+      const at = yield* now
+      const nearest = Math.min(...active.map((t) => t.deadline))
+      // Leaders' exits wake us; other members are polled from the table, fast at first.
+      const sleepMs = Math.max(0, polling ? Math.min(pollMs, nearest - at) : nearest - at)
+      yield* Effect.raceFirst(Effect.sleep(sleepMs), Deferred.await(wake))
+      if (polling) pollMs = nextPoll(pollMs)
     }
-    if (unverified !== undefined) return yield* result({ _tag: "Unverified", reason: unverified })
-    if (exitedBefore !== undefined) {
-      return yield* result({ _tag: "Exited", status: exitedBefore })
-    }
-    if (signalled.size === 0) {
-      // Nothing was there to signal: the leader ended without our ever seeing its exit status.
-      return yield* result({ _tag: "Exited", status: leader?.exitStatus() ?? { code: null, signal: null } })
-    }
-    return yield* result(forced.size > 0 ? { _tag: "Forced" } : { _tag: "Graceful" })
+    yield* Effect.forEach(helpers, Fiber.interrupt, { discard: true })
+    yield* Fiber.joinAll(reporters)
+    return trees.map((t) => t.result!)
   })
