@@ -59,6 +59,7 @@ const maxPollMs = 20
 const nextPoll = (ms: number) => Math.min(maxPollMs, ms * 2)
 
 interface Tree {
+  readonly index: number
   readonly input: Input
   readonly start: number
   readonly signalled: Set<number>
@@ -96,7 +97,8 @@ export const terminateMany = (
     if (inputs.length === 0) return []
     const now = Clock.currentTimeMillis
     const t0 = yield* now
-    const trees: Array<Tree> = inputs.map((input) => ({
+    const trees: Array<Tree> = inputs.map((input, index) => ({
+      index,
       input,
       start: input.since ?? t0,
       signalled: new Set(),
@@ -157,7 +159,7 @@ export const terminateMany = (
         for (const pid of t.forced) t.signalled.add(pid)
         t.phase = "done"
         t.result = { outcome, signalled: [...t.signalled], forced: [...t.forced], durationMs: end - t.start }
-        if (onDone !== undefined) reporters.push(yield* Effect.forkChild(onDone(trees.indexOf(t), t.result)))
+        if (onDone !== undefined) reporters.push(yield* Effect.forkChild(onDone(t.index, t.result)))
       })
 
     /** The outcome of a tree that a scan has just confirmed empty. */
@@ -199,14 +201,16 @@ export const terminateMany = (
       helpers.push(yield* Effect.forkChild(Effect.andThen(Deferred.await(hurry), notify)))
     }
 
+    const killedFirst: Array<Tree> = []
     // First look and first signal.
     const first = yield* rescan(trees, (t) => withLeader(t, []))
     for (const [i, t] of trees.entries()) {
       t.members = first[i]!
       if (t.members.length === 0) {
-        yield* finish(t, t.unverified !== undefined ? { _tag: "Unverified", reason: t.unverified } : emptied(t))
+        yield* finish(t, emptied(t))
       } else if (t.input.policy.signal === "SIGKILL" || hurried(t)) {
         yield* enterForce(t, t.members)
+        killedFirst.push(t) // scanned again right away for forks, like any tree entering SIGKILL
       } else {
         yield* sendAll(t, t.members, t.input.policy.signal)
         // The grace counts from the signal (not from the request, which may have waited for a
@@ -223,10 +227,11 @@ export const terminateMany = (
       const seen = notified
       wake = Deferred.makeUnsafe<void>()
       const confirm: Array<Tree> = []
-      const forkScan: Array<Tree> = []
+      const forkScan: Array<Tree> = killedFirst.splice(0)
+      const phases = new Map(trees.map((t) => [t, t.phase]))
       let polling = false
       for (const t of trees) {
-        if (t.phase === "done") continue
+        if (t.phase === "done" || forkScan.includes(t)) continue
         const alive: Array<ProcessIdentity> = []
         for (const m of t.members) if (yield* isAlive(t, m)) alive.push(m)
         if (alive.length === 0) {
@@ -260,9 +265,19 @@ export const terminateMany = (
               yield* finish(t, emptied(t))
               continue
             }
-            // New members: give them the signal of the phase the tree is in.
+            // New members: give them the signal of the phase the tree is in, and keep the deadline
+            // (a chain of members that keep replacing themselves must not outlast it).
             yield* sendAll(t, found, t.phase === "force" ? "SIGKILL" : t.input.policy.signal)
             t.members = found
+            if ((yield* now) >= t.deadline) {
+              if (t.phase === "grace") {
+                yield* enterForce(t, found)
+              } else {
+                const escaped: Array<ProcessIdentity> = []
+                for (const m of found) if (yield* t.input.table.isAlive(m)) escaped.push(m)
+                yield* finish(t, escaped.length > 0 ? { _tag: "Escaped", escaped: escaped.map((m) => m.pid) } : emptied(t))
+              }
+            }
           } else {
             // Forks made during the grace, not yet SIGKILLed.
             const known = new Set(t.members.map((m) => m.pid))
@@ -271,8 +286,12 @@ export const terminateMany = (
             t.members = [...t.members, ...extra]
           }
         }
+        // Fresh members are watched from the table, fast at first. Right after a kill (or a tree
+        // finishing, or a phase change) look again at once; members that merely showed up again
+        // are looked at after a short sleep, so a chain of replacements cannot spin the loop.
+        polling = true
         pollMs = 1
-        continue
+        if (forkScan.length > 0 || trees.some((t) => t.phase !== phases.get(t))) continue
       }
       const active = trees.filter((t) => t.phase !== "done")
       if (active.length === 0) break
