@@ -251,8 +251,6 @@ interface SessionState {
 
 interface ProcessState {
   readonly managed: ManagedProcess
-  /** Tears the tree down with its policy; `since` aligns the grace with others closed at once. */
-  readonly stop: (since?: number) => Effect.Effect<Teardown.Teardown>
   /** For closes of many trees at once: claim the teardown (undefined if one runs already)... */
   readonly begin: (since: number) => TerminateInput | undefined
   /** ...and finish it with the result of `terminateMany`. */
@@ -694,15 +692,15 @@ const make = Effect.fnUntraced(function*(config: ShepherdConfig.Resolved) {
               Effect.uninterruptible
             )
 
-          const stopWith = (kill: KillPolicy.KillPolicy, since?: number): Effect.Effect<Teardown.Teardown> =>
+          const stopWith = (kill: KillPolicy.KillPolicy): Effect.Effect<Teardown.Teardown> =>
             Effect.suspend(() => {
-              const input = begin(kill, since)
+              const input = begin(kill)
               return input === undefined
                 ? Deferred.await(done)
                 : Effect.uninterruptible(Effect.flatMap(terminate(input), finish))
             })
 
-          const stop = (since?: number) => stopWith(policy, since)
+          const stop = stopWith(policy)
           const exitCode = Effect.flatMap(launched.exit, (status) =>
             status.code !== null
               ? Effect.succeed(ChildProcessSpawner.ExitCode(status.code))
@@ -755,7 +753,6 @@ const make = Effect.fnUntraced(function*(config: ShepherdConfig.Resolved) {
           }
           state = {
             managed,
-            stop,
             begin: (since) => begin(policy, since),
             finish,
             awaitDone: Deferred.await(done),
@@ -767,9 +764,9 @@ const make = Effect.fnUntraced(function*(config: ShepherdConfig.Resolved) {
           yield* Metric.update(m.running, live)
           yield* Metric.update(m.spawned, 1)
           yield* Metric.update(m.slotWait, slotWaitMs)
-          yield* Scope.addFinalizer(procScope, stop())
+          yield* Scope.addFinalizer(procScope, stop)
           // Natural exit: clean up what the leader left behind and return the slot at once.
-          yield* FiberSet.run(watchers, Effect.andThen(launched.exit, stop()))
+          yield* FiberSet.run(watchers, Effect.andThen(launched.exit, stop))
           if (closing || session.closed !== undefined) {
             // The session began closing while we were launching: its close (which waited for
             // this launch) tears the tree down; the caller gets PoolClosed.
