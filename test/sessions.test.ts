@@ -3,6 +3,9 @@
  * idempotent and concurrent closes, and no spawn into a closing pool.
  */
 import { afterEach, assert, describe, it } from "@effect/vitest"
+import * as fs from "node:fs"
+import * as os from "node:os"
+import * as path from "node:path"
 import { Effect, Fiber } from "effect"
 import { assertNoSurvivors, awaitMembers, awaitStats, cleanupPools, membersOf, sh, show, withPool } from "./harness.ts"
 import { isAlive, trees } from "./support.ts"
@@ -127,6 +130,38 @@ describe("sessions", () => {
         assertNoSurvivors(prefix)
       })
     ))
+})
+
+describe("sessions opened in one scope", () => {
+  it.live("close together: every tree of 5 sessions is signalled before any tree is SIGKILLed", () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), "shepherd-sessions-"))
+    const markers = path.join(dir, "term")
+    // Ignores SIGTERM (the trap records it, `sleep` dies and is started again): only SIGKILL ends it.
+    const script = `trap 'echo $$ >> ${markers}' TERM; while :; do sleep 1; done`
+    return withPool({ name: "t-scope-sessions", slots: 8, kill: { grace: "1 second", forceWait: "500 millis" } }, (pool, prefix) =>
+      Effect.gen(function*() {
+        const spawned = yield* Effect.scoped(Effect.gen(function*() {
+          const all = []
+          for (let i = 0; i < 5; i++) {
+            const session = yield* pool.session(`s${i}`)
+            all.push(yield* session.spawn(sh(script)))
+          }
+          yield* Effect.forEach(all, (m) => awaitMembers(m.shepherdId, 2))
+          return all
+        }))
+        const ids = new Set(spawned.map((m) => m.shepherdId))
+        const reports = (yield* pool.doctor).recent.filter((r) => ids.has(r.shepherdId))
+        assert.strictEqual(reports.length, 5)
+        for (const r of reports) assert.strictEqual(r.outcome, "Forced")
+        // Overlapping teardowns: each one began (signal) before any one ended (SIGKILL confirmed).
+        const lastStart = Math.max(...reports.map((r) => r.at - r.durationMs))
+        const firstEnd = Math.min(...reports.map((r) => r.at))
+        assert.isBelow(lastStart, firstEnd, JSON.stringify(reports.map((r) => [r.at - r.durationMs, r.at])))
+        const termed = new Set(fs.readFileSync(markers, "utf8").split("\n").filter((l) => l.length > 0).map(Number))
+        assert.sameMembers([...termed], spawned.map((m) => m.pid), "every leader received SIGTERM")
+        assertNoSurvivors(prefix)
+      })).pipe(Effect.ensuring(Effect.sync(() => fs.rmSync(dir, { recursive: true, force: true }))))
+  }, 60_000)
 })
 
 describe("shutdown", () => {

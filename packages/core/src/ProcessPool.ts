@@ -800,18 +800,24 @@ const make = Effect.fnUntraced(function*(config: ShepherdConfig.Resolved) {
       return state
     })
 
-  const session = (id: string) =>
-    Effect.acquireRelease(Effect.map(openOwned(id), makeSession), (s) => s.close)
+  // The close goes into the caller scope's parallel child, like its processes' scopes: sessions
+  // opened in one (sequential) scope close together with each other and with its processes.
+  const openScoped = (id: string): Effect.Effect<SessionState, PoolClosed, Scope.Scope> =>
+    Effect.uninterruptible(Effect.gen(function*() {
+      const parallel = yield* parallelChildOf(yield* Scope.Scope)
+      const state = yield* openOwned(id)
+      yield* Scope.addFinalizer(parallel, closeSessionState(state))
+      return state
+    }))
+
+  const session = (id: string) => Effect.map(openScoped(id), makeSession)
 
   const withSession = <A, E, R>(id: string, effect: Effect.Effect<A, E, R>) =>
     Effect.scoped(
-      Effect.flatMap(openOwned(id), (state) =>
-        Effect.andThen(
-          Effect.addFinalizer(() => closeSessionState(state)),
-          effect.pipe(
-            Effect.provideService(CurrentSession, id),
-            Effect.provideService(BoundSession, { poolId, state })
-          )
+      Effect.flatMap(openScoped(id), (state) =>
+        effect.pipe(
+          Effect.provideService(CurrentSession, id),
+          Effect.provideService(BoundSession, { poolId, state })
         ))
     ) as Effect.Effect<A, E | PoolClosed, Exclude<R, Scope.Scope>>
 
