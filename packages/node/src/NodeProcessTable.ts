@@ -34,9 +34,6 @@ export const make = (): ProcessTable["Service"] => {
 
   const ours = (pid: number) => euid === 0 || procfs.ownerUid(pid) === euid
 
-  // A process group id names our tree only while its leader is ours or gone:
-  // if the pid now belongs to a process with another start time, the number
-  // was reused and the group is someone else's.
   // Within one scan a pid's stat is read once (the leader is looked at as group owner and as member).
   let scanStats: Map<number, procfs.Stat | undefined> | undefined
   const statOf = (pid: number): procfs.Stat | undefined => {
@@ -47,15 +44,20 @@ export const make = (): ProcessTable["Service"] => {
     return stat
   }
 
-  const groupTrusted = (container: Container): boolean => {
+  // A process group id names our tree while its leader is the recorded process ("led"). Once the
+  // leader is gone the id proves nothing by itself: Linux frees it when the group empties, and the
+  // next owner of that pid may build a group of its own with it ("leaderless": members count only
+  // if the table saw them in the group while the leader lived, see `vouched`). A live leader with
+  // another start time means the pid was reused: the group is someone else's ("foreign").
+  const groupState = (container: Container): "led" | "leaderless" | "foreign" => {
     let leader: procfs.Stat | undefined
     try {
       leader = statOf(container.pgid)
     } catch {
-      return false
+      return "foreign"
     }
-    return leader === undefined ||
-      (container.leader.pid === container.pgid && leader.startTime === container.leader.startTime)
+    if (leader === undefined) return "leaderless"
+    return container.leader.pid === container.pgid && leader.startTime === container.leader.startTime ? "led" : "foreign"
   }
 
   // What the table knows of every pid, so that a scan reads only processes it has not seen
@@ -68,6 +70,12 @@ export const make = (): ProcessTable["Service"] => {
     readonly start: bigint
     readonly ppid: number
     pgid: number
+    /**
+     * The start time of the process that led `pgid` when this process was seen in it (the group
+     * is that leader's for as long as it has members), or inherited from a parent vouched in the
+     * same group; `undefined` when nobody could vouch.
+     */
+    vouched: string | undefined
     /** `null`: not read yet. */
     cookie: string | undefined | null
   }
@@ -77,9 +85,66 @@ export const make = (): ProcessTable["Service"] => {
   let lastFullScan = 0
 
   const learn = (stat: procfs.Stat): Known => {
-    const entry: Known = { startTime: stat.startTime, start: BigInt(stat.startTime), ppid: stat.ppid, pgid: stat.pgid, cookie: null }
+    const entry: Known = {
+      startTime: stat.startTime,
+      start: BigInt(stat.startTime),
+      ppid: stat.ppid,
+      pgid: stat.pgid,
+      vouched: undefined,
+      cookie: null
+    }
     known.set(stat.pid, entry)
     return entry
+  }
+
+  // Who vouches for a process's group: its leader, alive (or a zombie, which still holds the id)
+  // when looked at *after* the process was seen in the group, so that the group cannot have been
+  // freed and rebuilt in between; else its parent, if the parent was vouched in that group. Only
+  // new pids and group changes are vouched for, reading each group's leader once per batch.
+  const vouch = (pid: number, entry: Known, leaders: Map<number, string | undefined>): void => {
+    if (entry.pgid === pid) {
+      entry.vouched = entry.startTime
+      return
+    }
+    if (!leaders.has(entry.pgid)) {
+      let leader: procfs.Stat | undefined
+      try {
+        leader = procfs.readStat(entry.pgid)
+      } catch {
+        leader = undefined
+      }
+      leaders.set(entry.pgid, leader?.startTime)
+    }
+    const leader = leaders.get(entry.pgid)
+    if (leader !== undefined) {
+      entry.vouched = leader
+      return
+    }
+    const parent = known.get(entry.ppid)
+    entry.vouched = parent !== undefined && parent.pgid === entry.pgid && parent.start <= entry.start
+      ? parent.vouched
+      : undefined
+  }
+
+  /** Brings `entry` (the cached view of `pid`, if any) up to date with `stat`; returns the entry to use. */
+  const observe = (pid: number, stat: procfs.Stat, entry: Known | undefined, changed: Array<[number, Known]>): Known => {
+    if (entry === undefined || entry.startTime !== stat.startTime) {
+      const fresh = learn(stat)
+      changed.push([pid, fresh])
+      return fresh
+    }
+    if (entry.pgid !== stat.pgid) {
+      entry.pgid = stat.pgid
+      changed.push([pid, entry])
+    }
+    return entry
+  }
+
+  /** Vouches for every changed entry, parents before children (a parent starts first). */
+  const vouchAll = (changed: Array<[number, Known]>): void => {
+    if (changed.length > 1) changed.sort((a, b) => (a[1].start < b[1].start ? -1 : a[1].start > b[1].start ? 1 : 0))
+    const leaders = new Map<number, string | undefined>()
+    for (const [pid, entry] of changed) vouch(pid, entry, leaders)
   }
 
   const refresh = (): Array<number> => {
@@ -88,6 +153,7 @@ export const make = (): ProcessTable["Service"] => {
     const full = now - lastFullScan >= fullScanMs
     if (full) lastFullScan = now
     const listed = new Set<number>()
+    const changed: Array<[number, Known]> = []
     for (const pid of pids) {
       listed.add(pid)
       const entry = known.get(pid)
@@ -101,10 +167,10 @@ export const make = (): ProcessTable["Service"] => {
         continue
       }
       if (stat === undefined) known.delete(pid)
-      else if (entry === undefined || entry.startTime !== stat.startTime) learn(stat)
-      else entry.pgid = stat.pgid
+      else observe(pid, stat, entry, changed)
     }
     for (const pid of known.keys()) if (!listed.has(pid)) known.delete(pid)
+    vouchAll(changed)
     return pids
   }
 
@@ -126,9 +192,10 @@ export const make = (): ProcessTable["Service"] => {
       return undefined
     }
     if (procfs.isDead(stat)) return undefined
-    if (stat.startTime !== entry.startTime) return learn(stat)
-    entry.pgid = stat.pgid
-    return entry
+    const changed: Array<[number, Known]> = []
+    const fresh = observe(pid, stat, entry, changed)
+    vouchAll(changed)
+    return fresh
   }
 
   // Whatever goes wrong, every request of the batch is answered: nobody waits forever.
@@ -159,9 +226,12 @@ export const make = (): ProcessTable["Service"] => {
       else list.push(i)
     }
     let minStart: bigint | undefined
+    const leaderless = batch.map(() => false)
     batch.forEach((r, i) => {
       // A pgid from another boot names nothing of ours; only the cookie can still match.
-      if (r.leader.bootId !== bootId || r.pgid <= 1 || !groupTrusted(r)) {
+      const state = r.leader.bootId !== bootId || r.pgid <= 1 ? "foreign" : groupState(r)
+      leaderless[i] = state === "leaderless"
+      if (state === "foreign") {
         addCookie(r.shepherdId, i)
         minStart = 0n // its descendants' start times are unknown: read every cookie
         return
@@ -183,9 +253,12 @@ export const make = (): ProcessTable["Service"] => {
         // Another cookie (a nested pool's, or the host's own before a child's exec) inside one of our
         // trusted groups is still a member of that group.
       }
-      // A group member without a cookie (it cleared its environment) counts only if it is younger
-      // than the leader; this keeps a reused pgid from matching an older, unrelated group.
-      return (byGroup.get(entry.pgid) ?? []).filter((i) => entry.start >= BigInt(batch[i]!.leader.startTime))
+      // A group member without our cookie (it cleared its environment) counts only if it is younger
+      // than the leader (a reused pgid cannot match an older, unrelated group) and, once the leader
+      // is gone, only if it was seen in the group while that very leader held it.
+      return (byGroup.get(entry.pgid) ?? []).filter((i) =>
+        leaderless[i] ? entry.vouched === batch[i]!.leader.startTime : entry.start >= BigInt(batch[i]!.leader.startTime)
+      )
     }
     for (const pid of pids) {
       if (pid === self || pid <= 1) continue

@@ -46,7 +46,10 @@ const cookieOf = (pid) => {
 }
 
 // Members: every live process carrying our pool's cookie, plus members of
-// registered process groups that are younger than their leader and carry no cookie.
+// registered process groups whose leader is still the registered process,
+// younger than it, that carry no cookie. A group whose leader is gone proves
+// nothing (Linux frees the id when the group empties, and the next owner of
+// the pid may build a group of its own with it): there only the cookie counts.
 const hasProc = fs.existsSync("/proc/self/stat")
 
 // Without /proc (macOS): each registered process group is one member, signalled as a group.
@@ -68,9 +71,8 @@ const members = () => {
   const out = []
   const byGroup = new Map()
   for (const c of containers.values()) {
-    // Trust a group only while its leader is ours or gone (a live pid with another start time was reused).
     const leader = readStat(c.pgid)
-    if (leader === undefined || (c.pid === c.pgid && leader.startTime === c.startTime)) byGroup.set(c.pgid, c)
+    if (leader !== undefined && c.pid === c.pgid && leader.startTime === c.startTime) byGroup.set(c.pgid, c)
   }
   for (const name of fs.readdirSync("/proc")) {
     const c = name.charCodeAt(0)

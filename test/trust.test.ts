@@ -1,0 +1,220 @@
+/**
+ * "Never signal what is not provably ours", on real processes: a process
+ * group whose recorded leader is gone proves nothing by itself. The attack:
+ * a tree of ours ends, an unrelated program gets the old leader's pid, makes
+ * it its process group (`setsid`), forks a worker without our cookie and
+ * exits. Recovery, the sentinel and a fresh table must leave that worker
+ * alone; a live table that saw a cookie-less member while the leader lived
+ * still finds it once the leader is gone.
+ *
+ * A process gets a chosen pid through `/proc/sys/kernel/ns_last_pid` (root).
+ */
+import { assert, describe, it } from "@effect/vitest"
+import type { Container } from "@shepherd/core/ProcessTable"
+import type { ProcessIdentity } from "@shepherd/core/ProcessIdentity"
+import * as NodeProcessTable from "@shepherd/node/NodeProcessTable"
+import { Effect } from "effect"
+import * as NodeChildProcess from "node:child_process"
+import * as fs from "node:fs"
+import * as os from "node:os"
+import * as path from "node:path"
+import * as readline from "node:readline"
+import { fileURLToPath } from "node:url"
+import { isAlive, killSurvivors, survivors, waitUntil } from "./support.ts"
+
+const canChoosePid = (() => {
+  try {
+    fs.accessSync("/proc/sys/kernel/ns_last_pid", fs.constants.W_OK)
+    return process.geteuid?.() === 0
+  } catch {
+    return false
+  }
+})()
+
+/** Marks every test process for the suite's final survivor check (see globalSetup.ts). */
+const marker = `SHEPHERD_TEST_RUN_DIR=${process.env.SHEPHERD_TEST_RUN_DIR ?? "/nonexistent"}`
+const started: Array<number> = []
+const killAll = () => {
+  for (const pid of started.splice(0)) {
+    try {
+      process.kill(pid, "SIGKILL")
+    } catch {
+      // gone
+    }
+  }
+}
+
+/** A detached (own group) `sh -c script`, reaped by this process; resolves when it is gone. */
+const spawnLeader = (script: string) => {
+  const child = NodeChildProcess.spawn("sh", ["-c", script], { detached: true, stdio: "ignore" })
+  started.push(child.pid!)
+  const exited = new Promise<void>((resolve) => child.on("exit", () => resolve()))
+  return { pid: child.pid!, exited }
+}
+
+const identityOf = (pid: number): ProcessIdentity => {
+  const identity = NodeProcessTable.identify(pid)
+  assert.isDefined(identity, `pid ${pid} is alive`)
+  return identity!
+}
+
+/**
+ * The foreign program of the attack: gets `pid` (retrying while other processes race for it),
+ * becomes the leader of process group `pid` with `setsid`, forks a worker without any
+ * `SHEPHERD_ID` (only the test marker) and exits. Returns the worker's pid.
+ */
+const reusePid = (pid: number): number => {
+  const inner = `env -i ${marker} sleep 999 </dev/null >/dev/null 2>&1 & echo $$ $!`
+  for (let attempt = 0; attempt < 50; attempt++) {
+    const out = NodeChildProcess.execFileSync("sh", [
+      "-c",
+      `echo ${pid - 1} > /proc/sys/kernel/ns_last_pid; setsid sh -c '${inner}'`
+    ], { encoding: "latin1" })
+    const [leader, worker] = out.trim().split(" ").map(Number)
+    started.push(worker!)
+    if (leader === pid) return worker!
+    process.kill(worker!, "SIGKILL")
+  }
+  throw new Error(`could not get pid ${pid}`)
+}
+
+/** The worker is alive and in the group of the reused pid, as the attack needs. */
+const assertForeignWorker = (worker: number, pgid: number) => {
+  assert.isTrue(isAlive(worker), `worker ${worker} alive`)
+  const stat = fs.readFileSync(`/proc/${worker}/stat`, "latin1")
+  assert.strictEqual(Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[2]), pgid)
+}
+
+const run = <A>(effect: Effect.Effect<A, unknown>) => Effect.runPromise(effect)
+
+describe.skipIf(!canChoosePid)("trust: a leaderless process group", () => {
+  it("a fresh table (recovery) does not count a foreign worker in the reused group", async () => {
+    try {
+      const leader = spawnLeader("exec sleep 1000")
+      const container: Container = { pgid: leader.pid, shepherdId: "t-trust:1", leader: identityOf(leader.pid) }
+      process.kill(leader.pid, "SIGKILL")
+      await leader.exited
+      const worker = reusePid(leader.pid)
+      assertForeignWorker(worker, leader.pid)
+      // The foreign leader has exited: the group is leaderless, exactly as after the crash.
+      assert.isTrue(await waitUntil(() => !fs.existsSync(`/proc/${leader.pid}`), 5_000))
+
+      const members = await run(NodeProcessTable.make().members(container))
+      assert.notInclude(members.map((m) => m.pid), worker)
+    } finally {
+      killAll()
+    }
+  })
+
+  it("a live table keeps a cookie-less member it saw while the leader lived; a fresh one leaves it", async () => {
+    const go = path.join(fs.mkdtempSync(path.join(os.tmpdir(), "shepherd-trust-")), "go")
+    try {
+      const leader = spawnLeader(
+        `env -i ${marker} sleep 997 </dev/null >/dev/null 2>&1 & while [ ! -e ${go} ]; do sleep 0.02; done`
+      )
+      const container: Container = { pgid: leader.pid, shepherdId: "t-trust:2", leader: identityOf(leader.pid) }
+      const table = NodeProcessTable.make()
+      let member: number | undefined
+      assert.isTrue(
+        await waitUntil(() => {
+          member = fs.readdirSync("/proc").map(Number).find((pid) =>
+            pid > 0 && fs.existsSync(`/proc/${pid}/cmdline`) &&
+            fs.readFileSync(`/proc/${pid}/cmdline`, "latin1") === "sleep\u0000997\u0000"
+          )
+          return member !== undefined
+        }, 5_000)
+      )
+      started.push(member!)
+      // Seen while the leader lives.
+      assert.include((await run(table.members(container))).map((m) => m.pid), member)
+
+      fs.writeFileSync(go, "")
+      await leader.exited
+      assert.include((await run(table.members(container))).map((m) => m.pid), member, "observed membership is kept")
+      assert.notInclude(
+        (await run(NodeProcessTable.make().members(container))).map((m) => m.pid),
+        member,
+        "without an observation or a cookie the leaderless group proves nothing"
+      )
+    } finally {
+      killAll()
+    }
+  })
+
+  it("the sentinel leaves a foreign worker in the reused group alone", async () => {
+    const sentinel = NodeChildProcess.spawn(
+      process.execPath,
+      [fileURLToPath(new URL("../packages/node/src/internal/sentinel.js", import.meta.url))],
+      { stdio: ["pipe", "ignore", "inherit"] }
+    )
+    started.push(sentinel.pid!)
+    const sentinelExited = new Promise<void>((resolve) => sentinel.on("exit", () => resolve()))
+    try {
+      const leader = spawnLeader("exec sleep 1000")
+      const identity = identityOf(leader.pid)
+      sentinel.stdin!.write(`P t-trust-sentinel SIGTERM 300 500\n+ t-trust-sentinel:1 ${leader.pid} ${leader.pid} ${identity.startTime}\n`)
+      process.kill(leader.pid, "SIGKILL")
+      await leader.exited
+      const worker = reusePid(leader.pid)
+      assertForeignWorker(worker, leader.pid)
+      assert.isTrue(await waitUntil(() => !fs.existsSync(`/proc/${leader.pid}`), 5_000))
+
+      // The host "dies": the pipe closes without BYE and the sentinel sweeps.
+      sentinel.stdin!.end()
+      await sentinelExited
+      assert.isTrue(isAlive(worker), "the foreign worker was not signalled")
+    } finally {
+      killAll()
+    }
+  })
+
+  it("recovery after a host crash does not kill a foreign worker in the old leader's reused group", async () => {
+    const fixture = fileURLToPath(new URL("./fixtures/crashHost.ts", import.meta.url))
+    const ledger = path.join(fs.mkdtempSync(path.join(os.tmpdir(), "shepherd-trust-")), "pool.ledger")
+    const hosts: Array<NodeChildProcess.ChildProcess> = []
+    const startHost = (mode: string) => {
+      const child = NodeChildProcess.spawn(process.execPath, [fixture, ledger, mode, "1"], {
+        stdio: ["ignore", "pipe", "inherit"]
+      })
+      hosts.push(child)
+      const lines = readline.createInterface({ input: child.stdout! })[Symbol.asyncIterator]()
+      const exited = new Promise<void>((resolve) => child.on("exit", () => resolve()))
+      const ready = (async () => {
+        while (true) {
+          const next = await lines.next()
+          if (next.done === true) throw new Error("host exited before it was ready")
+          if (next.value.startsWith("{") && next.value.includes(`"poolId"`)) return JSON.parse(next.value)
+        }
+      })()
+      return { child, exited, ready }
+    }
+    let prefix = "unset:"
+    try {
+      const first = startHost("nolifeline")
+      const { poolId, pids } = await first.ready
+      prefix = `${poolId}:`
+      const leaderPid: number = pids[0]
+      first.child.kill("SIGKILL")
+      await first.exited
+      // The orphaned tree then ends by itself (here: helped), and its leader's pid is free.
+      killSurvivors(prefix)
+      assert.isTrue(await waitUntil(() => survivors(prefix).length === 0 && !fs.existsSync(`/proc/${leaderPid}`), 5_000))
+
+      const worker = reusePid(leaderPid)
+      assertForeignWorker(worker, leaderPid)
+      assert.isTrue(await waitUntil(() => !fs.existsSync(`/proc/${leaderPid}`), 5_000))
+
+      const second = startHost("lifeline")
+      const next = await second.ready
+      assert.strictEqual(next.recovery.entries.length, 1, JSON.stringify(next.recovery))
+      assert.deepStrictEqual(next.recovery.entries[0].signalled, [], JSON.stringify(next.recovery))
+      assert.isTrue(isAlive(worker), "the foreign worker survived recovery")
+      second.child.kill("SIGTERM")
+      await second.exited
+    } finally {
+      for (const host of hosts) host.kill("SIGKILL")
+      killSurvivors(prefix)
+      killAll()
+    }
+  })
+})
