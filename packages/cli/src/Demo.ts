@@ -53,9 +53,15 @@ const paint = (code: string, text: string) => color ? `\x1b[${code}m${text}\x1b[
 const outcomeColor = (report: Teardown.Teardown) =>
   report._tag === "Escaped" || report._tag === "Unverified" ? "31" : report._tag === "Forced" ? "33" : "32"
 
-const shorten = (text: string, max = 58) => text.length <= max ? text : `${text.slice(0, max - 1)}…`
+/** Cuts a long command line at a word boundary. */
+const shorten = (text: string, max = 58) => {
+  if (text.length <= max) return text
+  const cut = text.lastIndexOf(" ", max - 2)
+  return `${text.slice(0, cut > max / 2 ? cut : max - 1)} …`
+}
 
-const demoHost = fileURLToPath(new URL("./DemoHost.ts", import.meta.url))
+// Next to this module: `.ts` when run from the sources, `.js` once built.
+const demoHost = fileURLToPath(new URL(`./DemoHost${import.meta.url.endsWith(".ts") ? ".ts" : ".js"}`, import.meta.url))
 
 /** Starts the crash-test host and reads its ready line. */
 const startCrashHost = (ledger: string, lifeline: boolean) =>
@@ -90,14 +96,14 @@ const sigkill = (child: NodeChildProcess.ChildProcess) =>
 const countAlive = (prefix: string) => NodeProcessTable.carriers(prefix).length
 
 /**
- * Act two: hosts that die hard. A host with a lifeline is SIGKILLed and its
+ * Act 2: hosts that die hard. A host with a lifeline is SIGKILLed and its
  * sentinel ends its trees; a host without one is SIGKILLed, its orphans are
  * shown alive, and a new host on the same ledger recovers them. Returns the
  * `SHEPHERD_ID` prefixes it created, for the final check.
  */
-const crashActs = (log: (line: string) => Effect.Effect<void>) =>
+const crashActs = (dir: string, log: (line: string) => Effect.Effect<void>) =>
   Effect.gen(function*() {
-    const ledger = path.join(fs.mkdtempSync(path.join(os.tmpdir(), "shepherd-demo-")), "crashed-host.ledger")
+    const ledger = path.join(dir, "crashed-host.ledger")
     yield* Console.log(paint("1", "\nAct 2: hosts that die hard (SIGKILL: no finalizer runs)"))
 
     const withLifeline = yield* startCrashHost(ledger, true)
@@ -143,8 +149,14 @@ export const run = Effect.gen(function*() {
   const started = Date.now()
   const since = () => `${String(Date.now() - started).padStart(5)} ms`
   const log = (line: string) => Console.log(`${paint("2", since())}  ${line}`)
+  // A private state directory: two demos at once never share a ledger, and nothing is left behind.
+  const dir = yield* Effect.acquireRelease(
+    Effect.sync(() => fs.mkdtempSync(path.join(os.tmpdir(), "shepherd-demo-"))),
+    (dir) => Effect.sync(() => fs.rmSync(dir, { recursive: true, force: true }))
+  )
   const config = {
     name: "demo-agent-host",
+    ledger: path.join(dir, "agent-host.ledger"),
     slots: 5,
     slotTimeout: "20 seconds",
     env: "agent-host",
@@ -156,7 +168,9 @@ export const run = Effect.gen(function*() {
   const context = yield* Layer.buildWithScope(NodeShepherd.layer(config), hostScope)
   const pool = Context.get(context, ProcessPool)
   yield* Console.log(paint("1", `Shepherd demo: pool ${pool.poolId}, ${config.slots} slots, grace 1 s, forceWait 1 s`))
-  yield* Console.log(`every child carries SHEPHERD_ID=${pool.poolId}:<n>\n`)
+  yield* Console.log(`every child carries SHEPHERD_ID=${pool.poolId}:<n>; ledger in ${dir}\n`)
+  yield* Console.log(paint("1", "Act 1: three sessions ask for 12 workers at once; 5 slots"))
+  yield* Console.log(paint("2", "(left: milliseconds since the demo started)"))
 
   const sessions = ["alice", "bob", "carol"] as const
   const rows = new Map<string, Array<Row>>(sessions.map((s) => [s, []]))
@@ -217,6 +231,7 @@ export const run = Effect.gen(function*() {
   yield* log("host: pool closed\n")
 
   // Reports: every managed process has one by now.
+  yield* Console.log(paint("2", "kind, leader pid, time it waited for a slot → how its teardown ended; below it, the tree as /proc showed it"))
   for (const session of sessions) {
     yield* Console.log(paint("1", `session ${session}`))
     for (const row of rows.get(session)!) {
@@ -242,7 +257,7 @@ export const run = Effect.gen(function*() {
     }
   }
 
-  const crashed = yield* crashActs(log)
+  const crashed = yield* crashActs(dir, log)
 
   const survivors = [...NodeProcessTable.carriers(`${pool.poolId}:`), ...crashed.flatMap((prefix) => NodeProcessTable.carriers(prefix))]
   yield* Console.log("")

@@ -1,6 +1,5 @@
-#!/usr/bin/env node
 /**
- * The `shepherd` command: `demo`, `doctor`, `reap`, `run`.
+ * The `shepherd` command: `demo`, `doctor`, `reap`, `run` (started by `bin.ts`).
  *
  * Exit codes: 0 success; 1 failure (or survivors in the demo); 2 bad
  * arguments (usage is printed); `run` exits with its command's code.
@@ -8,6 +7,7 @@
  * @since 0.1.0
  */
 import * as NodeServices from "@effect/platform-node/NodeServices"
+import * as KillPolicy from "@shepherd/core/KillPolicy"
 import * as ShepherdConfig from "@shepherd/core/ShepherdConfig"
 import * as NodeLedger from "@shepherd/node/NodeLedger"
 import * as NodeShepherd from "@shepherd/node/NodeShepherd"
@@ -27,6 +27,17 @@ const ledgerFlag = Flag.String("ledger").pipe(
   Flag.withDescription("Ledger file (default: every *.ledger in $XDG_STATE_HOME/shepherd or ~/.local/state/shepherd)"),
   Flag.optional
 )
+
+// A bad duration is a bad argument: effect/cli prints the error with usage, and the command exits 2.
+const durationFlag = (name: string, description: string, fallback: string) =>
+  Flag.String(name).pipe(
+    Flag.withDescription(description),
+    Flag.filter(
+      (input) => KillPolicy.durationMillis(input) !== undefined,
+      (input) => `--${name} ${JSON.stringify(input)}: expected a finite, non-negative duration: ${KillPolicy.durationForms}`
+    ),
+    Flag.withDefault(fallback)
+  )
 
 const ledgers = (flag: Option.Option<string>) => Option.isSome(flag) ? [flag.value] : [...NodeLedger.list()]
 
@@ -92,8 +103,8 @@ const reap = Command.make(
 const run = Command.make(
   "run",
   {
-    grace: Flag.String("grace").pipe(Flag.withDescription("Grace period after the first signal"), Flag.withDefault("5 seconds")),
-    forceWait: Flag.String("force-wait").pipe(Flag.withDescription("How long to wait for SIGKILL to be confirmed"), Flag.withDefault("1 second")),
+    grace: durationFlag("grace", "Grace period after the first signal (e.g. 200ms, 5s, \"5 seconds\")", "5 seconds"),
+    forceWait: durationFlag("force-wait", "How long to wait for SIGKILL to be confirmed (e.g. 500ms, 1s)", "1 second"),
     command: Argument.String("command").pipe(Argument.withDescription("The command to run")),
     args: Argument.String("args").pipe(Argument.withDescription("Its arguments"), Argument.variadic())
   },

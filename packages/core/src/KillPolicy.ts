@@ -41,9 +41,22 @@ export interface KillPolicyInput {
  */
 export const defaults: KillPolicy = { signal: "SIGTERM", graceMs: 5_000, forceWaitMs: 1_000 }
 
+// The short forms people type on a command line or in an environment variable.
+const shortForm = /^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$/
+const shortUnits: Record<string, number> = { ms: 1, s: 1_000, m: 60_000, h: 3_600_000, d: 86_400_000 }
+
 /**
- * Parses a duration, or returns `undefined` when it is not a finite,
- * non-negative duration.
+ * The duration forms `durationMillis` accepts, for error messages.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const durationForms = "milliseconds (500), a short form (\"200ms\", \"5s\", \"1m\", \"1h\") or an Effect Duration (\"5 seconds\")"
+
+/**
+ * Parses a duration — milliseconds, a short form (`200ms`, `5s`, `1m`, `1h`,
+ * `1d`) or an Effect `Duration` input (`"5 seconds"`) — or returns
+ * `undefined` when it is not a finite, non-negative duration.
  *
  * @since 0.1.0
  * @category constructors
@@ -52,6 +65,8 @@ export const durationMillis = (input: unknown): number | undefined => {
   if (typeof input !== "number" && typeof input !== "string" && typeof input !== "object") return undefined
   // Duration treats NaN as 0 ms, which would silently mean "SIGKILL at once".
   if (typeof input === "number" && !Number.isFinite(input)) return undefined
+  const short = typeof input === "string" ? shortForm.exec(input) : null
+  if (short !== null) return Number(short[1]) * shortUnits[short[2]!]!
   let millis: number
   try {
     millis = Duration.toMillis(input as Duration.Input)

@@ -14,16 +14,17 @@ import { InvalidConfig } from "./ShepherdError.ts"
 import { Signal } from "./Signal.ts"
 
 const isDuration = Schema.makeFilter<string | number>(
-  (input) => KillPolicy.durationMillis(input) !== undefined || "expected a finite, non-negative duration (e.g. 500 or \"5 seconds\")"
+  (input) => KillPolicy.durationMillis(input) !== undefined || `expected a finite, non-negative duration: ${KillPolicy.durationForms}`
 )
 const isTimeout = Schema.makeFilter<string | number>(
   (input) =>
     input === "Infinity" || KillPolicy.durationMillis(input) !== undefined ||
-    "expected a non-negative duration or \"Infinity\""
+    `expected a non-negative duration (${KillPolicy.durationForms}) or "Infinity"`
 )
 
 /**
- * A duration as written in config: milliseconds or a `Duration` string.
+ * A duration as written in config: milliseconds, a short form (`"200ms"`,
+ * `"5s"`, `"1m"`) or a `Duration` string (`"5 seconds"`).
  *
  * @since 0.1.0
  * @category schemas

@@ -19,6 +19,18 @@ describe("KillPolicy", () => {
     assert.isUndefined(KillPolicy.durationMillis(undefined))
   })
 
+  it("durationMillis accepts the short forms people type", () => {
+    assert.strictEqual(KillPolicy.durationMillis("200ms"), 200)
+    assert.strictEqual(KillPolicy.durationMillis("5s"), 5000)
+    assert.strictEqual(KillPolicy.durationMillis("1.5s"), 1500)
+    assert.strictEqual(KillPolicy.durationMillis("1m"), 60_000)
+    assert.strictEqual(KillPolicy.durationMillis("2h"), 7_200_000)
+    assert.strictEqual(KillPolicy.durationMillis("200 ms"), 200)
+    assert.isUndefined(KillPolicy.durationMillis("-5s"))
+    assert.isUndefined(KillPolicy.durationMillis("5x"))
+    assert.isUndefined(KillPolicy.durationMillis("ms"))
+  })
+
   it("durationMillis rejects NaN", () => {
     assert.isUndefined(KillPolicy.durationMillis(Number.NaN))
   })

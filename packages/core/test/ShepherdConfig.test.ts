@@ -120,6 +120,23 @@ describe("ShepherdConfig.fromEnv", () => {
       assert.deepStrictEqual(config.env, EnvPolicy.agentHost)
     }))
 
+  it.effect("accepts the short duration forms people type, and names the forms when one is wrong", () =>
+    Effect.gen(function*() {
+      const config = yield* ShepherdConfig.fromEnv().pipe(withEnv({
+        SHEPHERD_GRACE: "200ms",
+        SHEPHERD_FORCE_WAIT: "2s",
+        SHEPHERD_SLOT_TIMEOUT: "1m",
+        SHEPHERD_REAP_INTERVAL: "1h"
+      }))
+      assert.deepStrictEqual(config.kill, { signal: "SIGTERM", graceMs: 200, forceWaitMs: 2000 })
+      assert.strictEqual(config.slotTimeoutMs, 60_000)
+      assert.strictEqual(config.reapIntervalMs, 3_600_000)
+      const error = yield* Effect.flip(ShepherdConfig.fromEnv().pipe(withEnv({ SHEPHERD_GRACE: "200 msec" })))
+      assert.strictEqual(error.field, "kill.grace")
+      assert.include(error.message, "\"200ms\"")
+      assert.include(error.message, "\"5 seconds\"")
+    }))
+
   it.effect("overrides the base config field by field", () =>
     Effect.gen(function*() {
       const config = yield* ShepherdConfig.fromEnv({ slots: 2, name: "base", kill: { grace: 100, signal: "SIGHUP" } }).pipe(
