@@ -9,6 +9,8 @@ import * as Effect from "effect/Effect"
 import * as HttpServer from "effect/http/HttpServer"
 import * as Layer from "effect/Layer"
 import * as ChildProcess from "effect/process/ChildProcess"
+import * as http from "node:http"
+import * as net from "node:net"
 import { survivors, waitUntil } from "./support.ts"
 
 describe("DoctorHttp", () => {
@@ -51,4 +53,53 @@ describe("DoctorHttp", () => {
       Effect.ensuring(Effect.sync(() => delete process.env.SHEPHERD_TEST_SECRET))
     )
   })
+
+  it.live("closing the layer drops idle and half-sent connections at once, so the pool's teardown does not wait for them", () => {
+    const agent = new http.Agent({ keepAlive: true, maxSockets: 1 })
+    const slow = new net.Socket()
+    let serverClosedSlow = false
+    let prefix = ""
+    return Effect.gen(function*() {
+      const closingAt = yield* Effect.scoped(Effect.gen(function*() {
+        const pool = yield* ProcessPool
+        prefix = `${pool.poolId}:`
+        const address = (yield* HttpServer.HttpServer).address
+        if (address._tag !== "InetAddressV4") return assert.fail("not an inet address")
+        yield* pool.spawn(ChildProcess.make("sh", ["-c", "trap '' TERM; sleep 1000 & wait"]), { session: "web" })
+        // An idle keep-alive connection, and one whose request is still being sent.
+        yield* Effect.promise(() =>
+          new Promise<void>((resolve, reject) => {
+            http.get({ host: "127.0.0.1", port: address.port, path: "/metrics", agent }, (res) => {
+              res.resume()
+              res.on("end", () => resolve())
+            }).on("error", reject)
+          })
+        )
+        slow.on("error", () => {})
+        slow.on("close", () => {
+          serverClosedSlow = true
+        })
+        yield* Effect.promise(() => new Promise<void>((resolve) => slow.connect(address.port, "127.0.0.1", resolve)))
+        slow.write("GET /doctor HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+        yield* Effect.promise(() => waitUntil(() => survivors(prefix).length === 2, 2000))
+        return performance.now()
+      })).pipe(
+        Effect.provide(DoctorHttp.layer().pipe(
+          Layer.provideMerge(NodeShepherd.layer({ name: "t-http-close", ledger: false, kill: { grace: "300 millis" } }))
+        ), { local: true })
+      )
+      // The layers are closed: server first, then the pool. Had the server waited for its clients,
+      // this would take 20 s (its graceful-shutdown timeout).
+      const closeMs = performance.now() - closingAt
+      assert.isTrue(
+        yield* Effect.promise(() => waitUntil(() => serverClosedSlow, 5_000)),
+        "the server closed the half-sent request's connection"
+      )
+      assert.deepStrictEqual(survivors(prefix), [])
+      assert.isBelow(closeMs, 10_000)
+    }).pipe(Effect.ensuring(Effect.sync(() => {
+      agent.destroy()
+      slow.destroy()
+    })))
+  }, 60_000)
 })

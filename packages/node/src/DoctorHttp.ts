@@ -106,6 +106,10 @@ export const routes = Layer.mergeAll(
  * `host` (default 127.0.0.1) and `port` (default 0: any free port; the
  * `HttpServer` service in the output tells which).
  *
+ * When the layer closes, the server stops accepting and drops every
+ * connection at once, idle keep-alive ones and requests in flight: clients
+ * never hold a host's shutdown up.
+ *
  * @since 0.1.0
  * @category layers
  */
@@ -114,6 +118,18 @@ export const layer = (options: { readonly port?: number | undefined; readonly ho
   HttpServerError.ServeError,
   ProcessPool
 > =>
-  HttpRouter.serve(routes, { disableLogger: true, disableListenLog: true }).pipe(
-    Layer.provideMerge(NodeHttpServer.layer(createServer, { port: options.port ?? 0, host: options.host ?? "127.0.0.1" }))
-  )
+  Layer.unwrap(Effect.sync(() => {
+    const server = createServer()
+    // Built after the router, so closed before it: the router's own close would wait up to 20 s
+    // for open connections (a keep-alive client, a slow request) before the pool's shutdown.
+    const dropConnections = Layer.effectDiscard(Effect.addFinalizer(() =>
+      Effect.sync(() => {
+        if (server.listening) server.close()
+        server.closeAllConnections()
+      })
+    ))
+    return dropConnections.pipe(
+      Layer.provideMerge(HttpRouter.serve(routes, { disableLogger: true, disableListenLog: true })),
+      Layer.provideMerge(NodeHttpServer.layer(() => server, { port: options.port ?? 0, host: options.host ?? "127.0.0.1" }))
+    )
+  }))

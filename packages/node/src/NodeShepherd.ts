@@ -104,10 +104,11 @@ export const spawner = (
 const signalCodes: Record<string, number> = { SIGINT: 130, SIGTERM: 143, SIGHUP: 129 }
 
 /**
- * Runs a program as a host: the first SIGINT/SIGTERM/SIGHUP interrupts it, so
- * every pool closes and tears its processes down with their KillPolicy; a
- * second signal ends every grace period at once (SIGKILL now); a third exits
- * immediately.
+ * Runs a program as a host: the first SIGINT/SIGTERM/SIGHUP shuts every pool
+ * down at once (all their processes get their signal together, whatever scope
+ * holds them; spawns fail with `PoolClosed` from then on) and interrupts the
+ * program; a second signal ends every grace period at once (SIGKILL now); a
+ * third exits immediately.
  *
  * Exit codes: 0 on success, 1 on failure, 128 + signal number when a signal
  * ended the program (130 SIGINT, 143 SIGTERM, 129 SIGHUP).
@@ -123,6 +124,9 @@ export const runMain = <A, E>(effect: Effect.Effect<A, E>): void =>
       count++
       received ??= signal
       if (count === 1) {
+        // Every pool starts its shutdown now, beside the program's interruption: each child gets its
+        // signal at once, instead of when the scope holding its session comes to close.
+        for (const pool of livePools) Effect.runFork(pool.shutdown)
         fiber.interruptUnsafe(fiber.id)
       } else if (count === 2) {
         for (const pool of livePools) Effect.runFork(pool.hurry)
