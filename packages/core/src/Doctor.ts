@@ -141,7 +141,9 @@ export const DoctorReport = Schema.Struct({
     kind: Schema.String,
     pid: Schema.optionalKey(Schema.Int),
     alive: Schema.Boolean,
-    watching: Schema.Int
+    watching: Schema.Int,
+    restarts: Schema.Int,
+    lastError: Schema.optionalKey(Schema.String)
   })),
   envPolicy: EnvPolicy,
   comparison: Comparison

@@ -24,6 +24,10 @@ export interface Status {
   readonly alive: boolean
   /** Containers the sentinel currently watches. */
   readonly watching: number
+  /** How many times the lifeline was restarted after dying on its own. */
+  readonly restarts: number
+  /** Why the lifeline last died, or why it is not alive. */
+  readonly lastError?: string | undefined
 }
 
 /**
@@ -48,7 +52,9 @@ export class Lifeline extends Context.Service<Lifeline, {
    * shutdown, after every tree was torn down) the lifeline is released
    * without killing anything; if the host dies instead, every registered
    * container and every process carrying `<poolId>:` is terminated with
-   * `policy`.
+   * `policy`. A lifeline that dies on its own is restarted with every
+   * container still registered (a warning is logged); if it cannot be kept
+   * alive, that is logged as an error and `status` says why.
    */
   readonly attach: (poolId: string, policy: KillPolicy) => Effect.Effect<Attached, never, Scope.Scope>
 }>()("@shepherd/core/Lifeline") {}

@@ -98,3 +98,15 @@ export const ledgerCompactions = Metric.counter("shepherd_ledger_compactions", {
   description: "Ledger compactions",
   incremental: true
 })
+
+/**
+ * Lifeline restarts after the lifeline died on its own (attribute `outcome`:
+ * `restarted`, or `failed` when it could not be kept alive).
+ *
+ * @since 0.1.0
+ * @category metrics
+ */
+export const lifelineRestarts = Metric.counter("shepherd_lifeline_restarts", {
+  description: "Lifelines restarted after dying on their own (attribute `outcome`: restarted, failed)",
+  incremental: true
+})

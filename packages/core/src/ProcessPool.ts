@@ -986,7 +986,9 @@ const make = Effect.fnUntraced(function*(config: ShepherdConfig.Resolved) {
           kind: lifelineStatus.kind,
           ...(lifelineStatus.pid === undefined ? {} : { pid: lifelineStatus.pid }),
           alive: lifelineStatus.alive,
-          watching: lifelineStatus.watching
+          watching: lifelineStatus.watching,
+          restarts: lifelineStatus.restarts,
+          ...(lifelineStatus.lastError === undefined ? {} : { lastError: lifelineStatus.lastError })
         }
       }),
       envPolicy: config.env,

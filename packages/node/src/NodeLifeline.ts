@@ -6,6 +6,13 @@
  * sentinel terminates every registered container and every process carrying
  * the pool's `SHEPHERD_ID`, identity-checked, with the pool's KillPolicy.
  *
+ * A sentinel that dies on its own (SIGKILL, OOM kill) is restarted at once
+ * and handed the pool and every container still registered; the restart is
+ * logged as a warning and counted (`status.restarts`,
+ * `shepherd_lifeline_restarts`). If it dies more than `maxRestarts` times
+ * within `restartWindowMs`, the lifeline gives up: logged as an error, and
+ * `status` reports `alive: false` with the reason.
+ *
  * Cost: one extra process per pool (not per child), one short pipe write per
  * spawn, and one per event-loop turn for the exits.
  *
@@ -14,83 +21,161 @@
 import { Lifeline } from "@shepherd/core/Lifeline"
 import type { Attached } from "@shepherd/core/Lifeline"
 import type { KillPolicy } from "@shepherd/core/KillPolicy"
+import * as Metrics from "@shepherd/core/Metrics"
 import type { Container } from "@shepherd/core/ProcessTable"
+import * as Clock from "effect/Clock"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
+import * as Metric from "effect/Metric"
 import * as NodeChildProcess from "node:child_process"
+import type { Writable } from "node:stream"
 import { fileURLToPath } from "node:url"
 
 const sentinelPath = fileURLToPath(new URL("./internal/sentinel.js", import.meta.url))
 
+/** More deaths than this within `restartWindowMs` and the lifeline gives up. */
+const maxRestarts = 5
+const restartWindowMs = 60_000
+
+interface Sentinel {
+  readonly pid: number | undefined
+  readonly stdin: Writable | undefined
+  exited: boolean
+  /** Resolves with why the sentinel ended: its exit, or the error that kept it from starting. */
+  readonly ended: Promise<string>
+}
+
+const startSentinel = (poolId: string): Sentinel => {
+  let settle!: (reason: string) => void
+  const ended = new Promise<string>((resolve) => {
+    settle = resolve
+  })
+  let child: NodeChildProcess.ChildProcess
+  try {
+    child = NodeChildProcess.spawn(process.execPath, [sentinelPath], {
+      stdio: ["pipe", "ignore", "ignore"],
+      // Its own session: terminal signals to the host's group do not reach it.
+      detached: true,
+      env: { ...process.env, SHEPHERD_SENTINEL: poolId }
+    })
+  } catch (error) {
+    return { pid: undefined, stdin: undefined, exited: true, ended: Promise.resolve(`could not start: ${String(error)}`) }
+  }
+  const sentinel: Sentinel = { pid: child.pid, stdin: child.stdin ?? undefined, exited: false, ended }
+  child.on("error", (error) => {
+    sentinel.exited = true
+    settle(`could not start: ${error.message}`)
+  })
+  child.on("exit", (code, signal) => {
+    sentinel.exited = true
+    settle(signal === null ? `exited with code ${code}` : `was killed by ${signal}`)
+  })
+  child.unref()
+  const stdin = sentinel.stdin
+  stdin?.on("error", () => {})
+  // Neither the process nor its pipe may keep the host's event loop alive.
+  ;(stdin as unknown as { unref?: () => void } | undefined)?.unref?.()
+  return sentinel
+}
+
 const attach = (poolId: string, policy: KillPolicy) =>
-  Effect.acquireRelease(
-    Effect.sync(() => {
-      const env: Record<string, string | undefined> = { ...process.env, SHEPHERD_SENTINEL: poolId }
-      const child = NodeChildProcess.spawn(process.execPath, [sentinelPath], {
-        stdio: ["pipe", "ignore", "ignore"],
-        // Its own session: terminal signals to the host's group do not reach it.
-        detached: true,
-        env
-      })
-      child.on("error", () => {})
-      child.unref()
-      const stdin = child.stdin!
-      stdin.on("error", () => {})
-      // Neither the process nor its pipe may keep the host's event loop alive.
-      ;(stdin as unknown as { unref?: () => void }).unref?.()
-      let exited = false
-      child.on("exit", () => {
-        exited = true
-      })
-      let watching = 0
-      // Goodbye lines are sent in one write per event-loop turn: closing hundreds of trees at once
-      // would otherwise queue hundreds of pipe writes.
-      let buffered = ""
-      const flush = () => {
-        const text = buffered
-        buffered = ""
-        if (text !== "" && !exited && stdin.writable) stdin.write(text)
-      }
-      const write = (line: string) => {
-        if (buffered === "") setImmediate(flush)
-        buffered += `${line}\n`
-      }
-      // What the sentinel needs to act on is sent at once: the pool (its cookie prefix) and every
-      // new container (its group, for members that lost the cookie). Only goodbyes wait a turn.
-      const writeNow = (line: string) => {
-        buffered += `${line}\n`
-        flush()
-      }
-      writeNow(`P ${poolId} ${policy.signal} ${policy.graceMs} ${policy.forceWaitMs}`)
-      const attached: Attached = {
-        register: (c: Container) =>
-          Effect.sync(() => {
-            watching++
-            writeNow(`+ ${c.shepherdId} ${c.pgid} ${c.leader.pid} ${c.leader.startTime}`)
-          }),
-        unregister: (shepherdId: string) =>
-          Effect.sync(() => {
-            watching--
-            write(`- ${shepherdId}`)
-          }),
-        status: Effect.sync(() => ({
-          kind: "sentinel",
-          pid: child.pid,
-          alive: !exited && child.pid !== undefined,
-          watching
-        }))
-      }
-      return {
-        attached,
-        release: () => {
-          write("BYE")
-          flush()
-          stdin.end()
+  Effect.gen(function*() {
+    // Everything a new sentinel must be told: kept here so that a restarted one starts where the
+    // dead one stopped.
+    const registered = new Map<string, Container>()
+    const poolLine = `P ${poolId} ${policy.signal} ${policy.graceMs} ${policy.forceWaitMs}`
+    const containerLine = (c: Container) => `+ ${c.shepherdId} ${c.pgid} ${c.leader.pid} ${c.leader.startTime}`
+    const restartsMetric = Metric.withAttributes(Metrics.lifelineRestarts, { pool: poolId })
+
+    let current = startSentinel(poolId)
+    let released = false
+    let restarts = 0
+    let lastError: string | undefined
+    let gaveUp = false
+
+    // Goodbye lines are sent in one write per event-loop turn: closing hundreds of trees at once
+    // would otherwise queue hundreds of pipe writes.
+    let buffered = ""
+    const flush = () => {
+      const text = buffered
+      buffered = ""
+      if (text !== "" && !current.exited && current.stdin?.writable === true) current.stdin.write(text)
+    }
+    const write = (line: string) => {
+      if (buffered === "") setImmediate(flush)
+      buffered += `${line}\n`
+    }
+    // What the sentinel needs to act on is sent at once: the pool (its cookie prefix) and every
+    // new container (its group, for members that lost the cookie). Only goodbyes wait a turn.
+    const writeNow = (line: string) => {
+      buffered += `${line}\n`
+      flush()
+    }
+    const greet = () => {
+      buffered = ""
+      writeNow([poolLine, ...[...registered.values()].map(containerLine)].join("\n"))
+    }
+    greet()
+
+    const supervise = Effect.gen(function*() {
+      const deaths: Array<number> = []
+      while (true) {
+        const reason = yield* Effect.promise(() => current.ended)
+        if (released) return
+        const now = yield* Clock.currentTimeMillis
+        while (deaths.length > 0 && now - deaths[0]! > restartWindowMs) deaths.shift()
+        deaths.push(now)
+        lastError = `sentinel ${current.pid ?? "(none)"} ${reason}`
+        if (deaths.length > maxRestarts) {
+          gaveUp = true
+          lastError = `gave up after ${deaths.length} deaths within ${restartWindowMs} ms; last: ${lastError}`
+          yield* Metric.update(Metric.withAttributes(restartsMetric, { outcome: "failed" }), 1)
+          return yield* Effect.logError(
+            `lifeline of pool ${poolId}: ${lastError}. Trees are NOT protected against a hard host death.`
+          )
         }
+        current = startSentinel(poolId)
+        greet()
+        restarts++
+        yield* Metric.update(Metric.withAttributes(restartsMetric, { outcome: "restarted" }), 1)
+        yield* Effect.logWarning(
+          `lifeline of pool ${poolId}: ${lastError}; restarted as pid ${current.pid ?? "(none)"} with ${registered.size} container(s)`
+        )
       }
-    }),
-    ({ release }) => Effect.sync(release)
-  ).pipe(Effect.map(({ attached }) => attached))
+    })
+    yield* Effect.forkScoped(supervise)
+
+    yield* Effect.addFinalizer(() =>
+      Effect.sync(() => {
+        released = true
+        write("BYE")
+        flush()
+        current.stdin?.end()
+      })
+    )
+
+    const attached: Attached = {
+      register: (c: Container) =>
+        Effect.sync(() => {
+          registered.set(c.shepherdId, c)
+          writeNow(containerLine(c))
+        }),
+      unregister: (shepherdId: string) =>
+        Effect.sync(() => {
+          registered.delete(shepherdId)
+          write(`- ${shepherdId}`)
+        }),
+      status: Effect.sync(() => ({
+        kind: "sentinel",
+        pid: current.pid,
+        alive: !gaveUp && !current.exited && current.pid !== undefined,
+        watching: registered.size,
+        restarts,
+        ...(lastError === undefined ? {} : { lastError })
+      }))
+    }
+    return attached
+  })
 
 /**
  * @since 0.1.0
