@@ -77,18 +77,16 @@ describe("restart recovery", () => {
 })
 
 describe("file ledger", () => {
-  it.live("skips and reports a torn last line", () =>
+  it.live("reports a torn last line, keeps it aside, and rewrites the ledger without it", () =>
     Effect.gen(function*() {
       const file = path.join(tempDir(), "torn.ledger")
-      fs.writeFileSync(
-        file,
-        line({ _tag: "Intent", poolId: "p~1", shepherdId: "p~1:1", session: "s", command: "x", at: 1 }) +
-          `{"_tag":"Registered","shepherdId":"p~1:1","pg`
-      )
+      const torn = `{"_tag":"Registered","shepherdId":"p~1:1","pg`
+      fs.writeFileSync(file, line({ _tag: "Intent", poolId: "p~1", shepherdId: "p~1:1", session: "s", command: "x", at: 1 }) + torn)
       const ledger = yield* NodeLedger.make({ path: file })
       assert.isTrue(ledger.opened.tornLine)
       assert.strictEqual(ledger.opened.badLines, 0)
-      assert.isUndefined(ledger.opened.quarantined)
+      assert.match(path.basename(ledger.opened.quarantined!), /^torn\.ledger\.corrupt-/)
+      assert.isTrue(fs.readFileSync(ledger.opened.quarantined!, "utf8").endsWith(torn), "the torn bytes are kept aside")
       const entries = yield* ledger.entries
       assert.deepStrictEqual(entries.map((e) => e.shepherdId), ["p~1:1"])
       assert.isTrue(fs.readFileSync(file, "utf8").endsWith("\n"), "rewritten without the torn line")

@@ -2,6 +2,8 @@
  * `shepherd reap`: terminates, identity-checked, what a ledger whose host is
  * gone still lists, and what carries one of its pool ids without being
  * listed; prints what it did (or, with `--dry-run`, what it would do).
+ * It refuses a file that is not a ledger (untouched), and only ever appends
+ * `Exited` records to one that is.
  *
  * @since 0.1.0
  */
@@ -37,6 +39,8 @@ export interface ReapResult {
   readonly path: string
   readonly dryRun: boolean
   readonly actions: ReadonlyArray<{ readonly shepherdId: string; readonly outcome: string; readonly pids: ReadonlyArray<number> }>
+  /** What the ledger's state asks of the operator: unparsable lines left in place, copies kept aside. */
+  readonly notes: ReadonlyArray<string>
 }
 
 /**
@@ -53,15 +57,25 @@ export const reap = (file: string, options: { readonly dryRun: boolean; readonly
       ...inspection.entries.map((e) => ({ shepherdId: e.shepherdId, pids: e.members.map((m) => m.pid) })),
       ...inspection.untracked.map((u) => ({ shepherdId: u.shepherdId, pids: u.members.map((m) => m.pid) }))
     ]
+    // Reap only records exits: the file is never rewritten (no compaction, no quarantine), so the
+    // lines it cannot parse stay where they are for the next host to keep aside and report.
+    const notes = [
+      ...(inspection.badLines > 0
+        ? [`${inspection.badLines} unparsable line(s) left in place; the next host keeps the file aside as ${inspection.path}.corrupt-<time>`]
+        : []),
+      ...(inspection.tornLine ? ["torn last line left in place; the next host keeps it aside"] : []),
+      ...inspection.quarantined.map((q) => `quarantined earlier: ${q}`)
+    ]
     if (options.dryRun) {
       return {
         path: inspection.path,
         dryRun: true,
-        actions: targets.map((t) => ({ shepherdId: t.shepherdId, outcome: t.pids.length > 0 ? "would terminate" : "gone", pids: t.pids }))
+        actions: targets.map((t) => ({ shepherdId: t.shepherdId, outcome: t.pids.length > 0 ? "would terminate" : "gone", pids: t.pids })),
+        notes
       } satisfies ReapResult
     }
     // Owning the ledger (its lock) while reaping keeps a host from starting on it meanwhile.
-    const ledger = yield* NodeLedger.make({ path: inspection.path })
+    const ledger = yield* NodeLedger.make({ path: inspection.path, rewrite: false })
     const table = NodeProcessTable.make()
     const policy = options.policy ?? KillPolicy.defaults
     const entries = new Map((yield* ledger.entries).map((e) => [e.shepherdId, e]))
@@ -88,8 +102,7 @@ export const reap = (file: string, options: { readonly dryRun: boolean; readonly
         }
         return { shepherdId: t.shepherdId, outcome: action.outcome, pids: action.signalled }
       }), { concurrency: "unbounded" })
-    yield* ledger.compact
-    return { path: inspection.path, dryRun: false, actions } satisfies ReapResult
+    return { path: inspection.path, dryRun: false, actions, notes } satisfies ReapResult
   }).pipe(Effect.scoped)
 
 /**
@@ -102,5 +115,6 @@ export const render = (r: ReapResult): string => {
     lines.push(`  ${a.shepherdId}  ${a.outcome}${a.pids.length > 0 ? `  pids ${a.pids.join(", ")}` : ""}`)
   }
   if (r.actions.length === 0) lines.push("  nothing to do")
+  for (const note of r.notes) lines.push(`  note: ${note}`)
   return lines.join("\n")
 }

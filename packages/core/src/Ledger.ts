@@ -52,6 +52,8 @@ export const Intent = Schema.TaggedStruct("Intent", {
   session: Schema.String,
   /** Display text; `Redacted` arguments are already hidden. */
   command: Schema.String,
+  /** The command has `Redacted` arguments or environment values: readers hide its members' arguments. */
+  redacted: Schema.optionalKey(Schema.Boolean),
   at: Schema.Number
 })
 
@@ -112,6 +114,8 @@ export interface Entry {
   readonly shepherdId: string
   readonly session: string
   readonly command: string
+  /** See `Intent.redacted`. */
+  readonly redacted?: boolean | undefined
   readonly intentAt: number
   /** Absent when the host died between the intent and the spawn's registration. */
   readonly pgid?: number | undefined
@@ -147,6 +151,7 @@ export class State {
           shepherdId: record.shepherdId,
           session: record.session,
           command: record.command,
+          ...(record.redacted === true ? { redacted: true } : {}),
           intentAt: record.at,
           host: this.hosts.get(record.poolId)
         })
@@ -172,7 +177,15 @@ export class State {
       if (host !== undefined) out.push({ _tag: "HostStarted", poolId, host, at: 0 })
     }
     for (const e of this.live.values()) {
-      out.push({ _tag: "Intent", poolId: e.poolId, shepherdId: e.shepherdId, session: e.session, command: e.command, at: e.intentAt })
+      out.push({
+        _tag: "Intent",
+        poolId: e.poolId,
+        shepherdId: e.shepherdId,
+        session: e.session,
+        command: e.command,
+        ...(e.redacted === true ? { redacted: true } : {}),
+        at: e.intentAt
+      })
       if (e.pgid !== undefined && e.identity !== undefined) {
         out.push({ _tag: "Registered", shepherdId: e.shepherdId, pgid: e.pgid, identity: e.identity, at: e.intentAt })
       }
@@ -189,9 +202,12 @@ export class State {
  */
 export interface OpenReport {
   readonly path: string
-  /** The last line was incomplete (the host died mid-write) and was skipped. */
+  /** The last line was incomplete (the host died mid-write): it is kept in the quarantined copy. */
   readonly tornLine: boolean
-  /** Where an unparsable ledger was moved, if it was. */
+  /**
+   * Where the ledger as found was kept aside (`<ledger>.corrupt-<time>`), when
+   * some of its lines could not be parsed (a torn last line included).
+   */
   readonly quarantined?: string | undefined
   /** Lines that could not be parsed (not counting a torn last line). */
   readonly badLines: number
@@ -200,7 +216,10 @@ export interface OpenReport {
 }
 
 /**
- * The ledger could not be used (unwritable directory, I/O error).
+ * The ledger could not be used: its directory or file is not provably ours
+ * (a symlink, a FIFO, another owner, writable by other users), the file is
+ * not a ledger, the path cannot hold files (`/proc`), or an I/O error.
+ * `reason` says which, and how to fix it.
  *
  * @since 0.1.0
  * @category errors
@@ -215,7 +234,13 @@ export class LedgerError extends Schema.TaggedError<LedgerError>()("LedgerError"
 }
 
 /**
- * Another live host owns the ledger.
+ * Another live host owns the ledger, or its lock cannot be judged yet.
+ *
+ * **Details**
+ *
+ * `owner` is the live host that holds the lock. When the lock file is
+ * unreadable and young (a host may be creating it), `ownerPid` is `-1`,
+ * `owner` is the caller's own identity, and `reason` says what was found.
  *
  * @since 0.1.0
  * @category errors
@@ -223,10 +248,14 @@ export class LedgerError extends Schema.TaggedError<LedgerError>()("LedgerError"
 export class LedgerLocked extends Schema.TaggedError<LedgerLocked>()("LedgerLocked", {
   path: Schema.String,
   ownerPid: Schema.Int,
-  owner: ProcessIdentity
+  owner: ProcessIdentity,
+  /** Why the ledger counts as locked, when no live owner is known. */
+  reason: Schema.optionalKey(Schema.String)
 }) {
   override get message(): string {
-    return `ledger ${this.path} is owned by the live host pid ${this.ownerPid}`
+    return this.reason !== undefined
+      ? `ledger ${this.path} is locked: ${this.reason}`
+      : `ledger ${this.path} is owned by the live Shepherd host pid ${this.ownerPid}; it releases the lock when it stops`
   }
 }
 

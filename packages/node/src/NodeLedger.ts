@@ -11,14 +11,15 @@
  *
  * @since 0.1.0
  */
-import { Ledger, LedgerError, LedgerLine, LedgerLocked, State } from "@shepherd/core/Ledger"
-import type { Entry, LedgerRecord, OpenReport } from "@shepherd/core/Ledger"
+import { Ledger, LedgerError, LedgerLocked, LedgerRecord, State } from "@shepherd/core/Ledger"
+import type { Entry, OpenReport } from "@shepherd/core/Ledger"
 import * as ProcessIdentity from "@shepherd/core/ProcessIdentity"
 import * as Metrics from "@shepherd/core/Metrics"
 import * as Effect from "effect/Effect"
 import * as Metric from "effect/Metric"
 import * as Layer from "effect/Layer"
 import * as Schema from "effect/Schema"
+import * as crypto from "node:crypto"
 import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
@@ -47,9 +48,18 @@ export interface Options {
   readonly path: string
   /** Compact when this many events were appended since the last compaction (default 1000). */
   readonly compactEvery?: number | undefined
+  /**
+   * `false`: never rewrite the file (no compaction, no quarantine; records are
+   * only appended), for tools that record exits in a ledger they do not own
+   * for long (`shepherd reap`). Default `true`.
+   */
+  readonly rewrite?: boolean | undefined
 }
 
-const decodeLine = Schema.decodeUnknownSync(LedgerLine)
+// `JSON.parse` and then the record schema: three times faster than decoding `LedgerLine` (the
+// same check) on a 100,000-line ledger.
+const decodeRecord = Schema.decodeUnknownSync(LedgerRecord)
+const decodeLine = (line: string): LedgerRecord => decodeRecord(JSON.parse(line))
 
 /** Parses a ledger file's text. A last line without its newline is torn (the host died mid-write). */
 export const parse = (text: string): { records: Array<LedgerRecord>; badLines: number; tornLine: boolean } => {
@@ -76,46 +86,99 @@ export const parse = (text: string): { records: Array<LedgerRecord>; badLines: n
   return { records, badLines, tornLine }
 }
 
-const readLock = (lockFile: string): ProcessIdentity.ProcessIdentity | undefined => {
+const { O_APPEND, O_CREAT, O_EXCL, O_RDONLY, O_WRONLY } = fs.constants
+// Windows has neither (nor symlinks an attacker could plant there without privileges).
+const O_NOFOLLOW = fs.constants.O_NOFOLLOW ?? 0
+const O_NONBLOCK = fs.constants.O_NONBLOCK ?? 0
+const euid = process.geteuid?.()
+
+/** A file or directory we may not trust (or use); `reason` is the message for the operator. */
+class Refused extends Error {}
+
+/** Why `stat` (of `name`) is not a file or directory of ours, if it is not. */
+const distrust = (name: string, stat: fs.Stats, kind: "file" | "directory"): string | undefined => {
+  if (stat.isSymbolicLink()) return `${name} is a symlink: point the ledger at the real ${kind}`
+  if (kind === "file" && !stat.isFile()) return `${name} is not a regular file (${describeType(stat)}): remove it or choose another path`
+  if (kind === "directory" && !stat.isDirectory()) return `${name} is not a directory`
+  if (euid !== undefined && stat.uid !== euid) {
+    return `${name} is owned by uid ${stat.uid}, not by this process's user (uid ${euid}): chown ${euid} ${name}, or choose another path`
+  }
+  if ((stat.mode & 0o022) !== 0) {
+    const mode = (stat.mode & 0o7777).toString(8)
+    return kind === "directory"
+      ? `directory ${name} is writable by other users (mode ${mode}); they could plant or replace files there: chmod 700 ${name}, or use a private directory`
+      : `${name} is writable by other users (mode ${mode}): chmod 600 ${name}`
+  }
+  return undefined
+}
+
+const describeType = (stat: fs.Stats) =>
+  stat.isFIFO() ? "a FIFO" : stat.isSocket() ? "a socket" : stat.isDirectory() ? "a directory" : stat.isCharacterDevice() || stat.isBlockDevice() ? "a device" : "not a file"
+
+/**
+ * Opens an existing file without following a symlink or blocking on a FIFO,
+ * and checks the opened descriptor (not the name, which could be swapped
+ * meanwhile). `undefined` when there is no such file.
+ */
+const openOwned = (file: string, flags: number, owner: "ours" | "any" = "ours"): number | undefined => {
+  let fd: number
   try {
-    const owner = JSON.parse(fs.readFileSync(lockFile, "utf8")) as ProcessIdentity.ProcessIdentity
-    return typeof owner.pid === "number" ? owner : undefined
-  } catch {
-    return undefined
+    fd = fs.openSync(file, flags | O_NOFOLLOW | O_NONBLOCK)
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code
+    if (code === "ENOENT") return undefined
+    if (code === "ELOOP" || code === "EMLINK") throw new Refused(`${file} is a symlink: point the ledger at the real file`)
+    throw error
+  }
+  const stat = fs.fstatSync(fd)
+  const why = owner === "ours"
+    ? distrust(file, stat, "file")
+    : stat.isFile()
+    ? undefined
+    : `${file} is not a regular file (${describeType(stat)})`
+  if (why !== undefined) {
+    fs.closeSync(fd)
+    throw new Refused(why)
+  }
+  return fd
+}
+
+/** Writes all of `data`: a short write is retried, and one that makes no progress is an error. */
+const writeAll = (fd: number, data: Buffer) => {
+  let offset = 0
+  while (offset < data.length) {
+    const n = fs.writeSync(fd, data, offset, data.length - offset)
+    if (n <= 0) throw new Error(`short write: ${offset} of ${data.length} bytes`)
+    offset += n
   }
 }
 
-const hasProc = fs.existsSync("/proc/self/stat")
+/** Unpredictable, and carrying our pid so that stray files of dead hosts can be told apart. */
+const tempSuffix = () => `${process.pid}-${crypto.randomBytes(8).toString("hex")}`
 
-const ownerAlive = (owner: ProcessIdentity.ProcessIdentity, bootId: string): boolean => {
-  if (!hasProc) {
-    // No start times to compare: a live pid is taken for the owner (erring towards LedgerLocked).
-    try {
-      process.kill(owner.pid, 0)
-      return true
-    } catch (error) {
-      return (error as NodeJS.ErrnoException).code === "EPERM"
-    }
-  }
-  if (owner.bootId !== bootId) return false
+/** Creates `file` (which must not exist: no symlink is followed) with `data`, synced. */
+const createExclusive = (file: string, data: Buffer) => {
+  const fd = fs.openSync(file, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW, 0o600)
   try {
-    const stat = procfs.readStat(owner.pid)
-    return stat !== undefined && stat.startTime === owner.startTime && !procfs.isDead(stat)
-  } catch {
-    return true // cannot tell: assume the owner lives (LedgerLocked) rather than share the ledger
+    writeAll(fd, data)
+    fs.fsyncSync(fd)
+  } catch (error) {
+    fs.closeSync(fd)
+    fs.rmSync(file, { force: true })
+    throw error
   }
+  fs.closeSync(fd)
 }
 
 const writeAtomically = (file: string, text: string) => {
-  const tmp = `${file}.tmp-${process.pid}`
-  const fd = fs.openSync(tmp, "w", 0o600)
+  const tmp = `${file}.tmp-${tempSuffix()}`
+  createExclusive(tmp, Buffer.from(text))
   try {
-    fs.writeSync(fd, text)
-    fs.fsyncSync(fd)
-  } finally {
-    fs.closeSync(fd)
+    fs.renameSync(tmp, file)
+  } catch (error) {
+    fs.rmSync(tmp, { force: true })
+    throw error
   }
-  fs.renameSync(tmp, file)
   try {
     const dir = fs.openSync(path.dirname(file), "r")
     fs.fsyncSync(dir)
@@ -127,8 +190,240 @@ const writeAtomically = (file: string, text: string) => {
 
 const encode = (record: LedgerRecord) => `${JSON.stringify(record)}\n`
 
+// File systems that are not storage: `mkdir -p` under /proc never returns, and nothing written there persists.
+const pseudoFileSystems = new Map<number, string>([
+  [0x9fa0, "proc"],
+  [0x62656572, "sysfs"],
+  [0x27e0eb, "cgroup"],
+  [0x63677270, "cgroup2"],
+  [0x64626720, "debugfs"],
+  [0x73636673, "securityfs"]
+])
+
+/**
+ * Makes sure the ledger's directory exists and is ours: a real directory
+ * (no symlink), owned by this process's user, writable by nobody else.
+ * Missing directories are created 0700, below a nearest existing ancestor
+ * that must be a directory on a real file system.
+ */
+const prepareDirectory = (dir: string) => {
+  let existing = dir
+  while (true) {
+    try {
+      const stat = fs.statSync(existing)
+      if (!stat.isDirectory()) throw new Refused(`${existing} is not a directory`)
+      break
+    } catch (error) {
+      if (error instanceof Refused) throw error
+      const code = (error as NodeJS.ErrnoException).code
+      const parent = path.dirname(existing)
+      if ((code !== "ENOENT" && code !== "ENOTDIR") || parent === existing) {
+        throw new Refused(`cannot use directory ${existing}: ${code ?? String(error)}`)
+      }
+      existing = parent
+    }
+  }
+  let fsType: number | undefined
+  try {
+    fsType = fs.statfsSync(existing).type
+  } catch {
+    // statfs is not available everywhere: the checks below still apply
+  }
+  const pseudo = fsType === undefined ? undefined : pseudoFileSystems.get(fsType)
+  if (pseudo !== undefined) throw new Refused(`${existing} is on the ${pseudo} pseudo file system, which cannot hold a ledger`)
+  if (existing !== dir) {
+    try {
+      fs.mkdirSync(dir, { recursive: true, mode: 0o700 })
+    } catch (error) {
+      throw new Refused(`cannot create directory ${dir}: ${(error as NodeJS.ErrnoException).code ?? String(error)}`)
+    }
+  }
+  const why = distrust(dir, fs.lstatSync(dir), "directory")
+  if (why !== undefined) throw new Refused(why)
+  try {
+    fs.accessSync(dir, fs.constants.W_OK)
+  } catch {
+    throw new Refused(`directory ${dir} is not writable`)
+  }
+}
+
+/** The ledger file as found: its text and how to tell later whether it changed. */
+interface Found {
+  readonly text: string
+  readonly exists: boolean
+  readonly version: string
+}
+
+const readLedgerFile = (file: string, owner: "ours" | "any" = "ours"): Found => {
+  const fd = openOwned(file, O_RDONLY, owner)
+  if (fd === undefined) return { text: "", exists: false, version: "none" }
+  try {
+    const stat = fs.fstatSync(fd)
+    return { text: fs.readFileSync(fd, "utf8"), exists: true, version: `${stat.ino}:${stat.size}:${stat.mtimeMs}` }
+  } finally {
+    fs.closeSync(fd)
+  }
+}
+
+/** A file with content but not one ledger record is not ours to rewrite: it is refused untouched. */
+const notALedger = (file: string, text: string, parsed: ReturnType<typeof parse>) =>
+  parsed.records.length === 0 && text.trim() !== ""
+    ? `${file} is not a Shepherd ledger (no line is a ledger record; it starts with ${
+      JSON.stringify(text.slice(0, 40))
+    }): it is left untouched; check the path`
+    : undefined
+
+/**
+ * What a lock file records: the owner's identity, a random token (this lock
+ * and no other), and the owner's executable, which a live process must still
+ * run to count as the owner.
+ */
+interface LockRecord extends ProcessIdentity.ProcessIdentity {
+  readonly token?: string | undefined
+  readonly exe?: string | undefined
+}
+
+type LockState =
+  | { readonly _tag: "Missing" }
+  | { readonly _tag: "Corrupt"; readonly ageMs: number }
+  | { readonly _tag: "Valid"; readonly owner: LockRecord }
+
+/** How long an unreadable lock is left alone: a host of an older version may be writing it. */
+const corruptLockGraceMs = 10_000
+
+const readLock = (lockFile: string, owner: "ours" | "any" = "ours"): LockState => {
+  const fd = openOwned(lockFile, O_RDONLY, owner)
+  if (fd === undefined) return { _tag: "Missing" }
+  try {
+    const ageMs = Date.now() - fs.fstatSync(fd).mtimeMs
+    try {
+      const owner = JSON.parse(fs.readFileSync(fd, "utf8")) as LockRecord
+      if (Number.isInteger(owner.pid) && typeof owner.startTime === "string" && typeof owner.bootId === "string") {
+        return { _tag: "Valid", owner }
+      }
+    } catch {
+      // unparsable: corrupt
+    }
+    return { _tag: "Corrupt", ageMs }
+  } finally {
+    fs.closeSync(fd)
+  }
+}
+
+const hasProc = fs.existsSync("/proc/self/stat")
+
+/** The executable of a process (`undefined` when it cannot be read: a kernel thread, another user's process). */
+const exeOf = (pid: number | "self"): string | undefined => {
+  try {
+    return fs.readlinkSync(`/proc/${pid}/exe`).replace(/ \(deleted\)$/, "")
+  } catch {
+    return undefined
+  }
+}
+
+type OwnerState = "live" | "gone" | { readonly notAHost: string }
+
+/**
+ * Whether the lock's owner still holds it: the recorded process is alive
+ * (same pid, start time and boot) *and* there is evidence that it is the
+ * Shepherd host that wrote the lock: it runs as our user and still runs the
+ * executable the lock recorded. Any other live process with that identity
+ * (pid 1, a process whose pid a lock was copied from) is not an owner.
+ */
+const ownerState = (owner: LockRecord, bootId: string): OwnerState => {
+  if (!hasProc) {
+    // No start times to compare: a live pid is taken for the owner (erring towards LedgerLocked).
+    try {
+      process.kill(owner.pid, 0)
+      return "live"
+    } catch (error) {
+      return (error as NodeJS.ErrnoException).code === "EPERM" ? "live" : "gone"
+    }
+  }
+  if (owner.bootId !== bootId) return "gone"
+  let stat: ReturnType<typeof procfs.readStat>
+  try {
+    stat = procfs.readStat(owner.pid)
+  } catch {
+    return "live" // cannot tell: assume the owner lives (LedgerLocked) rather than share the ledger
+  }
+  if (stat === undefined || stat.startTime !== owner.startTime || procfs.isDead(stat)) return "gone"
+  const uid = procfs.ownerUid(owner.pid)
+  if (euid !== undefined && uid !== undefined && uid !== euid) {
+    return { notAHost: `pid ${owner.pid} is alive but runs as uid ${uid}, not as this user (uid ${euid})` }
+  }
+  const exe = exeOf(owner.pid)
+  if (owner.exe === undefined || exe !== owner.exe) {
+    return {
+      notAHost: `pid ${owner.pid} is alive but runs ${exe ?? "an unreadable executable"}, not the Shepherd host ${
+        owner.exe ?? "(the lock records no executable)"
+      } that wrote the lock`
+    }
+  }
+  return "live"
+}
+
+const identityOf = (owner: LockRecord): ProcessIdentity.ProcessIdentity => ({
+  pid: owner.pid,
+  startTime: owner.startTime,
+  bootId: owner.bootId
+})
+
+const escapeRegExp = (text: string) => text.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")
+
+const pidAlive = (pid: number) => {
+  try {
+    process.kill(pid, 0)
+    return true
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === "EPERM"
+  }
+}
+
+/**
+ * Removes what hosts that died mid-compaction or mid-lock left next to the
+ * ledger: only regular files of ours, named as we name them, whose creating
+ * pid is no longer alive (a live pid may be a host creating its lock now).
+ */
+const removeStrayTemporaries = (file: string): Array<string> => {
+  const dir = path.dirname(file)
+  const base = escapeRegExp(path.basename(file))
+  const patterns = [
+    new RegExp(`^${base}\\.tmp-(\\d+)(?:-[0-9a-f]{16})?$`),
+    new RegExp(`^${base}\\.lock\\.(\\d+)(?:-[0-9a-f]{16})?\\.tmp$`),
+    new RegExp(`^${base}\\.lock\\.stale-(\\d+)(?:-[0-9a-f]{16})?$`)
+  ]
+  const removed: Array<string> = []
+  for (const name of fs.readdirSync(dir)) {
+    const match = patterns.map((p) => p.exec(name)).find((m) => m !== null)
+    if (match === undefined || match === null) continue
+    const pid = Number(match[1])
+    if (pid !== process.pid && pidAlive(pid)) continue
+    const full = path.join(dir, name)
+    try {
+      const stat = fs.lstatSync(full)
+      if (!stat.isFile() || (euid !== undefined && stat.uid !== euid)) continue
+      fs.unlinkSync(full)
+      removed.push(full)
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return removed
+}
+
 /**
  * Opens (and locks) a file ledger for the lifetime of the current scope.
+ *
+ * **Details**
+ *
+ * The ledger's directory must be a real directory owned by this process's
+ * user and writable by nobody else, and the ledger a regular file of that
+ * user holding ledger records (or empty, or absent: it is created 0600).
+ * Anything else fails with a `LedgerError` saying why and how to fix it, and
+ * is left untouched. A ledger with unparsable lines (a torn last line
+ * included) is kept aside as `<ledger>.corrupt-<time>` (reported in
+ * `opened.quarantined` and logged) before the pool rewrites it.
  *
  * @since 0.1.0
  * @category constructors
@@ -140,40 +435,62 @@ export const make = (options: Options) =>
       catch: (error) =>
         error instanceof LedgerLocked || error instanceof LedgerError
           ? error
-          : new LedgerError({ path: options.path, reason: String(error) })
+          : new LedgerError({ path: path.resolve(options.path), reason: error instanceof Refused ? error.message : String(error) })
     }),
     (handle) => Effect.sync(() => handle.close())
-  ).pipe(Effect.map((handle) => handle.service))
+  ).pipe(
+    Effect.tap((handle) => {
+      const { quarantined, removed } = handle
+      return Effect.all([
+        quarantined === undefined
+          ? Effect.void
+          : Effect.logWarning(`ledger ${handle.service.path}: unparsable lines; the ledger as found is kept at ${quarantined}`),
+        removed.length === 0
+          ? Effect.void
+          : Effect.logInfo(`ledger ${handle.service.path}: removed temporary files of dead hosts: ${removed.join(", ")}`)
+      ], { discard: true })
+    }),
+    Effect.map((handle) => handle.service)
+  )
 
 const open = (options: Options) => {
   const file = path.resolve(options.path)
   const dir = path.dirname(file)
   const lockFile = `${file}.lock`
   const compactEvery = options.compactEvery ?? 1000
+  const rewrite = options.rewrite ?? true
   const fail = (reason: string) => new LedgerError({ path: file, reason })
-  try {
-    fs.mkdirSync(dir, { recursive: true, mode: 0o700 })
-  } catch (error) {
-    throw fail(`cannot create directory ${dir}: ${(error as NodeJS.ErrnoException).code ?? String(error)}`)
-  }
-  try {
-    fs.accessSync(dir, fs.constants.W_OK)
-  } catch {
-    throw fail(`directory ${dir} is not writable`)
-  }
+  prepareDirectory(dir)
   const host = identify(process.pid) ?? { pid: process.pid, startTime: "0", bootId: "unknown" }
   const bootId = host.bootId
 
-  // The lock. It appears complete or not at all (written aside, then hard-linked into place, which
-  // fails if a lock exists), so nobody ever reads a half-written one. A lock whose owner is gone is
-  // moved aside by exactly one taker (rename), checked to be the lock that was judged, and
-  // replaced the same way; whoever loses a race gets LedgerLocked.
+  // Proven a ledger before anything is created next to it.
+  let found = readLedgerFile(file)
+  let parsed = parse(found.text)
+  const refusal = notALedger(file, found.text, parsed)
+  if (refusal !== undefined) throw fail(refusal)
+
+  // The lock. It appears complete or not at all (written aside under an unpredictable name, then
+  // hard-linked into place, which fails if a lock exists), so nobody ever reads a half-written one.
+  // A lock whose owner is gone is moved aside by exactly one taker (rename), checked to be the lock
+  // that was judged, and replaced the same way; whoever loses a race gets LedgerLocked.
+  const lock: LockRecord = { ...host, token: crypto.randomBytes(16).toString("hex"), exe: exeOf("self") }
   let tookOverFrom: ProcessIdentity.ProcessIdentity | undefined
-  const locked = (owner: ProcessIdentity.ProcessIdentity | undefined) =>
-    new LedgerLocked({ path: file, ownerPid: owner?.pid ?? -1, owner: owner ?? host })
+  const locked = (state: LockState) =>
+    state._tag === "Valid"
+      ? new LedgerLocked({ path: file, ownerPid: state.owner.pid, owner: identityOf(state.owner) })
+      : new LedgerLocked({
+        path: file,
+        ownerPid: -1,
+        owner: host,
+        reason: state._tag === "Corrupt"
+          ? `the lock ${lockFile} is unreadable and only ${Math.round(state.ageMs / 1000)} s old (a host may be creating it); ` +
+            `it is taken over once ${corruptLockGraceMs / 1000} s old, or remove it if no Shepherd host uses this ledger`
+          : `another host took the lock ${lockFile} over at the same time; retry`
+      })
   const createLock = (): boolean => {
-    const tmp = `${lockFile}.${process.pid}.tmp`
-    fs.writeFileSync(tmp, JSON.stringify(host), { mode: 0o600 })
+    const tmp = `${lockFile}.${tempSuffix()}.tmp`
+    createExclusive(tmp, Buffer.from(JSON.stringify(lock)))
     try {
       fs.linkSync(tmp, lockFile)
       return true
@@ -184,58 +501,75 @@ const open = (options: Options) => {
       fs.rmSync(tmp, { force: true })
     }
   }
+  const sameLock = (a: LockState, b: LockState) =>
+    a._tag === "Valid" ? b._tag === "Valid" && ProcessIdentity.same(a.owner, b.owner) && a.owner.token === b.owner.token : b._tag === "Corrupt"
   if (!createLock()) {
-    const owner = readLock(lockFile)
-    if (owner === undefined) {
-      // Unreadable: trust it unless it is old (left by a crash of an older version mid-write).
-      let ageMs = 0
+    const judged = readLock(lockFile)
+    if (judged._tag === "Corrupt" && judged.ageMs < corruptLockGraceMs) throw locked(judged)
+    if (judged._tag === "Valid") {
+      const state = ownerState(judged.owner, bootId)
+      if (state === "live") throw locked(judged)
+    }
+    if (judged._tag !== "Missing") {
+      const aside = `${lockFile}.stale-${tempSuffix()}`
       try {
-        ageMs = Date.now() - fs.statSync(lockFile).mtimeMs
+        fs.renameSync(lockFile, aside)
       } catch {
-        ageMs = Number.POSITIVE_INFINITY
+        throw locked(readLock(lockFile)) // another host took it over first
       }
-      if (ageMs < 10_000) throw locked(undefined)
-    } else if (ownerAlive(owner, bootId)) {
-      throw locked(owner)
-    }
-    const aside = `${lockFile}.stale-${process.pid}`
-    try {
-      fs.renameSync(lockFile, aside)
-    } catch {
-      throw locked(readLock(lockFile)) // another host took it over first
-    }
-    const moved = readLock(aside)
-    if (owner !== undefined && (moved === undefined || !ProcessIdentity.same(moved, owner))) {
-      // What we moved is not the lock we judged: someone took over meanwhile. Put it back.
-      try {
-        fs.linkSync(aside, lockFile)
-      } catch {
-        // a third host holds the lock now
+      const moved = readLock(aside)
+      if (!sameLock(judged, moved)) {
+        // What we moved is not the lock we judged: someone took over meanwhile. Put it back.
+        try {
+          fs.linkSync(aside, lockFile)
+        } catch {
+          // a third host holds the lock now
+        }
+        fs.rmSync(aside, { force: true })
+        throw locked(moved)
       }
       fs.rmSync(aside, { force: true })
-      throw locked(moved)
+      if (judged._tag === "Valid") tookOverFrom = identityOf(judged.owner)
     }
-    fs.rmSync(aside, { force: true })
     if (!createLock()) throw locked(readLock(lockFile))
-    tookOverFrom = owner
   }
 
-  // Replay.
-  let text = ""
-  try {
-    text = fs.readFileSync(file, "utf8")
-  } catch (error) {
-    if ((error as NodeJS.ErrnoException).code !== "ENOENT") throw fail(`cannot read: ${String(error)}`)
+  const releaseLock = () => {
+    try {
+      // Remove the lock only if it is still ours.
+      const current = readLock(lockFile)
+      if (current._tag === "Valid" && current.owner.token === lock.token) fs.unlinkSync(lockFile)
+    } catch {
+      // gone or unreadable: nothing to release
+    }
   }
-  const parsed = parse(text)
+
+  let fd = -1
+  let removed: Array<string> = []
+  let quarantined: string | undefined
+  let size = 0
+  try {
+    removed = removeStrayTemporaries(file)
+    // Replay what is there now (a previous owner may have written since the first read).
+    const now = readLedgerFile(file)
+    if (now.version !== found.version) {
+      found = now
+      parsed = parse(found.text)
+      const changed = notALedger(file, found.text, parsed)
+      if (changed !== undefined) throw fail(changed)
+    }
+    if (rewrite && (parsed.badLines > 0 || parsed.tornLine)) {
+      // Never dropped: the ledger as found is kept aside (a hard link, so it is never missing) before
+      // it is rewritten from what could be parsed.
+      quarantined = `${file}.corrupt-${new Date().toISOString().replace(/[:.]/g, "-")}-${crypto.randomBytes(2).toString("hex")}`
+      fs.linkSync(file, quarantined)
+    }
+  } catch (error) {
+    releaseLock()
+    throw error
+  }
   const state = new State()
   for (const record of parsed.records) state.apply(record)
-  let quarantined: string | undefined
-  if (parsed.badLines > 0) {
-    // Never silently dropped: the unparsable file is kept aside; what could be parsed is kept.
-    quarantined = `${file}.corrupt-${new Date().toISOString().replace(/[:.]/g, "-")}`
-    fs.renameSync(file, quarantined)
-  }
   const opened: OpenReport = {
     path: file,
     tornLine: parsed.tornLine,
@@ -244,13 +578,32 @@ const open = (options: Options) => {
     tookOverFrom
   }
 
-  let fd = -1
   let lastCompaction: number | undefined
   let batch: Array<string> = []
+  /**
+   * Appends whole lines or nothing: a write that fails part-way (a full disk) is cut back to
+   * the last whole line, so no later line is glued to a fragment.
+   */
+  let needsNewline = false
+  const appendText = (text: string) => {
+    const data = Buffer.from(needsNewline ? `\n${text}` : text)
+    try {
+      writeAll(fd, data)
+    } catch (error) {
+      try {
+        fs.ftruncateSync(fd, size)
+      } catch {
+        needsNewline = true // the fragment stays: the next line starts on a line of its own
+      }
+      throw error
+    }
+    size += data.length
+    needsNewline = false
+  }
   const flushBatch = () => {
     if (batch.length === 0 || fd < 0) return
     try {
-      fs.writeSync(fd, batch.join(""))
+      appendText(batch.join(""))
       batch = []
     } catch {
       // kept for the next write; the next append reports the failure, and a compaction writes
@@ -258,18 +611,39 @@ const open = (options: Options) => {
     }
   }
   const compactions = Metric.withAttributes(Metrics.ledgerCompactions, { ledger: file })
-  const compactNow = () => {
-    // The batch is superseded: the compacted file is written from the state, which has every record.
-    batch = []
-    writeAtomically(file, state.compacted().map(encode).join(""))
+  const reopen = () => {
     if (fd >= 0) fs.closeSync(fd)
     fd = -1 // never write into a descriptor number the OS may have handed to someone else
-    fd = fs.openSync(file, "a", 0o600)
+    const opened = openOwned(file, O_WRONLY | O_APPEND | (rewrite ? 0 : O_CREAT))
+    if (opened === undefined) throw new Error(`${file} disappeared`)
+    fd = opened
+    size = fs.fstatSync(fd).size
+  }
+  const compactNow = () => {
+    if (!rewrite) return
+    const text = state.compacted().map(encode).join("")
+    writeAtomically(file, text)
+    // The batch is superseded: the compacted file was written from the state, which has every record.
+    batch = []
+    reopen()
     state.events = 0
     lastCompaction = Date.now()
   }
-  // Start from a clean file: drops a torn line and anything already exited.
-  compactNow()
+  try {
+    if (rewrite) {
+      // Start from a clean file: drops what was kept aside and anything already exited.
+      compactNow()
+    } else {
+      // Records are appended to the file as found; a torn last line is ended first.
+      if (!found.exists) createExclusive(file, Buffer.alloc(0))
+      reopen()
+      needsNewline = found.text.length > 0 && !found.text.endsWith("\n")
+    }
+  } catch (error) {
+    if (fd >= 0) fs.closeSync(fd)
+    releaseLock()
+    throw error
+  }
 
   const service = Ledger.of({
     path: file,
@@ -282,7 +656,7 @@ const open = (options: Options) => {
           // is); the other records only refine what recovery would find anyway, so they are
           // written in one batch per event-loop turn (always before the next intent).
           if (record._tag === "Intent" || record._tag === "HostStarted" || record._tag === "HostStopped") {
-            fs.writeSync(fd, batch.join("") + encode(record))
+            appendText(batch.join("") + encode(record))
             batch = []
             state.apply(record)
           } else {
@@ -290,7 +664,7 @@ const open = (options: Options) => {
             batch.push(encode(record))
             if (batch.length === 1) setImmediate(flushBatch)
           }
-          if (state.events >= compactEvery && state.events > 2 * state.live.size) {
+          if (rewrite && state.events >= compactEvery && state.events > 2 * state.live.size) {
             compactNow()
             return true
           }
@@ -300,7 +674,7 @@ const open = (options: Options) => {
       }).pipe(Effect.flatMap((compacted) => compacted ? Metric.update(compactions, 1) : Effect.void)),
     entries: Effect.sync(() => [...state.live.values()]),
     compact: Effect.try({ try: compactNow, catch: (error) => fail(`compaction failed: ${String(error)}`) }).pipe(
-      Effect.andThen(Metric.update(compactions, 1))
+      Effect.andThen(rewrite ? Metric.update(compactions, 1) : Effect.void)
     ),
     lastCompaction: Effect.sync(() => lastCompaction)
   })
@@ -313,15 +687,9 @@ const open = (options: Options) => {
       // already closed
     }
     fd = -1
-    try {
-      // Remove the lock only if it is still ours.
-      const current = readLock(lockFile)
-      if (current !== undefined && ProcessIdentity.same(current, host)) fs.unlinkSync(lockFile)
-    } catch {
-      // gone or unreadable: nothing to release
-    }
+    releaseLock()
   }
-  return { service, close }
+  return { service, close, quarantined, removed }
 }
 
 /**
@@ -365,17 +733,16 @@ export const snapshot = (file: string): Effect.Effect<Snapshot, LedgerError> =>
     try: () => {
       const resolved = path.resolve(file)
       const bootId = procfs.readBootId()
-      let text = ""
-      let exists = true
-      try {
-        text = fs.readFileSync(resolved, "utf8")
-      } catch (error) {
-        if ((error as NodeJS.ErrnoException).code !== "ENOENT") throw error
-        exists = false
-      }
-      const identity = readLock(`${resolved}.lock`)
-      const owner: Snapshot["owner"] = identity === undefined ? undefined : { identity, alive: ownerAlive(identity, bootId) }
-      const parsed = parse(text)
+      // Read-only, and by anyone: the file must be a regular file (never a FIFO to block on) but
+      // need not be ours.
+      const found = readLedgerFile(resolved, "any")
+      const parsed = parse(found.text)
+      const refusal = notALedger(resolved, found.text, parsed)
+      if (refusal !== undefined) throw new Refused(refusal)
+      const lock = readLock(`${resolved}.lock`, "any")
+      const owner: Snapshot["owner"] = lock._tag !== "Valid"
+        ? undefined
+        : { identity: identityOf(lock.owner), alive: ownerState(lock.owner, bootId) === "live" }
       const state = new State()
       const poolIds = new Set<string>()
       for (const record of parsed.records) {
@@ -393,17 +760,18 @@ export const snapshot = (file: string): Effect.Effect<Snapshot, LedgerError> =>
       }
       return {
         path: resolved,
-        exists,
+        exists: found.exists,
         owner,
         entries: [...state.live.values()],
         poolIds: [...poolIds],
         tornLine: parsed.tornLine,
         badLines: parsed.badLines,
-        sizeBytes: Buffer.byteLength(text),
+        sizeBytes: Buffer.byteLength(found.text),
         quarantined
       }
     },
-    catch: (error) => new LedgerError({ path: file, reason: `cannot read: ${String(error)}` })
+    catch: (error) =>
+      new LedgerError({ path: path.resolve(file), reason: error instanceof Refused ? error.message : `cannot read: ${String(error)}` })
   })
 
 /**

@@ -6,7 +6,7 @@ import type * as Ledger from "../Ledger.ts"
 import type { ProcessIdentity } from "../ProcessIdentity.ts"
 import type { ProcessTable } from "../ProcessTable.ts"
 import type * as Reaper from "../Reaper.ts"
-import { terminate } from "./terminate.ts"
+import { terminate, terminateMany } from "./terminate.ts"
 
 export interface Context {
   readonly table: ProcessTable["Service"]
@@ -48,7 +48,11 @@ export const cleanup = (
 /** The tree is known to be gone (or of another boot): its ledger entry can be closed. */
 export const isFinal = (action: Reaper.Action): boolean => action.outcome !== "Escaped" && action.outcome !== "Unverified"
 
-/** Recovery: terminate (concurrently) every live entry an earlier host left in the ledger. */
+/**
+ * Recovery: terminate every live entry an earlier host left in the ledger, all
+ * in one `terminateMany` (one driver, one coalesced scan per phase, however
+ * many entries there are), then close the entries found gone.
+ */
 export const recover = (
   ctx: Context,
   ledger: Ledger.Ledger["Service"]
@@ -56,24 +60,43 @@ export const recover = (
   Effect.gen(function*() {
     const at = yield* Clock.currentTimeMillis
     const entries = yield* ledger.entries
-    const actions = yield* Effect.forEach(entries, (entry) =>
-      Effect.gen(function*() {
-        const action = yield* cleanup(ctx, entry.shepherdId, entry.pgid, entry.identity)
-        // Escaped or Unverified entries stay live in the ledger: the reaper tries them again.
-        if (isFinal(action)) yield* ledger.append({
+    // Every process of an earlier boot died with it; a pid of that boot names nothing of ours.
+    const thisBoot = entries.filter((e) => e.identity === undefined || e.identity.bootId === ctx.bootId)
+    const results = yield* terminateMany(thisBoot.map((e) => ({
+      table: ctx.table,
+      container: {
+        pgid: e.pgid ?? -1,
+        shepherdId: e.shepherdId,
+        leader: e.identity ?? { pid: -1, startTime: "0", bootId: ctx.bootId }
+      },
+      policy: ctx.policy,
+      hurry: ctx.hurry
+    })))
+    const outcomes = new Map(thisBoot.map((e, i) => [e.shepherdId, results[i]!]))
+    const detail = `recovered by host ${ledger.host.pid}`
+    const actions: Array<Reaper.RecoveryReport["entries"][number]> = []
+    for (const entry of entries) {
+      const r = outcomes.get(entry.shepherdId)
+      const action: Reaper.Action = r === undefined
+        ? { shepherdId: entry.shepherdId, outcome: "OtherBoot", signalled: [], durationMs: 0 }
+        : { shepherdId: entry.shepherdId, outcome: r.outcome._tag, signalled: r.signalled, durationMs: r.durationMs }
+      // Escaped or Unverified entries stay live in the ledger: the reaper tries them again.
+      if (isFinal(action)) {
+        yield* ledger.append({
           _tag: "Exited",
           shepherdId: entry.shepherdId,
           outcome: action.outcome,
-          detail: `recovered by host ${ledger.host.pid}`,
+          detail,
           at: yield* Clock.currentTimeMillis
         }).pipe(Effect.catch((error) => Effect.logWarning(`ledger: ${error.message}`)))
-        return {
-          ...action,
-          poolId: entry.poolId,
-          session: entry.session,
-          command: entry.command,
-          ...(entry.identity === undefined ? {} : { pid: entry.identity.pid })
-        }
-      }), { concurrency: "unbounded" })
+      }
+      actions.push({
+        ...action,
+        poolId: entry.poolId,
+        session: entry.session,
+        command: entry.command,
+        ...(entry.identity === undefined ? {} : { pid: entry.identity.pid })
+      })
+    }
     return { at, durationMs: (yield* Clock.currentTimeMillis) - at, entries: actions }
   })
