@@ -9,7 +9,7 @@
  *
  * A process gets a chosen pid through `/proc/sys/kernel/ns_last_pid` (root).
  */
-import { assert, describe, it } from "@effect/vitest"
+import { afterEach, assert, describe, it } from "@effect/vitest"
 import type { Container } from "@shepherd/core/ProcessTable"
 import type { ProcessIdentity } from "@shepherd/core/ProcessIdentity"
 import * as NodeProcessTable from "@shepherd/node/NodeProcessTable"
@@ -20,7 +20,10 @@ import * as os from "node:os"
 import * as path from "node:path"
 import * as readline from "node:readline"
 import { fileURLToPath } from "node:url"
+import { cleanupPools, eventually, sh, withPool } from "./harness.ts"
 import { isAlive, killSurvivors, survivors, waitUntil } from "./support.ts"
+
+afterEach(cleanupPools)
 
 const canChoosePid = (() => {
   try {
@@ -42,6 +45,20 @@ const killAll = () => {
       // gone
     }
   }
+}
+
+/** The pid of the live process whose command line is exactly `argv`, if any. */
+const findByArgv = (argv: ReadonlyArray<string>): number | undefined => {
+  const wanted = `${argv.join("\u0000")}\u0000`
+  for (const name of fs.readdirSync("/proc")) {
+    if (!/^\d+$/.test(name)) continue
+    try {
+      if (fs.readFileSync(`/proc/${name}/cmdline`, "latin1") === wanted && isAlive(Number(name))) return Number(name)
+    } catch {
+      // gone
+    }
+  }
+  return undefined
 }
 
 /** A detached (own group) `sh -c script`, reaped by this process; resolves when it is gone. */
@@ -115,15 +132,7 @@ describe.skipIf(!canChoosePid)("trust: a leaderless process group", () => {
       const container: Container = { pgid: leader.pid, shepherdId: "t-trust:2", leader: identityOf(leader.pid) }
       const table = NodeProcessTable.make()
       let member: number | undefined
-      assert.isTrue(
-        await waitUntil(() => {
-          member = fs.readdirSync("/proc").map(Number).find((pid) =>
-            pid > 0 && fs.existsSync(`/proc/${pid}/cmdline`) &&
-            fs.readFileSync(`/proc/${pid}/cmdline`, "latin1") === "sleep\u0000997\u0000"
-          )
-          return member !== undefined
-        }, 5_000)
-      )
+      assert.isTrue(await waitUntil(() => (member = findByArgv(["sleep", "997"])) !== undefined, 5_000))
       started.push(member!)
       // Seen while the leader lives.
       assert.include((await run(table.members(container))).map((m) => m.pid), member)
@@ -216,5 +225,31 @@ describe.skipIf(!canChoosePid)("trust: a leaderless process group", () => {
       killSurvivors(prefix)
       killAll()
     }
+  })
+
+  it.live("a live pool still tears down a cookie-less member it saw while the leader lived, after the leader exits", () => {
+    const go = path.join(fs.mkdtempSync(path.join(os.tmpdir(), "shepherd-trust-")), "go")
+    return withPool({ name: "t-trust-observed", kill: { grace: "300 millis", forceWait: "500 millis" } }, (pool) =>
+      Effect.gen(function*() {
+        const managed = yield* pool.spawn(
+          sh(
+            `env -i ${marker} sh -c "trap '' TERM; exec sleep 996" </dev/null >/dev/null 2>&1 & ` +
+              `while [ ! -e ${go} ]; do sleep 0.02; done`
+          ),
+          { session: "s" }
+        )
+        let member: number | undefined
+        yield* eventually("the cookie-less member", () => (member = findByArgv(["sleep", "996"])) !== undefined, 5_000)
+        started.push(member!)
+        // The pool looks at the tree while the leader lives (here: the doctor; also any teardown or reaper scan).
+        const seen = (yield* pool.doctor).sessions.flatMap((s) => s.processes).flatMap((p) => p.members).map((m) => m.pid)
+        assert.include(seen, member)
+
+        fs.writeFileSync(go, "")
+        const report = yield* managed.awaitTeardown
+        assert.strictEqual(report._tag, "Exited")
+        assert.include([...report.signalled], member)
+        assert.isFalse(isAlive(member!))
+      }).pipe(Effect.ensuring(Effect.sync(killAll))))
   })
 })
