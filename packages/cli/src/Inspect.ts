@@ -5,6 +5,11 @@
  * the ledger's pool ids but that the ledger does not list. Read-only: no lock
  * is taken and no signal is sent.
  *
+ * This command cannot know the values of a tree's `Redacted` arguments or
+ * environment variables, so it shows the members of a tree that the ledger
+ * marks `redacted` (and of untracked trees, whose command is unknown) by
+ * their executable's name only: `<name> <arguments hidden>`.
+ *
  * @since 0.1.0
  */
 import { Member } from "@shepherd/core/Doctor"
@@ -15,6 +20,7 @@ import * as NodeProcessTable from "@shepherd/node/NodeProcessTable"
 import * as Clock from "effect/Clock"
 import * as Effect from "effect/Effect"
 import * as Schema from "effect/Schema"
+import * as fs from "node:fs"
 
 /**
  * @since 0.1.0
@@ -45,6 +51,17 @@ export const LedgerInspection = Schema.Struct({
  */
 export interface LedgerInspection extends Schema.Schema.Type<typeof LedgerInspection> {}
 
+// The kernel's name of the executable (not argv[0], which a process may set to anything).
+const hideArguments = (info: ProcessInfo): ProcessInfo => {
+  let name = "?"
+  try {
+    name = fs.readFileSync(`/proc/${info.pid}/comm`, "utf8").trim() || "?"
+  } catch {
+    // gone, or no /proc
+  }
+  return { ...info, command: `${name} <arguments hidden>` }
+}
+
 /**
  * Inspects one ledger.
  *
@@ -56,8 +73,9 @@ export const inspect = (file: string) =>
     const table = NodeProcessTable.make()
     const snapshot = yield* NodeLedger.snapshot(file)
     const bootId = NodeProcessTable.identify(process.pid)?.bootId ?? "unknown"
-    const describe = (identities: ReadonlyArray<{ pid: number; startTime: string; bootId: string }>) =>
-      Effect.map(Effect.forEach(identities, (i) => table.inspect(i)), (xs) => xs.filter((x): x is ProcessInfo => x !== undefined))
+    const describe = (identities: ReadonlyArray<{ pid: number; startTime: string; bootId: string }>, hidden: boolean) =>
+      Effect.map(Effect.forEach(identities, (i) => table.inspect(i)), (xs) =>
+        xs.filter((x): x is ProcessInfo => x !== undefined).map((x) => hidden ? hideArguments(x) : x))
     const containerOf = (e: Entry) => ({
       pgid: e.pgid ?? -1,
       shepherdId: e.shepherdId,
@@ -66,7 +84,9 @@ export const inspect = (file: string) =>
     const now = yield* Clock.currentTimeMillis
     const entries = yield* Effect.forEach(snapshot.entries, (e) =>
       Effect.gen(function*() {
-        const members = yield* describe(yield* Effect.orElseSucceed(table.members(containerOf(e)), () => []))
+        const identities = yield* Effect.orElseSucceed(table.members(containerOf(e)), () => [])
+        // `<redacted>` in the display: a ledger written before the pool recorded `redacted`.
+        const members = yield* describe(identities, e.redacted === true || e.command.includes("<redacted>"))
         return {
           shepherdId: e.shepherdId,
           session: e.session,
@@ -94,7 +114,7 @@ export const inspect = (file: string) =>
       quarantined: snapshot.quarantined,
       entries,
       untracked: yield* Effect.forEach([...untracked], ([shepherdId, ids]) =>
-        Effect.map(describe(ids), (members) => ({ shepherdId, members })))
+        Effect.map(describe(ids, true), (members) => ({ shepherdId, members })))
     }
     return inspection
   })

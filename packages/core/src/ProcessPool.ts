@@ -258,6 +258,8 @@ interface ProcessState {
   readonly awaitDone: Effect.Effect<Teardown.Teardown>
   readonly exitStatus: () => ExitStatus | undefined
   readonly container: Container
+  /** The values of the command's `Redacted` arguments and environment variables (empty: none). */
+  readonly secrets: ReadonlyArray<string>
 }
 
 const recentLimit = 50
@@ -265,6 +267,30 @@ const recentLimit = 50
 const debugEnabled = (minimum: string) => minimum === "Debug" || minimum === "Trace" || minimum === "All"
 
 const decodeKill = Schema.decodeUnknownResult(ShepherdConfig.KillPolicyConfig)
+
+const secretsOf = (command: ChildProcess.StandardCommand): ReadonlyArray<string> => {
+  const values = [
+    ...command.args.filter(Redacted.isRedacted),
+    ...Object.values(command.options.env ?? {}).filter(Redacted.isRedacted)
+  ].map((r) => Redacted.value(r as Redacted.Redacted<string>)).filter((v) => v.length > 0)
+  // Also as a latin1 reading of its UTF-8 bytes: that is how a process table may decode a command line.
+  const latin1 = values.map((v) => String.fromCharCode(...new TextEncoder().encode(v)))
+  // Longest first, so that a secret containing another is masked whole.
+  return [...new Set([...values, ...latin1])].sort((a, b) => b.length - a.length)
+}
+
+/**
+ * A member's command line as the doctor shows it for a tree spawned with
+ * `Redacted` values: the executable's name only. A member may carry a secret
+ * anywhere in its arguments (a child can re-exec with it in another position),
+ * so arguments are never shown; occurrences in the name itself are masked.
+ */
+const hideArguments = (commandLine: string, secrets: ReadonlyArray<string>): string => {
+  const masked = secrets.reduce((text, secret) => text.split(secret).join("<redacted>"), commandLine)
+  const program = masked.split(" ")[0] ?? ""
+  const name = program.slice(program.lastIndexOf("/") + 1)
+  return `${name.length === 0 ? "?" : name} <arguments hidden>`
+}
 
 const unwrapEnv = (env: ChildProcess.CommandOptions["env"]): Record<string, string | undefined> => {
   const out: Record<string, string | undefined> = {}
@@ -560,6 +586,7 @@ const make = Effect.fnUntraced(function*(config: ShepherdConfig.Resolved) {
             unwrapEnv(command.options.env)
           )
           env.SHEPHERD_ID = shepherdId
+          const secrets = secretsOf(command)
 
           tracked.add(shepherdId)
           if (ledger !== undefined) {
@@ -569,6 +596,7 @@ const make = Effect.fnUntraced(function*(config: ShepherdConfig.Resolved) {
               shepherdId,
               session: sessionId,
               command: display,
+              ...(secrets.length === 0 ? {} : { redacted: true }),
               at: yield* Clock.currentTimeMillis
             }))
             if (intent._tag === "Success") yield* Metric.update(m.ledgerEvents, 1)
@@ -757,7 +785,8 @@ const make = Effect.fnUntraced(function*(config: ShepherdConfig.Resolved) {
             finish,
             awaitDone: Deferred.await(done),
             exitStatus: launched.exitStatus,
-            container
+            container,
+            secrets
           }
           session.processes.add(state)
           live++
@@ -891,7 +920,12 @@ const make = Effect.fnUntraced(function*(config: ShepherdConfig.Resolved) {
     const described = new Map<string, ReadonlyArray<Doctor.DoctorReport["sessions"][number]["processes"][number]["members"][number]>>()
     for (const [i, p] of states.entries()) {
       const infos = yield* Effect.forEach(membersOf[i]!, (identity) => table.inspect(identity))
-      described.set(p.managed.shepherdId, infos.filter((x) => x !== undefined))
+      described.set(
+        p.managed.shepherdId,
+        infos.filter((x) => x !== undefined).map((info) =>
+          p.secrets.length === 0 ? info : { ...info, command: hideArguments(info.command, p.secrets) }
+        )
+      )
     }
     const entries = ledger === undefined ? [] : yield* ledger.entries
     const inLedger = new Set(entries.map((e) => e.shepherdId))
