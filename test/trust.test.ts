@@ -150,6 +150,36 @@ describe.skipIf(!canChoosePid)("trust: a leaderless process group", () => {
     }
   })
 
+  it("a child forked after the leader exited inherits its parent's observed membership", async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), "shepherd-trust-"))
+    const [go, fork] = [path.join(dir, "go"), path.join(dir, "fork")]
+    try {
+      const inner = `while [ ! -e ${fork} ]; do sleep 0.02; done; sleep 995 & wait`
+      const leader = spawnLeader(
+        `env -i ${marker} sh -c '${inner}' </dev/null >/dev/null 2>&1 & while [ ! -e ${go} ]; do sleep 0.02; done`
+      )
+      const container: Container = { pgid: leader.pid, shepherdId: "t-trust:3", leader: identityOf(leader.pid) }
+      const table = NodeProcessTable.make()
+      const pids = async () => (await run(table.members(container))).map((m) => m.pid)
+      let parent: number | undefined
+      assert.isTrue(await waitUntil(() => (parent = findByArgv(["sh", "-c", inner])) !== undefined, 5_000))
+      started.push(parent!)
+      assert.include(await pids(), parent, "seen while the leader lives")
+
+      fs.writeFileSync(go, "")
+      await leader.exited
+      fs.writeFileSync(fork, "")
+      let child: number | undefined
+      assert.isTrue(await waitUntil(() => (child = findByArgv(["sleep", "995"])) !== undefined, 5_000))
+      started.push(child!)
+      const after = await pids()
+      assert.include(after, parent)
+      assert.include(after, child, "forked in the group after the leader exited, by a member seen while it lived")
+    } finally {
+      killAll()
+    }
+  })
+
   it("the sentinel leaves a foreign worker in the reused group alone", async () => {
     const sentinel = NodeChildProcess.spawn(
       process.execPath,
