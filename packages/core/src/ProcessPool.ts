@@ -22,7 +22,6 @@ import * as References from "effect/References"
 import * as Schema from "effect/Schema"
 import * as Scope from "effect/Scope"
 import * as Option from "effect/Option"
-import * as Schedule from "effect/Schedule"
 import * as Semaphore from "effect/Semaphore"
 import type * as Doctor from "./Doctor.ts"
 import * as EnvPolicy from "./EnvPolicy.ts"
@@ -1054,13 +1053,19 @@ const make = Effect.fnUntraced(function*(config: ShepherdConfig.Resolved) {
       Effect.uninterruptible
     )
   })
-  // The reaper is forked before the shutdown finalizer is registered, so that closing the layer
-  // shuts the sessions down first and only then interrupts the reaper. A tick is not interrupted
-  // half-way (it may have signalled an orphan it has yet to SIGKILL). `repeat` runs a tick at once.
-  yield* reapOnce.pipe(
+  // The first tick runs here, before the pool accepts its first spawn (a tick forked "at start"
+  // ran up to seconds late while a busy program spawned). The repeats are forked before the
+  // shutdown finalizer is registered, so that closing the layer shuts the sessions down first and
+  // only then interrupts the reaper. A tick is not interrupted half-way (it may have signalled an
+  // orphan it has yet to SIGKILL).
+  const tickLogged = reapOnce.pipe(
     Effect.catchCause((cause) => Effect.logWarning("reaper tick failed", cause)),
-    Effect.uninterruptible,
-    Effect.repeat(Schedule.spaced(config.reapIntervalMs)),
+    Effect.uninterruptible
+  )
+  yield* tickLogged
+  yield* Effect.sleep(config.reapIntervalMs).pipe(
+    Effect.andThen(tickLogged),
+    Effect.forever,
     Effect.interruptible,
     Effect.forkIn(layerScope)
   )

@@ -832,6 +832,23 @@ describe("ProcessPool reaper", () => {
         }))
     }))
 
+  it.effect("the first tick runs while the layer is built, before the first spawn; the next one a full interval later", () =>
+    Effect.gen(function*() {
+      const os = TestOs.make()
+      yield* withPool(os, { reapInterval: "10 seconds" }, (pool) =>
+        Effect.gen(function*() {
+          const first = yield* pool.lastTick
+          assert.isTrue(Option.isSome(first), "a tick report exists as soon as the pool does")
+          const p = yield* pool.spawn(cmd("worker"))
+          const tick = yield* pool.lastTick
+          assert.isTrue(Option.isSome(tick) && tick.value.tick === 1 && tick.value.at <= p.startedAt)
+          yield* TestClock.adjust(9_999)
+          assert.strictEqual(Option.map(yield* pool.lastTick, (t) => t.tick).pipe(Option.getOrUndefined), 1)
+          yield* TestClock.adjust(1)
+          assert.strictEqual(Option.map(yield* pool.lastTick, (t) => t.tick).pipe(Option.getOrUndefined), 2)
+        }))
+    }))
+
   it.effect("reapInterval 0 is refused (a zero period would rescan the process table without pause)", () =>
     Effect.gen(function*() {
       const error = yield* Effect.flip(ShepherdConfig.resolve({ reapInterval: 0 }))
