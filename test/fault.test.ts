@@ -20,6 +20,9 @@ const fixture = fileURLToPath(new URL("./fixtures/faultHost.ts", import.meta.url
 const rounds = Number(process.env.SHEPHERD_FAULT_ROUNDS ?? "10")
 const chains = 3
 const budgetMs = 100 + 300 + 1000 // grace + forceWait + 1 s, as configured in the fixture
+// A host is ready when it prints its ready line; on a loaded machine that can take long, so this
+// bound only catches a host that hangs.
+const readyWithinMs = 120_000
 
 interface Outcome {
   readonly poolId: string
@@ -30,71 +33,90 @@ interface Outcome {
   readonly killedAt: string
 }
 
+interface Ready {
+  readonly ready: string
+  readonly recovery: { readonly entries: ReadonlyArray<{ readonly outcome: string }> }
+}
+
 const round = async (ledger: string, seed: number, atIntent: boolean): Promise<Outcome> => {
   const child = NodeChildProcess.spawn(process.execPath, [fixture, ledger, String(seed)], {
     stdio: ["ignore", "pipe", "ignore"]
   })
   const exited = new Promise<void>((resolve) => child.on("exit", () => resolve()))
   const lines = readline.createInterface({ input: child.stdout! })
-  let ready: { ready: string; recovery: { entries: Array<{ outcome: string }> } } | undefined
+  let prefix: string | undefined
   let killedAt = "random"
   const kill = () => {
     if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL")
   }
-  await new Promise<void>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error("host never became ready")), 15_000)
-    lines.on("line", (text) => {
-      if (ready === undefined && text.startsWith("{")) {
-        ready = JSON.parse(text)
-        clearTimeout(timer)
-        if (!atIntent) {
-          setTimeout(kill, Math.floor(Math.random() * 600))
+  try {
+    const ready = await new Promise<Ready>((resolve, reject) => {
+      let seen: Ready | undefined
+      const timer = setTimeout(() => reject(new Error(`host never became ready within ${readyWithinMs} ms`)), readyWithinMs)
+      lines.on("line", (text) => {
+        if (seen === undefined && text.startsWith("{")) {
+          seen = JSON.parse(text) as Ready
+          prefix = `${seen.ready}:`
+          clearTimeout(timer)
+          if (!atIntent) setTimeout(kill, Math.floor(Math.random() * 600))
+          resolve(seen)
+        } else if (seen !== undefined && atIntent && text.startsWith("intent ") && Math.random() < 0.3) {
+          killedAt = "after intent, before spawn"
+          kill()
         }
-        resolve()
-      } else if (ready !== undefined && atIntent && text.startsWith("intent ") && Math.random() < 0.3) {
-        killedAt = "after intent, before spawn"
-        kill()
-      }
+      })
+      child.on("exit", () => {
+        clearTimeout(timer)
+        if (seen === undefined) reject(new Error("host exited before it was ready"))
+      })
     })
-    child.on("exit", () => {
-      clearTimeout(timer)
-      if (ready === undefined) reject(new Error("host exited before it was ready"))
-    })
-  })
-  // In intent mode, fall back to a random kill if the dice never hit.
-  if (atIntent) setTimeout(kill, 800)
-  await exited
-  const prefix = `${ready!.ready}:`
-  await waitUntil(() => survivors(prefix).length === 0, budgetMs)
-  const left = survivors(prefix).length
-  killSurvivors(prefix)
-  return {
-    poolId: ready!.ready,
-    survivors: left,
-    recovered: ready!.recovery.entries.length,
-    recoveryOutcomes: ready!.recovery.entries.map((e) => e.outcome),
-    killedAt
+    // In intent mode, fall back to a random kill if the dice never hit.
+    if (atIntent) setTimeout(kill, 800)
+    await exited
+    await waitUntil(() => survivors(prefix!).length === 0, budgetMs)
+    return {
+      poolId: ready.ready,
+      survivors: survivors(prefix!).length,
+      recovered: ready.recovery.entries.length,
+      recoveryOutcomes: ready.recovery.entries.map((e) => e.outcome),
+      killedAt
+    }
+  } finally {
+    // Whatever happened (no ready line, an error), neither the host nor its tree outlives the round.
+    kill()
+    await exited
+    if (prefix !== undefined) killSurvivors(prefix)
   }
 }
 
 describe("fault injection", () => {
   it(`survives ${rounds * chains} random SIGKILLs with 0 survivors, and every next host starts cleanly`, async () => {
-    const results = await Promise.all(Array.from({ length: chains }, async (_, chain) => {
+    // A failing chain stops the others after their current round, and the test reports only once
+    // every chain has cleaned up.
+    let failed = false
+    const settled = await Promise.allSettled(Array.from({ length: chains }, async (_, chain) => {
       const ledger = path.join(fs.mkdtempSync(path.join(os.tmpdir(), "shepherd-fault-")), "pool.ledger")
       const outcomes: Array<Outcome> = []
-      for (let i = 0; i < rounds; i++) {
-        outcomes.push(await round(ledger, chain * 1000 + i + 1, i % 3 === 2))
+      try {
+        for (let i = 0; i < rounds && !failed; i++) {
+          outcomes.push(await round(ledger, chain * 1000 + i + 1, i % 3 === 2))
+        }
+        // A last host opens the ledger cleanly after all that.
+        if (!failed) outcomes.push(await round(ledger, chain * 1000 + 999, false))
+        return outcomes
+      } catch (error) {
+        failed = true
+        throw error
       }
-      // A last host opens the ledger cleanly after all that.
-      outcomes.push(await round(ledger, chain * 1000 + 999, false))
-      return outcomes
     }))
-    const all = results.flat()
+    const rejected = settled.find((r) => r.status === "rejected")
+    if (rejected !== undefined) throw rejected.reason
+    const all = settled.flatMap((r) => r.status === "fulfilled" ? r.value : [])
     const bad = all.filter((o) => o.survivors > 0)
     assert.deepStrictEqual(bad, [], "no round leaves a survivor")
     const unclean = all.filter((o) => o.recoveryOutcomes.some((x) => x === "Escaped" || x === "Unverified"))
     assert.deepStrictEqual(unclean, [], "every host starts cleanly on the ledger its predecessor left")
     assert.strictEqual(all.length, chains * (rounds + 1))
     assert.isAtLeast(all.filter((o) => o.killedAt !== "random").length, 1, "some kills hit the intent window")
-  }, 300_000)
+  }, Math.max(300_000, rounds * 10_000))
 })
