@@ -716,6 +716,26 @@ describe("ProcessPool sessions", () => {
         }))
     }))
 
+  it.effect("sessions opened in one scope close together with each other and its processes (G, not N × G)", () =>
+    Effect.gen(function*() {
+      const os = TestOs.make()
+      os.define("stubborn", { onTerm: "ignore" })
+      yield* withPool(os, { slots: 8, kill: { grace: 1000, forceWait: 100 } }, (pool) =>
+        Effect.gen(function*() {
+          const run = yield* Effect.forkChild(Effect.scoped(
+            Effect.gen(function*() {
+              for (let i = 0; i < 4; i++) yield* (yield* pool.session(`s${i}`)).spawn(cmd("stubborn", String(i)))
+              yield* pool.spawn(cmd("stubborn", "loose"), { session: "loose" })
+            })
+          ))
+          yield* TestClock.adjust(1000)
+          const doneAfterGrace = (yield* poll(run)) !== undefined
+          yield* TestClock.adjust(10_000)
+          assert.deepStrictEqual(os.alive(), [])
+          assert.isTrue(doneAfterGrace, "the scope should close after one grace period")
+        }))
+    }))
+
   it.effect("session(id) binds a Session to the current scope", () =>
     Effect.gen(function*() {
       const os = TestOs.make()
