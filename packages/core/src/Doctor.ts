@@ -23,6 +23,11 @@ export const Member = Schema.Struct({
   pgid: Schema.Int,
   state: Schema.String,
   rssKiB: Schema.Number,
+  /**
+   * The command line as the OS shows it; for a tree spawned with `Redacted`
+   * arguments or environment values, the executable's name and
+   * `<arguments hidden>` (a member may carry a secret in any argument).
+   */
   command: Schema.String
 })
 
