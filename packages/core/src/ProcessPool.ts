@@ -22,6 +22,7 @@ import * as References from "effect/References"
 import * as Schema from "effect/Schema"
 import * as Scope from "effect/Scope"
 import * as Option from "effect/Option"
+import * as Schedule from "effect/Schedule"
 import * as Semaphore from "effect/Semaphore"
 import type * as Doctor from "./Doctor.ts"
 import * as EnvPolicy from "./EnvPolicy.ts"
@@ -1063,9 +1064,9 @@ const make = Effect.fnUntraced(function*(config: ShepherdConfig.Resolved) {
     Effect.uninterruptible
   )
   yield* tickLogged
-  yield* Effect.sleep(config.reapIntervalMs).pipe(
-    Effect.andThen(tickLogged),
-    Effect.forever,
+  // `schedule` (unlike `repeat`) waits a full interval before its first run.
+  yield* tickLogged.pipe(
+    Effect.schedule(Schedule.spaced(config.reapIntervalMs)),
     Effect.interruptible,
     Effect.forkIn(layerScope)
   )
