@@ -20,7 +20,8 @@ import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
 import { fileURLToPath } from "node:url"
-import { isAlive } from "./support.ts"
+import { sh, withPool } from "./harness.ts"
+import { isAlive, survivors } from "./support.ts"
 
 const bin = fileURLToPath(new URL("../packages/cli/src/bin.ts", import.meta.url))
 const testDir = fileURLToPath(new URL(".", import.meta.url))
@@ -289,22 +290,41 @@ describe("a write that does not fit", () => {
       fs.rmSync(m, { recursive: true, force: true })
     }
   })
+  /** A private 64 KiB tmpfs (we run as root), unmounted after the tests whatever happens. */
+  const smallFileSystem = () => {
+    const mnt = fs.mkdtempSync(path.join(os.tmpdir(), "shepherd-tmpfs-"))
+    const mounted = NodeChildProcess.spawnSync("mount", ["-t", "tmpfs", "-o", "size=64k,mode=0700", "tmpfs", mnt], { encoding: "utf8" })
+    assert.strictEqual(mounted.status, 0, `mount: ${mounted.stderr}`)
+    mounts.push(mnt)
+    return mnt
+  }
+  /** Fills the file system with whole pages (what is left in the last page of each file stays free). */
+  const fill = (mnt: string) => {
+    const filler = fs.openSync(path.join(mnt, "filler"), "w")
+    try {
+      const page = Buffer.alloc(4096, 1)
+      while (fs.writeSync(filler, page) === page.length) {
+        // until the device is full
+      }
+    } catch (error) {
+      assert.strictEqual((error as NodeJS.ErrnoException).code, "ENOSPC")
+    } finally {
+      fs.closeSync(filler)
+    }
+  }
+  const intent = (n: number, command = "sleep 1000"): LedgerRecord => ({
+    _tag: "Intent",
+    poolId: "p~1",
+    shepherdId: `p~1:${n}`,
+    session: "s",
+    command,
+    at: 1
+  })
 
   it.live("an intent that finds 40 bytes left fails whole: the file ends on its last full line, and appends work once there is room", () =>
     Effect.gen(function*() {
-      const mnt = fs.mkdtempSync(path.join(os.tmpdir(), "shepherd-tmpfs-"))
-      const mounted = NodeChildProcess.spawnSync("mount", ["-t", "tmpfs", "-o", "size=64k,mode=0700", "tmpfs", mnt])
-      assert.strictEqual(mounted.status, 0, `mount: ${mounted.stderr}`)
-      mounts.push(mnt)
+      const mnt = smallFileSystem()
       const file = path.join(mnt, "small.ledger")
-      const intent = (n: number, command = "sleep 1000"): LedgerRecord => ({
-        _tag: "Intent",
-        poolId: "p~1",
-        shepherdId: `p~1:${n}`,
-        session: "s",
-        command,
-        at: 1
-      })
       yield* Effect.scoped(Effect.gen(function*() {
         const ledger = yield* NodeLedger.make({ path: file })
         yield* ledger.append(intent(1))
@@ -314,27 +334,18 @@ describe("a write that does not fit", () => {
         const pad = (((4096 - 40) - ((size + bare) % 4096)) + 4096) % 4096
         yield* ledger.append(intent(2, "x".repeat(pad)))
         assert.strictEqual(fs.statSync(file).size % 4096, 4096 - 40)
-        const filler = fs.openSync(path.join(mnt, "filler"), "w")
-        try {
-          const page = Buffer.alloc(4096, 1)
-          while (fs.writeSync(filler, page) === page.length) {
-            // until the device is full
-          }
-        } catch (error) {
-          assert.strictEqual((error as NodeJS.ErrnoException).code, "ENOSPC")
-        } finally {
-          fs.closeSync(filler)
-        }
+        fill(mnt)
         const before = fs.readFileSync(file, "utf8")
 
         const failed = yield* Effect.flip(ledger.append(intent(3)))
         assert.strictEqual(failed._tag, "LedgerError")
+        assert.include(failed.message, "ENOSPC")
         assert.strictEqual(fs.readFileSync(file, "utf8"), before, "no fragment: cut back to the last full line")
         assert.deepStrictEqual((yield* ledger.entries).map((e) => e.shepherdId), ["p~1:1", "p~1:2"], "the failed intent is not live")
         const compaction = yield* Effect.flip(ledger.compact)
         assert.strictEqual(compaction._tag, "LedgerError")
         assert.strictEqual(fs.readFileSync(file, "utf8"), before, "a failed compaction leaves the ledger as it was")
-        assert.deepStrictEqual(fs.readdirSync(mnt).sort(), ["filler", "small.ledger", "small.ledger.lock"])
+        assert.deepStrictEqual(fs.readdirSync(mnt).sort(), ["filler", "small.ledger", "small.ledger.lock"], "no temporary left")
 
         fs.rmSync(path.join(mnt, "filler"))
         yield* ledger.append(intent(3))
@@ -344,9 +355,29 @@ describe("a write that does not fit", () => {
       assert.strictEqual(parsed.badLines, 0)
       assert.isFalse(parsed.tornLine)
       assert.deepStrictEqual(
-        parsed.records.filter((r) => r._tag === "Intent").map((r) => r._tag === "Intent" ? r.shepherdId : ""),
+        parsed.records.flatMap((r) => r._tag === "Intent" ? [r.shepherdId] : []),
         ["p~1:1", "p~1:2", "p~1:3"]
       )
+    }))
+
+  it.live("a pool whose intent does not fit refuses the spawn and starts nothing", () =>
+    Effect.gen(function*() {
+      const mnt = smallFileSystem()
+      const file = path.join(mnt, "pool.ledger")
+      yield* withPool({ name: "t-full", ledger: file, lifeline: false }, (pool, prefix) =>
+        Effect.gen(function*() {
+          // Blank lines (skipped on replay) leave 40 bytes in the ledger's last page; then the disk is full.
+          const size = fs.statSync(file).size
+          fs.appendFileSync(file, "\n".repeat((((4096 - 40) - (size % 4096)) + 4096) % 4096))
+          fill(mnt)
+          const error = yield* Effect.flip(pool.spawn(sh("sleep 1000")))
+          assert.strictEqual(error._tag, "SpawnError")
+          assert.include(error.message, "ENOSPC")
+          assert.deepStrictEqual(survivors(prefix), [], "nothing was started")
+          assert.isTrue(fs.readFileSync(file, "utf8").endsWith("\n"), "no fragment")
+          fs.rmSync(path.join(mnt, "filler"))
+        }))
+      assert.strictEqual(NodeLedger.parse(fs.readFileSync(file, "utf8")).badLines, 0)
     }))
 })
 
