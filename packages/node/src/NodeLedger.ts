@@ -100,7 +100,9 @@ const distrust = (name: string, stat: fs.Stats, kind: "file" | "directory"): str
   if (stat.isSymbolicLink()) return `${name} is a symlink: point the ledger at the real ${kind}`
   if (kind === "file" && !stat.isFile()) return `${name} is not a regular file (${describeType(stat)}): remove it or choose another path`
   if (kind === "directory" && !stat.isDirectory()) return `${name} is not a directory`
-  if (euid !== undefined && stat.uid !== euid) {
+  // Windows has neither owners nor mode bits in this sense.
+  if (euid === undefined) return undefined
+  if (stat.uid !== euid) {
     return `${name} is owned by uid ${stat.uid}, not by this process's user (uid ${euid}): chown ${euid} ${name}, or choose another path`
   }
   if ((stat.mode & 0o022) !== 0) {
@@ -297,9 +299,9 @@ const readLock = (lockFile: string, owner: "ours" | "any" = "ours"): LockState =
   try {
     const ageMs = Date.now() - fs.fstatSync(fd).mtimeMs
     try {
-      const owner = JSON.parse(fs.readFileSync(fd, "utf8")) as LockRecord
-      if (Number.isInteger(owner.pid) && typeof owner.startTime === "string" && typeof owner.bootId === "string") {
-        return { _tag: "Valid", owner }
+      const record = JSON.parse(fs.readFileSync(fd, "utf8")) as LockRecord
+      if (Number.isInteger(record.pid) && typeof record.startTime === "string" && typeof record.bootId === "string") {
+        return { _tag: "Valid", owner: record }
       }
     } catch {
       // unparsable: corrupt
@@ -440,14 +442,16 @@ export const make = (options: Options) =>
     (handle) => Effect.sync(() => handle.close())
   ).pipe(
     Effect.tap((handle) => {
-      const { quarantined, removed } = handle
+      const { quarantined, removed, takeover } = handle
+      const where = `ledger ${handle.service.path}`
       return Effect.all([
         quarantined === undefined
           ? Effect.void
-          : Effect.logWarning(`ledger ${handle.service.path}: unparsable lines; the ledger as found is kept at ${quarantined}`),
+          : Effect.logWarning(`${where}: unparsable lines; the ledger as found is kept at ${quarantined}`),
+        takeover === undefined ? Effect.void : Effect.logInfo(`${where}: lock taken over: ${takeover}`),
         removed.length === 0
           ? Effect.void
-          : Effect.logInfo(`ledger ${handle.service.path}: removed temporary files of dead hosts: ${removed.join(", ")}`)
+          : Effect.logInfo(`${where}: removed temporary files of dead hosts: ${removed.join(", ")}`)
       ], { discard: true })
     }),
     Effect.map((handle) => handle.service)
@@ -476,6 +480,7 @@ const open = (options: Options) => {
   // that was judged, and replaced the same way; whoever loses a race gets LedgerLocked.
   const lock: LockRecord = { ...host, token: crypto.randomBytes(16).toString("hex"), exe: exeOf("self") }
   let tookOverFrom: ProcessIdentity.ProcessIdentity | undefined
+  let takeover: string | undefined
   const locked = (state: LockState) =>
     state._tag === "Valid"
       ? new LedgerLocked({ path: file, ownerPid: state.owner.pid, owner: identityOf(state.owner) })
@@ -509,6 +514,9 @@ const open = (options: Options) => {
     if (judged._tag === "Valid") {
       const state = ownerState(judged.owner, bootId)
       if (state === "live") throw locked(judged)
+      takeover = state === "gone" ? `its owner pid ${judged.owner.pid} is gone` : state.notAHost
+    } else if (judged._tag === "Corrupt") {
+      takeover = `it was unreadable for ${Math.round(judged.ageMs / 1000)} s`
     }
     if (judged._tag !== "Missing") {
       const aside = `${lockFile}.stale-${tempSuffix()}`
@@ -689,7 +697,7 @@ const open = (options: Options) => {
     fd = -1
     releaseLock()
   }
-  return { service, close, quarantined, removed }
+  return { service, close, quarantined, removed, takeover }
 }
 
 /**
