@@ -14,6 +14,7 @@ import * as NodeLedger from "@shepherd/node/NodeLedger"
 import * as NodeProcessTable from "@shepherd/node/NodeProcessTable"
 import * as NodeShepherd from "@shepherd/node/NodeShepherd"
 import * as Effect from "effect/Effect"
+import * as Logger from "effect/Logger"
 import * as References from "effect/References"
 import * as NodeChildProcess from "node:child_process"
 import * as fs from "node:fs"
@@ -168,10 +169,14 @@ describe("a file that is not a ledger", () => {
       const file = path.join(dir, "real.ledger")
       const original = entryOf(1) + "garbage\n" + `{"_tag":"Intent","poolId":"p~1","shepherdId":"p~1:2","se`
       fs.writeFileSync(file, original, { mode: 0o600 })
-      const opened = yield* Effect.scoped(Effect.map(NodeLedger.make({ path: file }), (l) => l.opened))
+      const logged: Array<string> = []
+      const opened = yield* Effect.scoped(Effect.map(NodeLedger.make({ path: file }), (l) => l.opened)).pipe(
+        Effect.withLogger(Logger.make((options) => logged.push(`${options.logLevel} ${String(options.message)}`)))
+      )
       assert.strictEqual(opened.badLines, 1)
       assert.isTrue(opened.tornLine)
       assert.strictEqual(fs.readFileSync(opened.quarantined!, "utf8"), original, "every byte is kept")
+      assert.isTrue(logged.some((l) => l.startsWith("Warn") && l.includes(opened.quarantined!)), `logged: ${logged.join("; ")}`)
       const rewritten = NodeLedger.parse(fs.readFileSync(file, "utf8"))
       assert.deepStrictEqual([rewritten.badLines, rewritten.tornLine, rewritten.records.length], [0, false, 2])
     }))
