@@ -601,11 +601,13 @@ const open = (options: Options) => {
       try {
         fs.ftruncateSync(fd, size)
       } catch {
-        needsNewline = true // the fragment stays: the next line starts on a line of its own
+        // The fragment stays: the next line starts on a line of its own, and the length of what
+        // is whole is read again after it.
+        needsNewline = true
       }
       throw error
     }
-    size += data.length
+    size = needsNewline ? fs.fstatSync(fd).size : size + data.length
     needsNewline = false
   }
   const flushBatch = () => {
@@ -622,7 +624,7 @@ const open = (options: Options) => {
   const reopen = () => {
     if (fd >= 0) fs.closeSync(fd)
     fd = -1 // never write into a descriptor number the OS may have handed to someone else
-    const opened = openOwned(file, O_WRONLY | O_APPEND | (rewrite ? 0 : O_CREAT))
+    const opened = openOwned(file, O_WRONLY | O_APPEND)
     if (opened === undefined) throw new Error(`${file} disappeared`)
     fd = opened
     size = fs.fstatSync(fd).size
