@@ -1,8 +1,16 @@
 /**
- * The file ledger: one JSON line per event, appended with a single
- * `write(2)` (no rewrite of the file per event), compacted atomically
- * (temporary file + rename) when it grows, owned by one host at a time
- * through a lock file that carries the owner's identity.
+ * The file ledger: one JSON line per event, appended whole (no rewrite of
+ * the file per event; a write that does not complete is cut back to the last
+ * whole line and fails), compacted atomically (temporary file + rename) when
+ * it grows, owned by one host at a time through a lock file that carries the
+ * owner's identity and executable.
+ *
+ * Trust: the ledger is used only in a directory of the host's user that no
+ * other user can write, only as a regular file of that user that holds ledger
+ * records (or is empty or absent); anything else is refused with a
+ * `LedgerError` and left untouched. Nothing is opened through a symlink or
+ * waited on as a FIFO; temporary and lock files are created exclusively under
+ * unpredictable names.
  *
  * Durability: an appended line is in the kernel once `write` returns, so it
  * survives the host being SIGKILLed or OOM-killed; it is not fsynced per
@@ -61,7 +69,13 @@ export interface Options {
 const decodeRecord = Schema.decodeUnknownSync(LedgerRecord)
 const decodeLine = (line: string): LedgerRecord => decodeRecord(JSON.parse(line))
 
-/** Parses a ledger file's text. A last line without its newline is torn (the host died mid-write). */
+/**
+ * Parses a ledger file's text. A last line without its newline that is not a
+ * record is torn (the host died mid-write).
+ *
+ * @since 0.1.0
+ * @category parsing
+ */
 export const parse = (text: string): { records: Array<LedgerRecord>; badLines: number; tornLine: boolean } => {
   const records: Array<LedgerRecord> = []
   let badLines = 0
@@ -732,8 +746,9 @@ export interface Snapshot {
 }
 
 /**
- * Reads a ledger without owning it. Fails with `LedgerError` when the file
- * exists but cannot be read.
+ * Reads a ledger without owning it, and without changing anything. Fails with
+ * `LedgerError` when the file exists but cannot be read, is not a regular
+ * file (a FIFO is never waited on), or holds no ledger record.
  *
  * @since 0.1.0
  * @category constructors
