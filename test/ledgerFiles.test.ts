@@ -28,6 +28,8 @@ const bin = fileURLToPath(new URL("../packages/cli/src/bin.ts", import.meta.url)
 const testDir = fileURLToPath(new URL(".", import.meta.url))
 const bootId = fs.readFileSync("/proc/sys/kernel/random/boot_id", "utf8").trim()
 const nobody = 65534
+/** Files of another user and a tmpfs of our own need root (as in CI here); elsewhere those tests are skipped. */
+const asRoot = process.geteuid?.() === 0
 const line = (r: LedgerRecord) => `${JSON.stringify(r)}\n`
 /** Beyond pid_max: names no process, ever. */
 const deadPid = 4_194_000
@@ -194,13 +196,14 @@ describe("the ledger's directory and files must be the host's own", () => {
         assert.include(error.message, `chmod 700 ${dir}`)
         assert.deepStrictEqual(fs.readdirSync(dir), [], "nothing is created there")
       }
-      const inTmp = path.join(os.tmpdir(), `shepherd-files-${process.pid}.ledger`)
+      assert.strictEqual(fs.statSync("/tmp").mode & 0o1777, 0o1777, "precondition: /tmp is sticky and world-writable")
+      const inTmp = `/tmp/shepherd-files-${process.pid}.ledger`
       const error = yield* Effect.flip(openLedger(inTmp))
       assert.include(error.message, "writable by other users")
       assert.isFalse(fs.existsSync(inTmp))
     }))
 
-  it.live("a directory or a ledger owned by another user is refused; forged entries there are never acted on", () =>
+  it.live.runIf(asRoot)("a directory or a ledger owned by another user is refused; forged entries there are never acted on", () =>
     Effect.gen(function*() {
       const foreignDir = tempDir()
       fs.chownSync(foreignDir, nobody, nobody)
@@ -270,7 +273,7 @@ describe("the ledger's directory and files must be the host's own", () => {
       assert.strictEqual(fs.lstatSync(file).mode & 0o777, 0o600)
     }))
 
-  it.live("stray temporary files of dead hosts are removed at open; anything else is left alone", () =>
+  it.live.runIf(asRoot)("stray temporary files of dead hosts are removed at open; anything else is left alone", () =>
     Effect.gen(function*() {
       const dir = tempDir()
       const file = path.join(dir, "x.ledger")
@@ -287,7 +290,7 @@ describe("the ledger's directory and files must be the host's own", () => {
     }))
 })
 
-describe("a write that does not fit", () => {
+describe.runIf(asRoot)("a write that does not fit", () => {
   const mounts: Array<string> = []
   afterAll(() => {
     for (const m of mounts) {
@@ -406,8 +409,8 @@ describe("FIFOs and locks", () => {
     Effect.gen(function*() {
       const file = path.join(tempDir(), "x.ledger")
       const init = NodeProcessTable.identify(1)!
-      // As a host would write it, but for pid 1: its executable is not the one the lock records.
-      fs.writeFileSync(`${file}.lock`, JSON.stringify({ ...init, token: "t", exe: fs.readlinkSync("/proc/self/exe") }), { mode: 0o600 })
+      // As a host would write it, but pid 1 does not run the executable the lock records.
+      fs.writeFileSync(`${file}.lock`, JSON.stringify({ ...init, token: "t", exe: "/opt/shepherd-host/bin/node" }), { mode: 0o600 })
       const opened = yield* Effect.scoped(Effect.map(NodeLedger.make({ path: file }), (l) => l.opened))
       assert.strictEqual(opened.tookOverFrom?.pid, 1)
       // A lock without the evidence (as older versions wrote it) proves no owner either.
