@@ -78,8 +78,10 @@ const startSentinel = (poolId: string): Sentinel => {
   return sentinel
 }
 
+// Uninterruptible: the sentinel it starts must have its release registered (the supervisor fiber
+// it forks is interruptible, as every forked fiber is).
 const attach = (poolId: string, policy: KillPolicy) =>
-  Effect.gen(function*() {
+  Effect.uninterruptible(Effect.gen(function*() {
     // Everything a new sentinel must be told: kept here so that a restarted one starts where the
     // dead one stopped.
     const registered = new Map<string, Container>()
@@ -175,7 +177,7 @@ const attach = (poolId: string, policy: KillPolicy) =>
       }))
     }
     return attached
-  })
+  }))
 
 /**
  * @since 0.1.0
