@@ -274,7 +274,12 @@ const secretsOf = (command: ChildProcess.StandardCommand): ReadonlyArray<string>
     ...Object.values(command.options.env ?? {}).filter(Redacted.isRedacted)
   ].map((r) => Redacted.value(r as Redacted.Redacted<string>)).filter((v) => v.length > 0)
   // Also as a latin1 reading of its UTF-8 bytes: that is how a process table may decode a command line.
-  const latin1 = values.map((v) => String.fromCharCode(...new TextEncoder().encode(v)))
+  // (Byte by byte: spreading a large secret's bytes as arguments would throw a RangeError.)
+  const latin1 = values.map((v) => {
+    let text = ""
+    for (const byte of new TextEncoder().encode(v)) text += String.fromCharCode(byte)
+    return text
+  })
   // Longest first, so that a secret containing another is masked whole.
   return [...new Set([...values, ...latin1])].sort((a, b) => b.length - a.length)
 }
