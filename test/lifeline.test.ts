@@ -42,8 +42,11 @@ describe("lifeline restarts", () => {
     })
     let output = ""
     let ready: ((line: string) => void) | undefined
-    const readyLine = new Promise<string>((resolve) => {
+    const exited = new Promise<void>((resolve) => host.on("exit", () => resolve()))
+    // A host that dies before it is ready fails the test at once, with what it printed.
+    const readyLine = new Promise<string>((resolve, reject) => {
       ready = resolve
+      void exited.then(() => reject(new Error(`host exited before ready:\n${output}`)))
     })
     const collect = (chunk: Buffer) => {
       output += chunk.toString("utf8")
@@ -52,7 +55,6 @@ describe("lifeline restarts", () => {
     }
     host.stdout!.on("data", collect)
     host.stderr!.on("data", collect)
-    const exited = new Promise<void>((resolve) => host.on("exit", () => resolve()))
     let prefix = "unset:"
     let poolId = "unset"
     try {
@@ -78,6 +80,7 @@ describe("lifeline restarts", () => {
       host.kill("SIGKILL")
       killSurvivors(prefix)
       for (const pid of sentinels(poolId)) sigkill(pid)
+      fs.rmSync(path.dirname(ledger), { recursive: true, force: true })
     }
   })
 
