@@ -153,6 +153,7 @@ describe.skipIf(!canChoosePid)("trust: a leaderless process group", () => {
       )
     } finally {
       killAll()
+      fs.rmSync(path.dirname(go), { recursive: true, force: true })
     }
   })
 
@@ -183,6 +184,7 @@ describe.skipIf(!canChoosePid)("trust: a leaderless process group", () => {
       assert.include(after, child, "forked in the group after the leader exited, by a member seen while it lived")
     } finally {
       killAll()
+      fs.rmSync(dir, { recursive: true, force: true })
     }
   })
 
@@ -260,6 +262,7 @@ describe.skipIf(!canChoosePid)("trust: a leaderless process group", () => {
       for (const host of hosts) host.kill("SIGKILL")
       killSurvivors(prefix)
       killAll()
+      fs.rmSync(path.dirname(ledger), { recursive: true, force: true })
     }
   })
 
@@ -286,7 +289,10 @@ describe.skipIf(!canChoosePid)("trust: a leaderless process group", () => {
         assert.strictEqual(report._tag, "Exited")
         assert.include([...report.signalled], member)
         assert.isFalse(isAlive(member!))
-      }).pipe(Effect.ensuring(Effect.sync(killAll))))
+      }).pipe(Effect.ensuring(Effect.sync(() => {
+        killAll()
+        fs.rmSync(path.dirname(go), { recursive: true, force: true })
+      }))))
   })
 })
 
