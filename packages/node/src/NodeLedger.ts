@@ -217,10 +217,51 @@ const pseudoFileSystems = new Map<number, string>([
 ])
 
 /**
+ * Refuses a path whose directories another user could swap: every directory
+ * the path goes through (as written, and as resolved through symlinks), from
+ * `start` up to the root, must belong to root or to this process's user, and
+ * be writable by nobody else unless it has the sticky bit (as `/tmp`, where
+ * nobody may rename another's entries). Otherwise that user could move the
+ * ledger's directory away and put a symlink to another directory of ours in
+ * its place, and every later compaction (which resolves the path again)
+ * would replace a file there.
+ */
+const checkAncestors = (start: string) => {
+  if (euid === undefined) return
+  let real: string
+  try {
+    real = fs.realpathSync(start)
+  } catch (error) {
+    throw new Refused(`cannot resolve directory ${start}: ${(error as NodeJS.ErrnoException).code ?? String(error)}`)
+  }
+  for (const chain of real === start ? [start] : [start, real]) {
+    let current = chain
+    while (true) {
+      const stat = fs.statSync(current)
+      if (stat.uid !== 0 && stat.uid !== euid) {
+        throw new Refused(
+          `${current}, a parent of the ledger's directory, is owned by uid ${stat.uid}: that user could replace the directories below it; use a path whose parents belong to root or to uid ${euid}`
+        )
+      }
+      if ((stat.mode & 0o022) !== 0 && (stat.mode & 0o1000) === 0) {
+        const mode = (stat.mode & 0o7777).toString(8)
+        throw new Refused(
+          `${current}, a parent of the ledger's directory, is writable by other users without the sticky bit (mode ${mode}): they could move the directories below it away and plant others; chmod go-w ${current} (or +t), or use a private path`
+        )
+      }
+      const parent = path.dirname(current)
+      if (parent === current) break
+      current = parent
+    }
+  }
+}
+
+/**
  * Makes sure the ledger's directory exists and is ours: a real directory
- * (no symlink), owned by this process's user, writable by nobody else.
- * Missing directories are created 0700, below a nearest existing ancestor
- * that must be a directory on a real file system.
+ * (no symlink), owned by this process's user, writable by nobody else, below
+ * parents nobody else can change (see `checkAncestors`). Missing directories
+ * are created 0700, below a nearest existing ancestor that must be a
+ * directory on a real file system.
  */
 const prepareDirectory = (dir: string) => {
   let existing = dir
@@ -247,6 +288,7 @@ const prepareDirectory = (dir: string) => {
   }
   const pseudo = fsType === undefined ? undefined : pseudoFileSystems.get(fsType)
   if (pseudo !== undefined) throw new Refused(`${existing} is on the ${pseudo} pseudo file system, which cannot hold a ledger`)
+  checkAncestors(existing === dir ? path.dirname(dir) : existing)
   if (existing !== dir) {
     try {
       fs.mkdirSync(dir, { recursive: true, mode: 0o700 })
