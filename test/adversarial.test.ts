@@ -143,3 +143,26 @@ describe.runIf(asRoot)("adversarial: the ledger's path", () => {
       }
     }))
 })
+
+describe.runIf(asRoot)("adversarial: symlinks on the way to the ledger", () => {
+  // In /tmp (sticky) nobody may rename our entries, but a symlink another user owns there is theirs
+  // to replace: the path through it is theirs to point at any directory of ours.
+  it.live("a path through another user's symlink is refused", () =>
+    Effect.gen(function*() {
+      const root = fs.mkdtempSync(path.join(os.tmpdir(), "shepherd-adv-"))
+      fs.chmodSync(root, 0o1777)
+      const link = path.join(root, "link")
+      try {
+        const mine = path.join(root, "mine")
+        fs.mkdirSync(mine, { mode: 0o700 })
+        fs.symlinkSync(mine, link)
+        fs.lchownSync(link, nobody, nobody)
+        const opened = yield* Effect.result(Effect.scoped(NodeLedger.make({ path: path.join(link, "sub", "pool.ledger") })))
+        assert.strictEqual(opened._tag, "Failure")
+        if (opened._tag === "Failure") assert.include(String(opened.failure), "symlink owned by uid 65534")
+        assert.isFalse(fs.existsSync(path.join(mine, "sub")), "nothing is created through it")
+      } finally {
+        fs.rmSync(root, { recursive: true, force: true })
+      }
+    }))
+})

@@ -237,6 +237,13 @@ const checkAncestors = (start: string) => {
   for (const chain of real === start ? [start] : [start, real]) {
     let current = chain
     while (true) {
+      // A symlink on the way is as good as its owner: in a sticky directory, its owner can replace it.
+      const link = fs.lstatSync(current)
+      if (link.isSymbolicLink() && link.uid !== 0 && link.uid !== euid) {
+        throw new Refused(
+          `${current}, on the way to the ledger's directory, is a symlink owned by uid ${link.uid}: that user could point it elsewhere; use the real path`
+        )
+      }
       const stat = fs.statSync(current)
       if (stat.uid !== 0 && stat.uid !== euid) {
         throw new Refused(
