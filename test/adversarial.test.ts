@@ -5,8 +5,12 @@
  */
 import { assert, describe, it } from "@effect/vitest"
 import type { Container } from "@shepherd/core/ProcessTable"
+import * as DoctorHttp from "@shepherd/node/DoctorHttp"
 import * as NodeProcessTable from "@shepherd/node/NodeProcessTable"
+import * as NodeShepherd from "@shepherd/node/NodeShepherd"
+import * as HttpServer from "effect/http/HttpServer"
 import { Effect } from "effect"
+import * as Layer from "effect/Layer"
 import * as NodeChildProcess from "node:child_process"
 import * as fs from "node:fs"
 import * as os from "node:os"
@@ -165,4 +169,54 @@ describe.runIf(asRoot)("adversarial: symlinks on the way to the ledger", () => {
         fs.rmSync(root, { recursive: true, force: true })
       }
     }))
+})
+
+describe("adversarial: the doctor's HTTP server", () => {
+  // Any local user can connect to 127.0.0.1. Connections that never send a request are held for
+  // the headers timeout (60 s by default), each one a descriptor of the host: enough of them and the
+  // host cannot open a pipe to spawn, a temporary file to compact, or /proc to scan.
+  it.live("a local flood of idle connections does not take the host's descriptors", () => {
+    const flood = 600
+    let client: NodeChildProcess.ChildProcess | undefined
+    return Effect.gen(function*() {
+      const address = (yield* HttpServer.HttpServer).address
+      if (address._tag !== "InetAddressV4") return assert.fail("not an inet address")
+      const fds = () => fs.readdirSync("/proc/self/fd").length
+      const before = fds()
+      // The flood comes from another process, so that only the server's ends are counted here.
+      const script = `
+        const net = require("node:net")
+        let closed = 0
+        const sockets = []
+        for (let i = 0; i < ${flood}; i++) {
+          const s = net.connect(${address.port}, "127.0.0.1")
+          s.on("error", () => {})
+          s.on("close", () => { closed++; process.stdout.write(closed + "\\n") })
+          sockets.push(s)
+        }
+        process.stdin.on("end", () => process.exit(0))
+        process.stdin.resume()`
+      client = NodeChildProcess.spawn(process.execPath, ["-e", script], {
+        stdio: ["pipe", "pipe", "ignore"],
+        env: { ...process.env, SHEPHERD_TEST_RUN_DIR: process.env.SHEPHERD_TEST_RUN_DIR ?? "/nonexistent" }
+      })
+      let closedByServer = 0
+      client.stdout!.on("data", (chunk: Buffer) => {
+        const last = chunk.toString().trim().split("\n").pop()
+        if (last !== undefined && last !== "") closedByServer = Number(last)
+      })
+      // Until the server holds (nearly) all of them, or has dropped those beyond what it keeps.
+      yield* Effect.promise(() => waitUntil(() => fds() - before >= flood - 20 || closedByServer >= flood / 2, 10_000))
+      const held = fds() - before
+      assert.isBelow(held, flood / 2, `the host holds ${held} descriptors for ${flood} idle connections`)
+    }).pipe(
+      Effect.provide(DoctorHttp.layer().pipe(
+        Layer.provideMerge(NodeShepherd.layer({ name: "t-adv-http", ledger: false }))
+      )),
+      Effect.ensuring(Effect.sync(() => {
+        client?.stdin?.end()
+        client?.kill("SIGKILL")
+      }))
+    )
+  }, 30_000)
 })

@@ -101,10 +101,17 @@ export const routes = Layer.mergeAll(
   )
 )
 
+/** At most this many connections are open at once; more are closed as they arrive. */
+const maxConnections = 64
+
 /**
  * Serves `/doctor` and `/metrics` for the `ProcessPool` in context, on
  * `host` (default 127.0.0.1) and `port` (default 0: any free port; the
  * `HttpServer` service in the output tells which).
+ *
+ * At most 64 connections are served at once (more are closed as they
+ * arrive), and a connection that has not sent its request's headers within
+ * 10 s is dropped: local clients cannot take the host's file descriptors.
  *
  * When the layer closes, the server stops accepting and drops every
  * connection at once, idle keep-alive ones and requests in flight: clients
@@ -119,7 +126,11 @@ export const layer = (options: { readonly port?: number | undefined; readonly ho
   ProcessPool
 > =>
   Layer.unwrap(Effect.sync(() => {
-    const server = createServer()
+    // Any local user can connect to loopback: each connection is a descriptor of the host, which
+    // also needs descriptors to spawn, compact its ledger and read /proc. Connections beyond
+    // `maxConnections` are closed at once, and one that sends no complete request in time is dropped.
+    const server = createServer({ headersTimeout: 10_000, requestTimeout: 30_000, connectionsCheckingInterval: 2_000 })
+    server.maxConnections = maxConnections
     // Built after the router, so closed before it: the router's own close would wait up to 20 s
     // for open connections (a keep-alive client, a slow request) before the pool's shutdown.
     const dropConnections = Layer.effectDiscard(Effect.addFinalizer(() =>
