@@ -418,10 +418,10 @@ const ownerState = (owner: LockRecord, bootId: string): OwnerState => {
     return { notAHost: `pid ${owner.pid} is alive but runs as uid ${uid}, not as this user (uid ${euid})` }
   }
   const exe = exeOf(owner.pid)
-  // A live process of our user whose executable cannot be read is not told apart from the owner: a
-  // host is non-dumpable when its node binary has file capabilities (`setcap cap_net_bind_service`),
-  // and then only root may read its `/proc/<pid>/exe`. (A kernel thread has no command line.)
-  if (exe === undefined && owner.exe !== undefined && uid === euid && procfs.readCmdline(owner.pid) !== "") return "live"
+  // A live process of our (non-root) user whose executable we cannot read is not told apart from
+  // the owner: a host is non-dumpable when its node binary has file capabilities (`setcap
+  // cap_net_bind_service`), and then only a ptrace-capable process may read its `/proc/<pid>/exe`.
+  if (exe === undefined && owner.exe !== undefined && euid !== 0 && uid === euid) return "live"
   if (owner.exe === undefined || exe !== owner.exe) {
     return {
       notAHost: `pid ${owner.pid} is alive but runs ${exe ?? "an unreadable executable"}, not the Shepherd host ${
