@@ -258,3 +258,51 @@ describe("adversarial: three hosts and a stale lock", () => {
       }
     }))
 })
+
+describe("adversarial: what the CLI prints", () => {
+  // The doctor and reap print strings that others choose: a member's command line (a tree may run
+  // any command), a SHEPHERD_ID any process of the user may carry, a ledger's session names. Raw
+  // control characters there drive the operator's terminal: clear the screen, overwrite lines to
+  // hide orphans, set the title, write the clipboard (OSC 52).
+  it("`shepherd doctor` and `reap --dry-run` print no control characters they did not write", async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), "shepherd-adv-"))
+    const file = path.join(dir, "pool.ledger")
+    const esc = "\u001b"
+    let sleeper: NodeChildProcess.ChildProcess | undefined
+    try {
+      const bootId = procfs.readBootId()
+      const records: Array<LedgerRecord> = [
+        { _tag: "HostStarted", poolId: "p~1", host: { pid: 4_194_000, startTime: "1", bootId }, at: 1 },
+        { _tag: "Intent", poolId: "p~1", shepherdId: "p~1:1", session: `s${esc}]0;owned${"\u0007"}`, command: `cmd ${esc}[2J`, at: 2 }
+      ]
+      fs.writeFileSync(file, records.map(line).join(""), { mode: 0o600 })
+      // A process carrying one of the ledger's pool ids with a hostile id, and a hostile argument.
+      sleeper = NodeChildProcess.spawn("sleep", ["1000"], {
+        argv0: `${esc}[2K${esc}[1Asleep`,
+        stdio: "ignore",
+        env: { PATH: process.env.PATH, SHEPHERD_ID: `p~1:${esc}[2Jx`, SHEPHERD_TEST_RUN_DIR: process.env.SHEPHERD_TEST_RUN_DIR ?? "/nonexistent" }
+      })
+      const pid = sleeper.pid!
+      assert.isTrue(await waitUntil(() => {
+        try {
+          return fs.readFileSync(`/proc/${pid}/cmdline`, "latin1").endsWith("sleep\u00001000\u0000")
+        } catch {
+          return false
+        }
+      }, 5_000), "the process has exec'd")
+      const bin = path.join(path.dirname(new URL(import.meta.url).pathname), "..", "packages", "cli", "src", "bin.ts")
+      const run = (args: ReadonlyArray<string>) =>
+        NodeChildProcess.spawnSync(process.execPath, [bin, ...args], { encoding: "utf8", timeout: 30_000, env: { ...process.env, NO_COLOR: "1" } })
+      const doctor = run(["doctor", "--ledger", file])
+      assert.include(doctor.stdout, "untracked", JSON.stringify([doctor.stdout, doctor.stderr]))
+      assert.include(doctor.stdout, String(pid))
+      const reap = run(["reap", "--dry-run", "--ledger", file])
+      for (const [name, out] of [["doctor", doctor.stdout], ["reap", reap.stdout]] as const) {
+        assert.notMatch(out, /[\u0000-\u0009\u000b-\u001f\u007f-\u009f]/, `${name} printed a raw control character: ${JSON.stringify(out)}`)
+      }
+    } finally {
+      sleeper?.kill("SIGKILL")
+      fs.rmSync(dir, { recursive: true, force: true })
+    }
+  }, 60_000)
+})

@@ -122,7 +122,29 @@ export const inspect = (file: string) =>
 const useColor = () => process.stdout.isTTY === true && process.env.NO_COLOR === undefined
 const paint = (code: string, text: string) => useColor() ? `\x1b[${code}m${text}\x1b[0m` : text
 const mib = (kib: number) => `${(kib / 1024).toFixed(1)} MiB`
-const clip = (text: string, max = 60) => text.length <= max ? text : `${text.slice(0, max - 1)}…`
+/**
+ * `text` with every control character (C0, DEL, C1) and every bidirectional
+ * override shown as an escape (`\x1b`, `\u202e`): command lines, ids and
+ * session names are chosen by others (a tree runs any command; any process of
+ * the user may carry a `SHEPHERD_ID`), and raw they would drive the
+ * operator's terminal (clear it, overwrite lines, set the title or the
+ * clipboard) or reorder what it shows.
+ *
+ * @since 0.1.0
+ * @category formatting
+ */
+export const printable = (text: string): string =>
+  text.replace(
+    /[\u0000-\u001f\u007f-\u009f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]/g,
+    (c) => {
+      const code = c.charCodeAt(0)
+      return code <= 0xff ? `\\x${code.toString(16).padStart(2, "0")}` : `\\u${code.toString(16).padStart(4, "0")}`
+    }
+  )
+const clip = (raw: string, max = 60) => {
+  const text = printable(raw)
+  return text.length <= max ? text : `${text.slice(0, max - 1)}…`
+}
 const age = (ms: number) => ms < 60_000 ? `${Math.round(ms / 1000)}s` : ms < 3_600_000 ? `${Math.round(ms / 60_000)}m` : `${Math.round(ms / 3_600_000)}h`
 
 /**
@@ -138,11 +160,11 @@ export const render = (x: LedgerInspection): string => {
     : x.owner.alive
     ? paint("32", `owner pid ${x.owner.pid} (alive)`)
     : paint("33", `owner pid ${x.owner.pid} (gone)`)
-  lines.push(`${paint("1", "ledger")} ${x.path}  ${owner}  ${x.entries.length} live entr${x.entries.length === 1 ? "y" : "ies"}, ${x.sizeBytes} bytes`)
+  lines.push(`${paint("1", "ledger")} ${printable(x.path)}  ${owner}  ${x.entries.length} live entr${x.entries.length === 1 ? "y" : "ies"}, ${x.sizeBytes} bytes`)
   if (!x.exists) lines.push(`  ${paint("2", "(no such file)")}`)
   if (x.tornLine) lines.push(`  ${paint("33", "torn last line (a host died mid-write); it is skipped")}`)
   if (x.badLines > 0) lines.push(`  ${paint("31", `${x.badLines} unparsable line(s): the next host quarantines this file`)}`)
-  for (const q of x.quarantined) lines.push(`  ${paint("33", `quarantined: ${q}`)}`)
+  for (const q of x.quarantined) lines.push(`  ${paint("33", `quarantined: ${printable(q)}`)}`)
   const alive = (n: number) => n > 0 ? paint(x.owner?.alive === true ? "32" : "31", `${n} alive`) : paint("2", "gone")
   const bySession = new Map<string, Array<LedgerInspection["entries"][number]>>()
   for (const e of x.entries) bySession.set(e.session, [...(bySession.get(e.session) ?? []), e])
@@ -152,22 +174,24 @@ export const render = (x: LedgerInspection): string => {
       lines.push(`${indent}${branch} ${m.pid} ${m.state} ${mib(m.rssKiB).padStart(9)}  ${clip(m.command, 50)}`)
     })
   for (const [session, entries] of bySession) {
-    lines.push(`  session ${paint("1", session)}`)
+    lines.push(`  session ${paint("1", printable(session))}`)
     for (const e of entries) {
-      lines.push(`    ${e.shepherdId}  pid ${e.pid ?? "?"}  age ${age(e.ageMs)}  ${alive(e.members.length)}  ${clip(e.command)}`)
+      lines.push(`    ${printable(e.shepherdId)}  pid ${e.pid ?? "?"}  age ${age(e.ageMs)}  ${alive(e.members.length)}  ${clip(e.command)}`)
       memberLines(e.members, "      ")
     }
   }
   if (x.untracked.length > 0) {
     lines.push(`  ${paint("31", "untracked: carry a pool id of this ledger, but the ledger does not list them")}`)
     for (const u of x.untracked) {
-      lines.push(`    ${u.shepherdId}  ${u.members.length} alive`)
+      lines.push(`    ${printable(u.shepherdId)}  ${u.members.length} alive`)
       memberLines(u.members, "      ")
     }
   }
   if (x.entries.length > 0 && x.owner?.alive !== true) {
     const n = x.entries.reduce((acc, e) => acc + e.members.length, 0)
-    if (n > 0) lines.push(`  ${paint("33", `its host is gone: \`shepherd reap --ledger ${x.path}\` terminates ${n} orphan process(es)`)}`)
+    if (n > 0) {
+      lines.push(`  ${paint("33", `its host is gone: \`shepherd reap --ledger ${printable(x.path)}\` terminates ${n} orphan process(es)`)}`)
+    }
   }
   return lines.join("\n")
 }

@@ -110,11 +110,11 @@ export const reap = (file: string, options: { readonly dryRun: boolean; readonly
  * @category formatting
  */
 export const render = (r: ReapResult): string => {
-  const lines = [`${r.dryRun ? "would reap" : "reaped"} ${r.path}: ${r.actions.length} entr${r.actions.length === 1 ? "y" : "ies"}`]
+  const lines = [`${r.dryRun ? "would reap" : "reaped"} ${Inspect.printable(r.path)}: ${r.actions.length} entr${r.actions.length === 1 ? "y" : "ies"}`]
   for (const a of r.actions) {
-    lines.push(`  ${a.shepherdId}  ${a.outcome}${a.pids.length > 0 ? `  pids ${a.pids.join(", ")}` : ""}`)
+    lines.push(`  ${Inspect.printable(a.shepherdId)}  ${a.outcome}${a.pids.length > 0 ? `  pids ${a.pids.join(", ")}` : ""}`)
   }
   if (r.actions.length === 0) lines.push("  nothing to do")
-  for (const note of r.notes) lines.push(`  note: ${note}`)
+  for (const note of r.notes) lines.push(`  note: ${Inspect.printable(note)}`)
   return lines.join("\n")
 }
