@@ -306,3 +306,26 @@ describe("adversarial: what the CLI prints", () => {
     }
   }, 60_000)
 })
+
+describe("adversarial: a ledger path pointed at the wrong file", () => {
+  // A careless `ledger: ".env"` (or `shepherd doctor --ledger ~/.aws/credentials`): the file is
+  // refused untouched, and its content must not be copied into the error, the logs or the terminal.
+  it.live("the refusal names the file without quoting it", () =>
+    Effect.gen(function*() {
+      const dir = fs.mkdtempSync(path.join(os.tmpdir(), "shepherd-adv-"))
+      const file = path.join(dir, "app.env")
+      const secret = "hunter2-s3cr3t"
+      try {
+        fs.writeFileSync(file, `API_TOKEN=${secret}\nOTHER=1\n`, { mode: 0o600 })
+        const opened = yield* Effect.flip(Effect.scoped(NodeLedger.make({ path: file })))
+        assert.include(opened.message, "is not a Shepherd ledger")
+        assert.notInclude(opened.message, secret)
+        const looked = yield* Effect.flip(NodeLedger.snapshot(file))
+        assert.include(looked.message, "is not a Shepherd ledger")
+        assert.notInclude(looked.message, secret)
+        assert.strictEqual(fs.readFileSync(file, "utf8"), `API_TOKEN=${secret}\nOTHER=1\n`)
+      } finally {
+        fs.rmSync(dir, { recursive: true, force: true })
+      }
+    }))
+})

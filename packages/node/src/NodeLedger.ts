@@ -330,12 +330,16 @@ const readLedgerFile = (file: string, owner: "ours" | "any" = "ours"): Found => 
   }
 }
 
-/** A file with content but not one ledger record is not ours to rewrite: it is refused untouched. */
+/**
+ * A file with content but not one ledger record is not ours to rewrite: it is refused untouched.
+ * The message describes the file without quoting it: a ledger path pointed at the wrong file (a
+ * `.env`, a key) must not copy its first bytes into logs and terminals.
+ */
 const notALedger = (file: string, text: string, parsed: ReturnType<typeof parse>) =>
   parsed.records.length === 0 && text.trim() !== ""
-    ? `${file} is not a Shepherd ledger (no line is a ledger record; it starts with ${
-      JSON.stringify(text.slice(0, 40))
-    }): it is left untouched; check the path`
+    ? `${file} is not a Shepherd ledger (none of its ${parsed.badLines + (parsed.tornLine ? 1 : 0)} line(s), ${
+      Buffer.byteLength(text)
+    } bytes, is a ledger record): it is left untouched; check the path`
     : undefined
 
 /**
