@@ -329,3 +329,58 @@ describe("adversarial: a ledger path pointed at the wrong file", () => {
       }
     }))
 })
+
+describe.runIf(asRoot)("adversarial: `shepherd reap` on a full disk", () => {
+  // The disk fills up (as it does on a machine in trouble) while reap is terminating orphans: the
+  // exit of the first tree cannot be recorded. That must not abandon the other trees half-way
+  // (one that ignores SIGTERM would never get its SIGKILL).
+  it("an exit that cannot be recorded does not stop the other trees' termination", async () => {
+    const mount = fs.mkdtempSync(path.join(os.tmpdir(), "shepherd-adv-full-"))
+    const started: Array<number> = []
+    let mounted = false
+    try {
+      NodeChildProcess.execFileSync("mount", ["-t", "tmpfs", "-o", "size=16k,mode=700", "tmpfs", mount])
+      mounted = true
+      const dir = path.join(mount, "state")
+      fs.mkdirSync(dir, { mode: 0o700 })
+      const env = { PATH: process.env.PATH, SHEPHERD_TEST_RUN_DIR: process.env.SHEPHERD_TEST_RUN_DIR ?? "/nonexistent" }
+      const quick = NodeChildProcess.spawn("sleep", ["1000"], { detached: true, stdio: "ignore", env })
+      const stubborn = NodeChildProcess.spawn("sh", ["-c", "trap '' TERM; exec sleep 1000"], { detached: true, stdio: "ignore", env })
+      started.push(quick.pid!, stubborn.pid!)
+      assert.isTrue(await waitUntil(() => {
+        try {
+          return fs.readFileSync(`/proc/${stubborn.pid}/cmdline`, "latin1").startsWith("sleep\u0000")
+        } catch {
+          return false
+        }
+      }, 5_000))
+      const bootId = procfs.readBootId()
+      const records: Array<LedgerRecord> = [{ _tag: "HostStarted", poolId: "p~1", host: { pid: 4_194_000, startTime: "1", bootId }, at: 1 }]
+      for (const [i, child] of [quick, stubborn].entries()) {
+        const identity = NodeProcessTable.identify(child.pid!)!
+        records.push(
+          { _tag: "Intent", poolId: "p~1", shepherdId: `p~1:${i}`, session: "s", command: "sleep 1000", at: 2 },
+          { _tag: "Registered", shepherdId: `p~1:${i}`, pgid: child.pid!, identity, at: 3 }
+        )
+      }
+      // The ledger fills its page exactly (blank lines are skipped), a filler takes all but one
+      // page: the lock fits, and nothing appended after it does.
+      const text = records.map(line).join("")
+      const file = path.join(dir, "pool.ledger")
+      fs.writeFileSync(file, text + "\n".repeat(4096 - Buffer.byteLength(text)), { mode: 0o600 })
+      fs.writeFileSync(path.join(mount, "filler"), Buffer.alloc(8192))
+      const bin = path.join(path.dirname(new URL(import.meta.url).pathname), "..", "packages", "cli", "src", "bin.ts")
+      const reap = NodeChildProcess.spawnSync(process.execPath, [bin, "reap", "--ledger", file], {
+        encoding: "utf8",
+        timeout: 30_000,
+        env: { ...process.env, NO_COLOR: "1", SHEPHERD_GRACE: "1 second", SHEPHERD_FORCE_WAIT: "1 second" }
+      })
+      const survivors = started.filter((pid) => isAlive(pid) && NodeProcessTable.identify(pid) !== undefined)
+      assert.deepStrictEqual(survivors, [], `reap left trees behind: ${reap.stdout} ${reap.stderr}`)
+    } finally {
+      killAll(started)
+      if (mounted) NodeChildProcess.execFileSync("umount", [mount])
+      fs.rmSync(mount, { recursive: true, force: true })
+    }
+  }, 60_000)
+})
