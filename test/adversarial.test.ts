@@ -417,3 +417,36 @@ describe.runIf(asRoot)("adversarial: hosts in two pid namespaces", () => {
     }
   })
 })
+
+describe.runIf(asRoot)("adversarial: root looks at another user's ledger", () => {
+  // `shepherd doctor --ledger ~alice/...` as root: the lock's owner is alice's live host. Judged
+  // as if it had to be root's own host, it was shown as gone, with the advice to reap its trees.
+  it("a live host of another user is shown alive", async () => {
+    const root = fs.mkdtempSync(path.join(os.tmpdir(), "shepherd-adv-"))
+    fs.chmodSync(root, 0o755)
+    const dir = path.join(root, "state")
+    fs.mkdirSync(dir, { mode: 0o700 })
+    fs.chownSync(dir, nobody, nobody)
+    const file = path.join(dir, "pool.ledger")
+    const fixture = path.join(path.dirname(new URL(import.meta.url).pathname), "fixtures", "ledgerHost.ts")
+    const host = NodeChildProcess.spawn(
+      "setpriv",
+      [`--reuid=${nobody}`, `--regid=${nobody}`, "--clear-groups", process.execPath, fixture, file],
+      { stdio: ["ignore", "pipe", "ignore"] }
+    )
+    try {
+      let out = ""
+      host.stdout!.on("data", (chunk: Buffer) => {
+        out += chunk.toString()
+      })
+      assert.isTrue(await waitUntil(() => out.includes("\n"), 10_000), "the host opened its ledger")
+      assert.include(out, "\"opened\":true")
+      const snapshot = await Effect.runPromise(NodeLedger.snapshot(file))
+      assert.strictEqual(snapshot.owner?.identity.pid, host.pid)
+      assert.isTrue(snapshot.owner?.alive, "the live host of another user is alive")
+    } finally {
+      host.kill("SIGKILL")
+      fs.rmSync(root, { recursive: true, force: true })
+    }
+  })
+})

@@ -317,6 +317,8 @@ interface Found {
   readonly text: string
   readonly exists: boolean
   readonly version: string
+  /** The file's owner, when it exists. */
+  readonly uid?: number | undefined
 }
 
 const readLedgerFile = (file: string, owner: "ours" | "any" = "ours"): Found => {
@@ -324,7 +326,7 @@ const readLedgerFile = (file: string, owner: "ours" | "any" = "ours"): Found => 
   if (fd === undefined) return { text: "", exists: false, version: "none" }
   try {
     const stat = fs.fstatSync(fd)
-    return { text: fs.readFileSync(fd, "utf8"), exists: true, version: `${stat.ino}:${stat.size}:${stat.mtimeMs}` }
+    return { text: fs.readFileSync(fd, "utf8"), exists: true, version: `${stat.ino}:${stat.size}:${stat.mtimeMs}`, uid: stat.uid }
   } finally {
     fs.closeSync(fd)
   }
@@ -395,11 +397,13 @@ type OwnerState = "live" | "gone" | { readonly notAHost: string }
 /**
  * Whether the lock's owner still holds it: the recorded process is alive
  * (same pid, start time and boot) *and* there is evidence that it is the
- * Shepherd host that wrote the lock: it runs as our user and still runs the
- * executable the lock recorded. Any other live process with that identity
- * (pid 1, a process whose pid a lock was copied from) is not an owner.
+ * Shepherd host that wrote the lock: it runs as the ledger's user
+ * (`hostUid`: ours when we would own the ledger; the file's owner when we
+ * only look at it) and still runs the executable the lock recorded. Any
+ * other live process with that identity (pid 1, a process whose pid a lock
+ * was copied from) is not an owner.
  */
-const ownerState = (owner: LockRecord, bootId: string): OwnerState => {
+const ownerState = (owner: LockRecord, bootId: string, hostUid: number | undefined = euid): OwnerState => {
   if (!hasProc) {
     // No start times to compare: a live pid is taken for the owner (erring towards LedgerLocked).
     try {
@@ -418,14 +422,14 @@ const ownerState = (owner: LockRecord, bootId: string): OwnerState => {
   }
   if (stat === undefined || stat.startTime !== owner.startTime || procfs.isDead(stat)) return "gone"
   const uid = procfs.ownerUid(owner.pid)
-  if (euid !== undefined && uid !== undefined && uid !== euid) {
-    return { notAHost: `pid ${owner.pid} is alive but runs as uid ${uid}, not as this user (uid ${euid})` }
+  if (hostUid !== undefined && uid !== undefined && uid !== hostUid) {
+    return { notAHost: `pid ${owner.pid} is alive but runs as uid ${uid}, not as the ledger's user (uid ${hostUid})` }
   }
   const exe = exeOf(owner.pid)
   // A live process of our (non-root) user whose executable we cannot read is not told apart from
   // the owner: a host is non-dumpable when its node binary has file capabilities (`setcap
   // cap_net_bind_service`), and then only a ptrace-capable process may read its `/proc/<pid>/exe`.
-  if (exe === undefined && owner.exe !== undefined && euid !== 0 && uid === euid) return "live"
+  if (exe === undefined && owner.exe !== undefined && euid !== 0 && uid === hostUid) return "live"
   if (owner.exe === undefined || exe !== owner.exe) {
     return {
       notAHost: `pid ${owner.pid} is alive but runs ${exe ?? "an unreadable executable"}, not the Shepherd host ${
@@ -824,7 +828,7 @@ export const snapshot = (file: string): Effect.Effect<Snapshot, LedgerError> =>
       const lock = readLock(`${resolved}.lock`, "any")
       const owner: Snapshot["owner"] = lock._tag !== "Valid"
         ? undefined
-        : { identity: identityOf(lock.owner), alive: ownerState(lock.owner, bootId) === "live" }
+        : { identity: identityOf(lock.owner), alive: ownerState(lock.owner, bootId, found.uid ?? euid) === "live" }
       const state = new State()
       const poolIds = new Set<string>()
       for (const record of parsed.records) {
