@@ -870,7 +870,8 @@ const make = Effect.fnUntraced(function*(config: ShepherdConfig.Resolved) {
   let tickCount = 0
   let lastTick: Reaper.TickReport | undefined
   const hostStart = ledger?.host.startTime
-  const reapOnce: Effect.Effect<Reaper.TickReport> = tickLock.withPermit(Effect.gen(function*() {
+  /** One tick; ledger entries in `skip` are left to a later tick (recovery has just acted on them). */
+  const reapTick = (skip: ReadonlySet<string>): Effect.Effect<Reaper.TickReport> => tickLock.withPermit(Effect.gen(function*() {
     const at = yield* Clock.currentTimeMillis
     const tick = ++tickCount
     let pruned = 0
@@ -881,7 +882,7 @@ const make = Effect.fnUntraced(function*(config: ShepherdConfig.Resolved) {
       // 1. Ledger entries the pool does not track: gone already (a lost exit record) or still alive.
       const entries = ledger === undefined ? [] : yield* ledger.entries
       for (const entry of entries) known.add(entry.shepherdId)
-      yield* Effect.forEach(entries.filter((e) => !tracked.has(e.shepherdId)), (entry) =>
+      yield* Effect.forEach(entries.filter((e) => !tracked.has(e.shepherdId) && !skip.has(e.shepherdId)), (entry) =>
         Effect.gen(function*() {
           const action = yield* Orphans.cleanup(orphanContext, entry.shepherdId, entry.pgid, entry.identity)
           if (action.outcome === "Gone") pruned++
@@ -925,6 +926,7 @@ const make = Effect.fnUntraced(function*(config: ShepherdConfig.Resolved) {
     }
     return report
   }).pipe(Effect.withSpan("ProcessPool.reap", { attributes: { poolId } })))
+  const reapOnce = reapTick(new Set())
 
   const doctor: Effect.Effect<Doctor.DoctorReport> = Effect.gen(function*() {
     const now = yield* Clock.currentTimeMillis
@@ -1074,13 +1076,16 @@ const make = Effect.fnUntraced(function*(config: ShepherdConfig.Resolved) {
   // shutdown finalizer is registered, so that closing the layer shuts the sessions down first and
   // only then interrupts the reaper. A tick is not interrupted half-way (it may have signalled an
   // orphan it has yet to SIGKILL).
-  const tickLogged = reapOnce.pipe(
-    Effect.catchCause((cause) => Effect.logWarning("reaper tick failed", cause)),
-    Effect.uninterruptible
-  )
-  yield* tickLogged
+  const logged = (tick: Effect.Effect<Reaper.TickReport>) =>
+    tick.pipe(
+      Effect.catchCause((cause) => Effect.logWarning("reaper tick failed", cause)),
+      Effect.uninterruptible
+    )
+  // What recovery has just terminated (or given up on as escaped) waits for the next tick: trying
+  // again at once would cost another grace period before the pool opens.
+  yield* logged(reapTick(new Set(recovery?.entries.map((e) => e.shepherdId) ?? [])))
   // `schedule` (unlike `repeat`) waits a full interval before its first run.
-  yield* tickLogged.pipe(
+  yield* logged(reapOnce).pipe(
     Effect.schedule(Schedule.spaced(config.reapIntervalMs)),
     Effect.interruptible,
     Effect.forkIn(layerScope)

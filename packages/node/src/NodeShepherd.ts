@@ -12,6 +12,7 @@ import * as ShepherdConfig from "@shepherd/core/ShepherdConfig"
 import type { InvalidConfig } from "@shepherd/core/ShepherdError"
 import type { ProcessLauncher } from "@shepherd/core/ProcessLauncher"
 import type { ProcessTable } from "@shepherd/core/ProcessTable"
+import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Layer from "effect/Layer"
@@ -33,13 +34,15 @@ export const platform: Layer.Layer<ProcessTable | ProcessLauncher> = Layer.merge
   NodeProcessLauncher.layer
 )
 
-// Pools of this host, so that a second signal can end every grace period at once.
-const livePools = new Set<ProcessPool["Service"]>()
+// Pools of this host, so that a signal can shut every pool down (and a second one hurry it) at once.
+// Each is kept with the context it was built in, so the shutdown's logs and spans reach the
+// program's own logger and tracer.
+const livePools = new Map<ProcessPool["Service"], Context.Context<never>>()
 
 const register = Layer.effectDiscard(
   Effect.gen(function*() {
     const pool = yield* ProcessPool
-    livePools.add(pool)
+    livePools.set(pool, yield* Effect.context<never>())
     // This finalizer runs before the pool's own: shut the pool down here (it is idempotent), so a
     // second signal during that teardown still finds the pool to hurry.
     yield* Effect.addFinalizer(() => pool.shutdown.pipe(Effect.ensuring(Effect.sync(() => livePools.delete(pool)))))
@@ -126,10 +129,10 @@ export const runMain = <A, E>(effect: Effect.Effect<A, E>): void =>
       if (count === 1) {
         // Every pool starts its shutdown now, beside the program's interruption: each child gets its
         // signal at once, instead of when the scope holding its session comes to close.
-        for (const pool of livePools) Effect.runFork(pool.shutdown)
+        for (const [pool, context] of livePools) Effect.runForkWith(context)(pool.shutdown)
         fiber.interruptUnsafe(fiber.id)
       } else if (count === 2) {
-        for (const pool of livePools) Effect.runFork(pool.hurry)
+        for (const [pool, context] of livePools) Effect.runForkWith(context)(pool.hurry)
       } else {
         process.exit(signalCodes[received] ?? 1)
       }
