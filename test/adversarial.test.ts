@@ -450,3 +450,26 @@ describe.runIf(asRoot)("adversarial: root looks at another user's ledger", () =>
     }
   })
 })
+
+describe.runIf(asRoot)("adversarial: group-writable parents", () => {
+  // Where each user has a private group and a umask of 002 (Fedora, RHEL), ~/.local/state is
+  // often group-writable: by the user's own group, which is nobody else. A parent writable by a
+  // group with other members is refused.
+  it.live("a parent writable only by its owner's private group is accepted; by a shared group, refused", () =>
+    Effect.gen(function*() {
+      const root = fs.mkdtempSync(path.join(os.tmpdir(), "shepherd-adv-"))
+      try {
+        const parent = path.join(root, "state")
+        fs.mkdirSync(parent)
+        // gid 0 is root's own group here (no other user has it, nobody is listed in it).
+        fs.chmodSync(parent, 0o770)
+        yield* Effect.scoped(NodeLedger.make({ path: path.join(parent, "shepherd", "a.ledger") }))
+        // `users` (gid 100) is not root's own group.
+        fs.chownSync(parent, 0, 100)
+        const refused = yield* Effect.flip(Effect.scoped(NodeLedger.make({ path: path.join(parent, "shepherd", "b.ledger") })))
+        assert.include(refused.message, "writable by other users without the sticky bit")
+      } finally {
+        fs.rmSync(root, { recursive: true, force: true })
+      }
+    }))
+})

@@ -221,11 +221,37 @@ const pseudoFileSystems = new Map<number, string>([
  * the path goes through (as written, and as resolved through symlinks), from
  * `start` up to the root, must belong to root or to this process's user, and
  * be writable by nobody else unless it has the sticky bit (as `/tmp`, where
- * nobody may rename another's entries). Otherwise that user could move the
+ * nobody may rename another's entries); a group that is its owner's private
+ * group (see `privateGroup`) is nobody else. Otherwise that user could move the
  * ledger's directory away and put a symlink to another directory of ours in
  * its place, and every later compaction (which resolves the path again)
  * would replace a file there.
  */
+/**
+ * Whether group `gid` has no member but user `uid` (a user-private group, as
+ * most distributions give each user, with a umask of 002): then a directory
+ * writable by that group is writable by nobody else. Read from /etc/passwd and
+ * /etc/group, as OpenSSH does for its StrictModes; a group found nowhere
+ * (NSS, LDAP) is not proven private.
+ */
+const privateGroup = (gid: number, uid: number): boolean => {
+  try {
+    const users = fs.readFileSync("/etc/passwd", "utf8").split("\n").map((l) => l.split(":"))
+    const owner = users.find((f) => f.length > 3 && f[2] !== "" && Number(f[2]) === uid)
+    if (owner === undefined) return false
+    // Nobody else has it as primary group.
+    if (users.some((f) => f.length > 3 && f[3] !== "" && Number(f[3]) === gid && Number(f[2]) !== uid)) return false
+    const group = fs.readFileSync("/etc/group", "utf8").split("\n").map((l) => l.split(":"))
+      .find((f) => f.length > 3 && f[2] !== "" && Number(f[2]) === gid)
+    if (group === undefined) return false
+    const members = group[3]!.trim().split(",").filter((m) => m !== "")
+    // No one else is listed in it, and the owner is in it (a group of no one is a setgid program's).
+    return members.every((m) => m === owner[0]) && (Number(owner[3]) === gid || members.length === 1)
+  } catch {
+    return false
+  }
+}
+
 const checkAncestors = (start: string) => {
   if (euid === undefined) return
   let real: string
@@ -250,7 +276,8 @@ const checkAncestors = (start: string) => {
           `${current}, a parent of the ledger's directory, is owned by uid ${stat.uid}: that user could replace the directories below it; use a path whose parents belong to root or to uid ${euid}`
         )
       }
-      if ((stat.mode & 0o022) !== 0 && (stat.mode & 0o1000) === 0) {
+      const othersWrite = (stat.mode & 0o002) !== 0 || ((stat.mode & 0o020) !== 0 && !privateGroup(stat.gid, stat.uid))
+      if (othersWrite && (stat.mode & 0o1000) === 0) {
         const mode = (stat.mode & 0o7777).toString(8)
         throw new Refused(
           `${current}, a parent of the ledger's directory, is writable by other users without the sticky bit (mode ${mode}): they could move the directories below it away and plant others; chmod go-w ${current} (or +t), or use a private path`
