@@ -312,7 +312,6 @@ const make = Effect.fnUntraced(function*(config: ShepherdConfig.Resolved) {
   const ledger = Option.getOrUndefined(yield* Effect.serviceOption(Ledger))
   const lifelineService = Option.getOrUndefined(yield* Effect.serviceOption(Lifeline))
   const layerScope = yield* Scope.Scope
-  const clock = yield* Clock.Clock
   const poolId = `${config.name}~${globalThis.crypto.randomUUID().slice(0, 8)}`
   const slots = yield* Semaphore.make(config.slots)
   const watchers = yield* FiberSet.make<unknown, never>()
@@ -643,7 +642,6 @@ const make = Effect.fnUntraced(function*(config: ShepherdConfig.Resolved) {
           if (lifeline !== undefined) yield* lifeline.register(container)
           const done = Deferred.makeUnsafe<Teardown.Teardown>()
           let running: KillPolicy.KillPolicy | undefined
-          let leaderExitSeenAt: number | undefined
           const escalate = Deferred.makeUnsafe<void>()
           let state: ProcessState
 
@@ -655,11 +653,9 @@ const make = Effect.fnUntraced(function*(config: ShepherdConfig.Resolved) {
               return undefined
             }
             running = kill
-            // A leader that has exited: members of its session born before then stay provably ours.
-            const exited = launched.exitStatus() !== undefined
             return {
               table,
-              container: exited ? { ...container, leaderExitedAt: leaderExitSeenAt ?? clock.currentTimeMillisUnsafe() } : container,
+              container,
               policy: kill,
               leader: { exitStatus: launched.exitStatus, exit: launched.exit, signal: launched.signal },
               hurry,
@@ -804,13 +800,7 @@ const make = Effect.fnUntraced(function*(config: ShepherdConfig.Resolved) {
           yield* Metric.update(m.slotWait, slotWaitMs)
           yield* Scope.addFinalizer(procScope, stop)
           // Natural exit: clean up what the leader left behind and return the slot at once.
-          yield* FiberSet.run(
-            watchers,
-            launched.exit.pipe(
-              Effect.tap(() => Effect.sync(() => leaderExitSeenAt ??= clock.currentTimeMillisUnsafe())),
-              Effect.andThen(stop)
-            )
-          )
+          yield* FiberSet.run(watchers, Effect.andThen(launched.exit, stop))
           if (closing || session.closed !== undefined) {
             // The session began closing while we were launching: its close (which waited for
             // this launch) tears the tree down; the caller gets PoolClosed.

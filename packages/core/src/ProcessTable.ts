@@ -3,7 +3,7 @@
  *
  * Core decides *what* must happen (identity-checked signals, "done means no
  * member is alive"); a platform adapter (`@shepherd/node`'s `/proc` table, or
- * the in-memory table in `TestOs`) knows *how*.
+ * the in-memory table in `TestOs` from `@shepherd/core/testing`) knows *how*.
  *
  * @since 0.1.0
  */
@@ -25,16 +25,6 @@ export interface Container {
   readonly pgid: number
   readonly shepherdId: string
   readonly leader: ProcessIdentity
-  /**
-   * When this host saw its leader exit (epoch milliseconds; the leader is the
-   * host's own child). Once the leader is gone its process group id proves
-   * nothing by itself, but a process still in the leader's session and group
-   * that started while the leader lived is provably a member: the session id
-   * could not name anyone else while the leader held it, and a process never
-   * rejoins a session it left. Absent while the leader lives, and for
-   * containers read back from a ledger.
-   */
-  readonly leaderExitedAt?: number | undefined
 }
 
 /**

@@ -70,7 +70,6 @@ export const make = (): ProcessTable["Service"] => {
     readonly start: bigint
     readonly ppid: number
     pgid: number
-    sid: number
     /**
      * The start time of the process that led `pgid` when this process was seen in it (the group
      * is that leader's for as long as it has members), or inherited from a parent vouched in the
@@ -91,7 +90,6 @@ export const make = (): ProcessTable["Service"] => {
       start: BigInt(stat.startTime),
       ppid: stat.ppid,
       pgid: stat.pgid,
-      sid: stat.sid,
       vouched: undefined,
       cookie: null
     }
@@ -135,9 +133,8 @@ export const make = (): ProcessTable["Service"] => {
       changed.push([pid, fresh])
       return fresh
     }
-    if (entry.pgid !== stat.pgid || entry.sid !== stat.sid) {
+    if (entry.pgid !== stat.pgid) {
       entry.pgid = stat.pgid
-      entry.sid = stat.sid
       changed.push([pid, entry])
     }
     return entry
@@ -230,17 +227,10 @@ export const make = (): ProcessTable["Service"] => {
     }
     let minStart: bigint | undefined
     const leaderless = batch.map(() => false)
-    // For a leaderless group whose leader this host saw exit: the last start tick of a member born
-    // while the leader lived (rounded up, plus a tick for the clocks' disagreement).
-    const bornBefore: Array<bigint | undefined> = batch.map(() => undefined)
     batch.forEach((r, i) => {
       // A pgid from another boot names nothing of ours; only the cookie can still match.
       const state = r.leader.bootId !== bootId || r.pgid <= 1 ? "foreign" : groupState(r)
       leaderless[i] = state === "leaderless"
-      if (leaderless[i] && r.leaderExitedAt !== undefined && r.leader.pid === r.pgid) {
-        const tick = procfs.ticksAt(r.leaderExitedAt)
-        if (tick !== undefined) bornBefore[i] = tick + 1n
-      }
       if (state === "foreign") {
         addCookie(r.shepherdId, i)
         minStart = 0n // its descendants' start times are unknown: read every cookie
@@ -265,15 +255,10 @@ export const make = (): ProcessTable["Service"] => {
       }
       // A group member without our cookie (it cleared its environment) counts only if it is younger
       // than the leader (a reused pgid cannot match an older, unrelated group) and, once the leader
-      // is gone, only if it was seen in the group while that very leader held it, or is still in the
-      // leader's session and was born before the leader's exit (the session id named only ours then).
-      return (byGroup.get(entry.pgid) ?? []).filter((i) => {
-        const leaderStart = BigInt(batch[i]!.leader.startTime)
-        if (!leaderless[i]) return entry.start >= leaderStart
-        if (entry.vouched === batch[i]!.leader.startTime) return true
-        const before = bornBefore[i]
-        return before !== undefined && entry.sid === entry.pgid && entry.start >= leaderStart && entry.start <= before
-      })
+      // is gone, only if it was seen in the group while that very leader held it.
+      return (byGroup.get(entry.pgid) ?? []).filter((i) =>
+        leaderless[i] ? entry.vouched === batch[i]!.leader.startTime : entry.start >= BigInt(batch[i]!.leader.startTime)
+      )
     }
     for (const pid of pids) {
       if (pid === self || pid <= 1) continue

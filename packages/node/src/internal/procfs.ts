@@ -96,26 +96,6 @@ export const readBootId = (): string => {
   }
 }
 
-/** Start times in `/proc/<pid>/stat` count clock ticks since boot; USER_HZ is 100 on Linux. */
-export const ticksPerSecond = 100
-
-/**
- * The start-time tick (`/proc/<pid>/stat` field 22) a process would have had
- * at epoch millisecond `epochMs`, rounded up; `undefined` when `/proc/uptime`
- * cannot be read.
- */
-export const ticksAt = (epochMs: number): bigint | undefined => {
-  let uptimeSeconds: number
-  try {
-    uptimeSeconds = Number(fs.readFileSync("/proc/uptime", "latin1").split(" ")[0])
-  } catch {
-    return undefined
-  }
-  if (!Number.isFinite(uptimeSeconds)) return undefined
-  const bootMs = Date.now() - uptimeSeconds * 1000
-  return BigInt(Math.ceil(((epochMs - bootMs) * ticksPerSecond) / 1000))
-}
-
 const cookiePrefix = Buffer.from("SHEPHERD_ID=")
 
 /**
