@@ -62,7 +62,3 @@ export * as Signal from "./Signal.ts"
  * @since 0.1.0
  */
 export * as Teardown from "./Teardown.ts"
-/**
- * @since 0.1.0
- */
-export * as TestOs from "./TestOs.ts"

@@ -8,7 +8,7 @@ import { Ledger } from "../src/Ledger.ts"
 import * as Metrics from "../src/Metrics.ts"
 import { ProcessLauncher } from "../src/ProcessLauncher.ts"
 import { ProcessPool } from "../src/ProcessPool.ts"
-import * as TestOs from "../src/TestOs.ts"
+import { TestOs } from "../src/testing.ts"
 import { cmd, settleValue } from "./utils.ts"
 
 const host = { pid: 1, startTime: "1", bootId: "test-boot" }

@@ -6,7 +6,7 @@ import { assert, describe, it } from "@effect/vitest"
 import { Effect, Redacted } from "effect"
 import { ChildProcess } from "effect/process"
 import * as EnvPolicy from "../src/EnvPolicy.ts"
-import * as TestOs from "../src/TestOs.ts"
+import { TestOs } from "../src/testing.ts"
 import { cmd, withPool } from "./utils.ts"
 
 const host: Record<string, string> = {

@@ -10,7 +10,7 @@ import { ChildProcess } from "effect/process"
 import { TestClock } from "effect/testing"
 import { CurrentSession, ProcessPool } from "../src/ProcessPool.ts"
 import type * as Teardown from "../src/Teardown.ts"
-import * as TestOs from "../src/TestOs.ts"
+import { TestOs } from "../src/testing.ts"
 import * as ShepherdConfig from "../src/ShepherdConfig.ts"
 import { cmd, errorOf, poll, settleValue, valueOf, waitUntil, withPool } from "./utils.ts"
 

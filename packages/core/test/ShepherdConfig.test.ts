@@ -8,7 +8,7 @@ import * as EnvPolicy from "../src/EnvPolicy.ts"
 import * as KillPolicy from "../src/KillPolicy.ts"
 import { ProcessPool } from "../src/ProcessPool.ts"
 import * as ShepherdConfig from "../src/ShepherdConfig.ts"
-import * as TestOs from "../src/TestOs.ts"
+import { TestOs } from "../src/testing.ts"
 
 const withEnv = (env: Record<string, string>) =>
   Effect.provide(ConfigProvider.layer(ConfigProvider.fromEnv({ env })))

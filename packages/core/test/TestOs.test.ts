@@ -9,7 +9,7 @@ import { ChildProcess } from "effect/process"
 import { TestClock } from "effect/testing"
 import { ProcessLauncher } from "../src/ProcessLauncher.ts"
 import { ProcessTable } from "../src/ProcessTable.ts"
-import * as TestOs from "../src/TestOs.ts"
+import { TestOs } from "../src/testing.ts"
 import { errorOf, poll, valueOf } from "./utils.ts"
 
 const withOs = <A, E>(

@@ -7,7 +7,7 @@ import { Deferred, Effect, Layer } from "effect"
 import * as KillPolicy from "../src/KillPolicy.ts"
 import { Ledger, type LedgerRecord } from "../src/Ledger.ts"
 import { ProcessTable } from "../src/ProcessTable.ts"
-import * as TestOs from "../src/TestOs.ts"
+import { TestOs } from "../src/testing.ts"
 import * as Orphans from "../src/internal/orphans.ts"
 
 const bootId = "test-os"

@@ -11,7 +11,7 @@ import { terminate } from "../src/internal/terminate.ts"
 import type { KillPolicy } from "../src/KillPolicy.ts"
 import { type Launched, ProcessLauncher } from "../src/ProcessLauncher.ts"
 import { ProcessTable } from "../src/ProcessTable.ts"
-import * as TestOs from "../src/TestOs.ts"
+import { TestOs } from "../src/testing.ts"
 import { poll, valueOf } from "./utils.ts"
 
 const policy: KillPolicy = { signal: "SIGTERM", graceMs: 5000, forceWaitMs: 1000 }

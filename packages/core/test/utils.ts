@@ -9,7 +9,7 @@ import { TestClock } from "effect/testing"
 import { ProcessPool } from "../src/ProcessPool.ts"
 import type * as ShepherdConfig from "../src/ShepherdConfig.ts"
 import type { InvalidConfig } from "../src/ShepherdError.ts"
-import * as TestOs from "../src/TestOs.ts"
+import { TestOs } from "../src/testing.ts"
 
 export const cmd = (name: string, ...args: Array<string>) => ChildProcess.make(name, args)
 

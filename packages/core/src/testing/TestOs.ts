@@ -14,7 +14,7 @@
  * import { ChildProcess } from "effect/process"
  * import { TestClock } from "effect/testing"
  * import { ProcessPool } from "@shepherd/core/ProcessPool"
- * import * as TestOs from "@shepherd/core/TestOs"
+ * import { TestOs } from "@shepherd/core/testing"
  *
  * const os = TestOs.make()
  * os.define("stubborn", { onTerm: "ignore" })
@@ -46,8 +46,8 @@ import type * as ChildProcess from "effect/process/ChildProcess"
 import * as Redacted from "effect/Redacted"
 import * as Sink from "effect/Sink"
 import * as Stream from "effect/Stream"
-import { type ExitStatus, type Launched, ProcessLauncher } from "./ProcessLauncher.ts"
-import type { ProcessIdentity } from "./ProcessIdentity.ts"
+import { type ExitStatus, type Launched, ProcessLauncher } from "../ProcessLauncher.ts"
+import type { ProcessIdentity } from "../ProcessIdentity.ts"
 import {
   type Carrier,
   type Container,
@@ -55,8 +55,8 @@ import {
   ProcessTable,
   ProcessTableError,
   type SignalResult
-} from "./ProcessTable.ts"
-import type { Signal } from "./Signal.ts"
+} from "../ProcessTable.ts"
+import type { Signal } from "../Signal.ts"
 
 /**
  * How a simulated process answers a graceful (non-`SIGKILL`) signal:
