@@ -25,6 +25,10 @@ export * as ManagedProcess from "./ManagedProcess.ts"
 /**
  * @since 0.1.0
  */
+export * as Membership from "./Membership.ts"
+/**
+ * @since 0.1.0
+ */
 export * as Metrics from "./Metrics.ts"
 /**
  * @since 0.1.0
