@@ -16,7 +16,9 @@ export default defineConfig({
     include: ["packages/*/test/**/*.test.ts", "test/**/*.test.ts"],
     globalSetup: ["./test/globalSetup.ts"],
     setupFiles: ["./test/setupFile.ts"],
-    testTimeout: 60_000,
-    hookTimeout: 60_000
+    // Guards against a hang only: the polling helpers give up after 60 s (with what they waited for),
+    // so a test's own limit is longer. No test asserts how long something took (that is `pnpm bench`).
+    testTimeout: 120_000,
+    hookTimeout: 120_000
   }
 })

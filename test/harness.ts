@@ -51,8 +51,14 @@ export const assertNoSurvivors = (prefix: string): void => {
   assert.deepStrictEqual(left.map(show), [], `survivors of ${prefix}`)
 }
 
-/** Polls (every 10 ms, real time) until `predicate` holds; fails the test after `ms`. */
-export const eventually = (what: string, predicate: () => boolean, ms = 3_000): Effect.Effect<void> =>
+/**
+ * How long the polling helpers wait before they fail with what they waited for. Only a guard against
+ * a hang, never a figure a test proves: a loaded machine may take seconds to start a process.
+ */
+export const hangGuardMs = 60_000
+
+/** Polls (every 10 ms, real time) until `predicate` holds; fails the test after `ms` (a hang guard). */
+export const eventually = (what: string, predicate: () => boolean, ms = hangGuardMs): Effect.Effect<void> =>
   Effect.gen(function*() {
     const deadline = Date.now() + ms
     while (!predicate()) {
@@ -61,12 +67,12 @@ export const eventually = (what: string, predicate: () => boolean, ms = 3_000): 
     }
   })
 
-/** Polls the pool's stats (every 2 ms) until `predicate` holds; fails the test after `ms`. */
+/** Polls the pool's stats (every 2 ms) until `predicate` holds; fails the test after `ms` (a hang guard). */
 export const awaitStats = (
   pool: ProcessPool["Service"],
   what: string,
   predicate: (stats: PoolStats) => boolean,
-  ms = 1_000
+  ms = hangGuardMs
 ): Effect.Effect<PoolStats> =>
   Effect.gen(function*() {
     const deadline = Date.now() + ms
@@ -81,14 +87,11 @@ export const awaitStats = (
   })
 
 /** Waits until at least `n` live processes carry `shepherdId` (the tree has finished forking). */
-export const awaitMembers = (shepherdId: string, n: number, ms = 3_000): Effect.Effect<Array<ProcInfo>> =>
+export const awaitMembers = (shepherdId: string, n: number, ms = hangGuardMs): Effect.Effect<Array<ProcInfo>> =>
   Effect.andThen(
     eventually(`${n} members of ${shepherdId}`, () => membersOf(shepherdId).length >= n, ms),
     Effect.sync(() => membersOf(shepherdId))
   )
-
-/** Milliseconds since `start` (a `performance.now()` value). */
-export const since = (start: number): number => performance.now() - start
 
 /**
  * Builds `layer`, runs `body` with the pool in a scope, closes the pool, and

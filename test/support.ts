@@ -84,8 +84,11 @@ export const killSurvivors = (prefix: string): void => {
   }
 }
 
-/** Polls `predicate` every 10 ms until it holds or `ms` passes. */
-export const waitUntil = async (predicate: () => boolean, ms: number): Promise<boolean> => {
+/**
+ * Polls `predicate` every 10 ms until it holds or `ms` passes. The default is only a guard against a
+ * hang (a loaded machine may take seconds to start or reap a process), never a figure a test proves.
+ */
+export const waitUntil = async (predicate: () => boolean, ms = 60_000): Promise<boolean> => {
   const deadline = Date.now() + ms
   while (Date.now() < deadline) {
     if (predicate()) return true

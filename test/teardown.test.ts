@@ -3,6 +3,7 @@
  * promises to contain, checked afterwards in /proc.
  */
 import { afterEach, assert, describe, it } from "@effect/vitest"
+import type { ProcessPool } from "@shepherd/core/ProcessPool"
 import { Effect } from "effect"
 import {
   assertNoSurvivors,
@@ -12,7 +13,6 @@ import {
   membersOf,
   sh,
   show,
-  since,
   withPool
 } from "./harness.ts"
 import { isAlive, type ProcInfo, trees } from "./support.ts"
@@ -22,29 +22,33 @@ afterEach(cleanupPools)
 const grace = 300
 const forceWait = 500
 const kill = { grace: `${grace} millis`, forceWait: `${forceWait} millis` } as const
-/** The longest a forced teardown may take. */
-const forcedBound = grace + forceWait + 500
+/**
+ * A grace period no test outlives: a teardown that completes under it cannot have waited for it.
+ * (How long teardowns take is measured by `pnpm bench`, scenarios 2 and 3, not asserted here.)
+ */
+const endlessGrace = { grace: "1 hour", forceWait: `${forceWait} millis` } as const
+
+/** The pool's own record of its recent teardowns of `ids`, with when each one ended (`at`). */
+const recentOf = (pool: ProcessPool["Service"], ids: ReadonlySet<string>) =>
+  Effect.map(pool.doctor, (d) => d.recent.filter((r) => ids.has(r.shepherdId)))
 
 describe("teardown of process trees", () => {
-  it.live("a cooperative tree (3 processes) ends gracefully, fast", () =>
-    withPool({ name: "t-cooperative", kill }, (pool, prefix) =>
+  it.live("a cooperative tree (3 processes) ends gracefully, without waiting for the grace period", () =>
+    withPool({ name: "t-cooperative", kill: endlessGrace }, (pool, prefix) =>
       Effect.gen(function*() {
         const managed = yield* pool.spawn(sh(trees.cooperative), { session: "s" })
         const members = yield* awaitMembers(managed.shepherdId, 3)
         assert.strictEqual(members.length, 3, members.map(show).join("\n"))
         for (const m of members) assert.strictEqual(m.pgid, managed.pgid)
 
-        const start = performance.now()
+        // The grace period is an hour: the close returns when the tree is gone, not when the grace ends.
         const reports = yield* pool.closeSession("s")
-        const elapsed = since(start)
 
         assert.strictEqual(reports.length, 1)
         const report = reports[0]!
         assert.strictEqual(report._tag, "Graceful")
         assert.strictEqual(report.pid, managed.pid)
         assert.strictEqual(report.shepherdId, managed.shepherdId)
-        assert.isBelow(report.durationMs, 100)
-        assert.isBelow(elapsed, 100)
         assert.sameMembers([...report.signalled], members.map((m) => m.pid))
         for (const m of members) assert.isFalse(isAlive(m.pid), show(m))
         assertNoSurvivors(prefix)
@@ -57,14 +61,12 @@ describe("teardown of process trees", () => {
         const managed = yield* pool.spawn(sh(trees.ignoresTerm), { session: "s" })
         const members = yield* awaitMembers(managed.shepherdId, 3)
 
-        const start = performance.now()
         const [report] = yield* pool.closeSession("s")
-        const elapsed = since(start)
 
         assert.strictEqual(report?._tag, "Forced")
         if (report?._tag !== "Forced") return
-        assert.isAtLeast(report.durationMs, grace - 5)
-        assert.isBelow(elapsed, forcedBound)
+        // SIGKILL came only after the grace period (the pool's own clock, so load cannot make it shorter)
+        assert.isAtLeast(report.durationMs, grace)
         assert.sameMembers([...report.forced], members.map((m) => m.pid))
         assertNoSurvivors(prefix)
       })
@@ -78,9 +80,7 @@ describe("teardown of process trees", () => {
         assert.isDefined(member)
 
         // The leader exits by itself after 0.2 s; the pool must clean up the member it left behind.
-        const start = performance.now()
         const report = yield* managed.awaitTeardown
-        const elapsed = since(start)
 
         assert.strictEqual(report._tag, "Exited")
         if (report._tag !== "Exited") return
@@ -89,11 +89,9 @@ describe("teardown of process trees", () => {
         assert.include([...report.signalled], member!.pid)
         assert.notInclude([...report.signalled], managed.pid)
         assert.isFalse(isAlive(member!.pid))
-        // leader sleeps 0.2 s, then the member ignores TERM for the whole grace
-        assert.isBelow(elapsed, 200 + forcedBound)
         assertNoSurvivors(prefix)
         // its slot comes back without any session close
-        yield* awaitStats(pool, "slot released", (s) => s.inUse === 0, 100)
+        yield* awaitStats(pool, "slot released", (s) => s.inUse === 0)
       })
     ))
 
@@ -105,9 +103,7 @@ describe("teardown of process trees", () => {
         const escaped = members.filter((p) => p.pgid !== managed.pgid)
         assert.isAtLeast(escaped.length, 1, members.map(show).join("\n"))
 
-        const start = performance.now()
         const [report] = yield* pool.closeSession("s")
-        assert.isBelow(since(start), forcedBound)
         assert.strictEqual(report?._tag, "Forced")
         for (const p of members) assert.isFalse(isAlive(p.pid), show(p))
         assertNoSurvivors(prefix)
@@ -122,9 +118,7 @@ describe("teardown of process trees", () => {
         const reparented = members.filter((p) => p.pid !== managed.pid && p.ppid !== managed.pid)
         assert.isAtLeast(reparented.length, 1, members.map(show).join("\n"))
 
-        const start = performance.now()
         const [report] = yield* pool.closeSession("s")
-        assert.isBelow(since(start), forcedBound)
         assert.strictEqual(report?._tag, "Forced")
         for (const p of members) assert.isFalse(isAlive(p.pid), show(p))
         assertNoSurvivors(prefix)
@@ -154,13 +148,10 @@ describe("teardown of process trees", () => {
         assert.isAtLeast(members.filter((p) => !leaders.has(p.pgid)).length, 3, members.map(show).join("\n"))
         assert.isAtLeast(members.filter((p) => p.ppid === 1).length, 2, members.map(show).join("\n"))
 
-        const start = performance.now()
         const reports = yield* pool.closeSession("matrix")
-        const elapsed = since(start)
 
         assert.strictEqual(reports.length, 5)
         for (const r of reports) assert.strictEqual(r._tag, "Forced", `${r.command}: ${r._tag}`)
-        assert.isBelow(elapsed, forcedBound)
         for (const p of members) assert.isFalse(isAlive(p.pid), show(p))
         assertNoSurvivors(prefix)
       })
@@ -177,7 +168,7 @@ describe("teardown of process trees", () => {
         assert.strictEqual(report.signal, null)
         assert.deepStrictEqual([...report.signalled], [])
         assert.strictEqual(yield* managed.handle.exitCode, 3)
-        yield* awaitStats(pool, "slot released", (s) => s.inUse === 0, 100)
+        yield* awaitStats(pool, "slot released", (s) => s.inUse === 0)
         assertNoSurvivors(prefix)
       })
     ))
@@ -185,15 +176,14 @@ describe("teardown of process trees", () => {
   it.live("a chatty child whose output nobody reads still exits by itself", () =>
     withPool({ name: "t-chatty", kill }, (pool, prefix) =>
       Effect.gen(function*() {
-        const start = performance.now()
+        // A child blocked on a full pipe would never exit: the test's timeout is the only bound needed.
         const managed = yield* pool.spawn(sh("head -c 5000000 /dev/zero; head -c 5000000 /dev/zero >&2"), {
           session: "s"
         })
-        const report = yield* managed.awaitTeardown.pipe(Effect.timeout("10 seconds"))
+        const report = yield* managed.awaitTeardown
         assert.strictEqual(report._tag, "Exited")
         if (report._tag !== "Exited") return
         assert.strictEqual(report.code, 0)
-        assert.isBelow(since(start), 10_000)
         assertNoSurvivors(prefix)
         assert.deepStrictEqual(membersOf(managed.shepherdId), [])
       })
@@ -203,19 +193,25 @@ describe("teardown of process trees", () => {
   // closing a scope holding N SIGTERM-ignoring trees took N x grace (6 trees: ~1.9 s). Fixed in
   // 1cfc8e2 (a caller scope's trees live in a parallel child scope).
   it.live("closing the caller's scope tears all its trees down concurrently", () =>
-    withPool({ name: "t-scope-close", slots: 6, kill }, (pool, prefix) =>
+    withPool({ name: "t-scope-close", slots: 6, kill: { grace: "3 seconds", forceWait: `${forceWait} millis` } }, (pool, prefix) =>
       Effect.gen(function*() {
         let members: ReadonlyArray<ProcInfo> = []
-        let start = 0
+        let ids: ReadonlySet<string> = new Set()
         yield* Effect.scoped(Effect.gen(function*() {
           const spawned = yield* Effect.forEach(Array.from({ length: 6 }), () => pool.spawn(sh(trees.ignoresTerm)))
+          ids = new Set(spawned.map((m) => m.shepherdId))
           members = (yield* Effect.forEach(spawned, (m) => awaitMembers(m.shepherdId, 3))).flat()
-          start = performance.now()
         }))
-        const elapsed = since(start)
         for (const p of members) assert.isFalse(isAlive(p.pid), show(p))
         assertNoSurvivors(prefix)
-        assert.isBelow(elapsed, forcedBound, `closing the scope took ${Math.round(elapsed)} ms`)
+        // Overlapping teardowns: each one began (SIGTERM) before any one ended (after its grace and SIGKILL).
+        // One after the other, the second would begin only after the first ended.
+        const reports = yield* recentOf(pool, ids)
+        assert.strictEqual(reports.length, 6)
+        for (const r of reports) assert.strictEqual(r.outcome, "Forced")
+        const lastStart = Math.max(...reports.map((r) => r.at - r.durationMs))
+        const firstEnd = Math.min(...reports.map((r) => r.at))
+        assert.isBelow(lastStart, firstEnd, JSON.stringify(reports.map((r) => [r.at - r.durationMs, r.at])))
       })
     ))
 })
