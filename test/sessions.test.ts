@@ -174,7 +174,6 @@ describe("shutdown", () => {
         const waiter = yield* Effect.forkChild(Effect.flip(pool.spawn(sh(trees.cooperative), { session: "s2" })))
         yield* awaitStats(pool, "one waiter", (s) => s.waiting === 1)
 
-        const start = performance.now()
         const shutdown = yield* Effect.forkChild(pool.shutdown)
         yield* awaitStats(pool, "closing", (s) => s.closing)
 
@@ -186,7 +185,6 @@ describe("shutdown", () => {
         assert.strictEqual(waited._tag, "PoolClosed")
 
         const reports = yield* Fiber.join(shutdown)
-        assert.isBelow(performance.now() - start, 300 + 500 + 500)
         assert.deepStrictEqual(reports.map((r) => r._tag), ["Forced"])
         for (const p of members) assert.isFalse(isAlive(p.pid), show(p))
 

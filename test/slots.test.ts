@@ -9,8 +9,8 @@ import * as NodeProcessLauncher from "@shepherd/node/NodeProcessLauncher"
 import * as NodeProcessTable from "@shepherd/node/NodeProcessTable"
 import { Effect, Fiber, Layer } from "effect"
 import { ChildProcess } from "effect/process"
-import { assertNoSurvivors, awaitStats, cleanupPools, sh, since, usePool, withPool } from "./harness.ts"
-import { survivors, trees } from "./support.ts"
+import { assertNoSurvivors, awaitStats, cleanupPools, sh, usePool, withPool } from "./harness.ts"
+import { isAlive, survivors, trees } from "./support.ts"
 
 afterEach(cleanupPools)
 
@@ -47,7 +47,6 @@ describe("slots", () => {
           }
         }))
 
-        const start = performance.now()
         const reports = yield* Effect.forEach(
           Array.from({ length: 50 }, (_, i) => i),
           (i) =>
@@ -59,7 +58,6 @@ describe("slots", () => {
             ),
           { concurrency: "unbounded" }
         )
-        const elapsed = since(start)
         sampling = false
         yield* Fiber.join(sampler)
 
@@ -67,10 +65,7 @@ describe("slots", () => {
         for (const r of reports) assert.strictEqual(r._tag, "Exited", `${r.shepherdId}: ${r._tag}`)
         assert.isAtMost(maxAlive, 3, `max distinct trees alive at once (samples: ${samples})`)
         assert.isAtMost(maxInUse, 3)
-        assert.isAtLeast(maxAlive, 2, "the sampler saw the pool working")
-        assert.isAbove(samples, 50)
-        // 50 processes of 100-190 ms, 3 at a time: at least ~1.6 s of work
-        assert.isAtLeast(elapsed, 1_500)
+        assert.isAtLeast(maxAlive, 2, `the sampler saw the pool working (samples: ${samples})`)
         const stats = yield* pool.stats
         assert.strictEqual(stats.inUse, 0)
         assert.strictEqual(stats.waiting, 0)
@@ -110,15 +105,13 @@ describe("slots", () => {
     withPool({ name: "t-slot-timeout", slots: 1, slotTimeout: "200 millis", kill }, (pool, prefix) =>
       Effect.gen(function*() {
         yield* pool.spawn(sh(trees.cooperative), { session: "s" })
-        const start = performance.now()
+        // Fails while the only slot is still held (the exact 200 ms are proved on TestClock in
+        // packages/core/test/ProcessPool.test.ts, "fails with SlotTimeout after `slotTimeout`, and not before").
         const error = yield* Effect.flip(pool.spawn(sh(trees.cooperative), { session: "s" }))
-        const elapsed = since(start)
         assert.strictEqual(error._tag, "SlotTimeout")
         if (error._tag !== "SlotTimeout") return
         assert.strictEqual(error.waitedMs, 200)
         assert.strictEqual(error.slots, 1)
-        assert.isAtLeast(elapsed, 190)
-        assert.isBelow(elapsed, 600)
         const stats = yield* pool.stats
         assert.strictEqual(stats.inUse, 1)
         assert.strictEqual(stats.waiting, 0)
@@ -135,10 +128,8 @@ describe("slots", () => {
         assert.include(error.message, "/nonexistent/shepherd-test-binary")
         assert.strictEqual((yield* pool.stats).inUse, 0)
 
-        const start = performance.now()
-        const m = yield* pool.spawn(sh(trees.cooperative), { session: "s" })
-        assert.isBelow(since(start), 500)
-        assert.isBelow(m.slotWaitMs, 50)
+        // slots=1: a leaked slot would make this wait out slotTimeout and fail with SlotTimeout
+        yield* pool.spawn(sh(trees.cooperative), { session: "s" })
         assert.strictEqual((yield* pool.stats).inUse, 1)
 
         yield* pool.closeSession("s")
@@ -147,7 +138,7 @@ describe("slots", () => {
         assert.strictEqual(cwd._tag, "SpawnError")
         assert.strictEqual((yield* pool.stats).inUse, 0)
         const again = yield* pool.spawn(sh("exit 0"))
-        assert.isBelow(again.slotWaitMs, 50)
+        yield* again.awaitTeardown
         assertNoSurvivors(prefix)
       })
     ))
@@ -159,9 +150,10 @@ describe("slots", () => {
         const waiter = yield* Effect.forkChild(Effect.flip(pool.spawn(sh(trees.cooperative), { session: "s" })))
         yield* awaitStats(pool, "one waiter", (s) => s.waiting === 1)
 
-        const start = performance.now()
         const error = yield* Effect.flip(pool.spawn(sh(trees.cooperative), { session: "s" }))
-        assert.isBelow(since(start), 50)
+        // at once: it did not queue behind the waiter, which still waits
+        assert.deepStrictEqual(yield* pool.stats.pipe(Effect.map((s) => [s.inUse, s.waiting])), [1, 1])
+        assert.isUndefined(waiter.pollUnsafe())
         assert.strictEqual(error._tag, "HardCapExceeded")
         if (error._tag !== "HardCapExceeded") return
         assert.strictEqual(error.hardCap, 2)
@@ -179,18 +171,13 @@ describe("slots", () => {
   it.live("an exit frees the slot promptly, without any session close (slots=1)", () =>
     withPool({ name: "t-exit-frees", slots: 1, kill }, (pool, prefix) =>
       Effect.gen(function*() {
-        const start = performance.now()
         const first = yield* pool.spawn(sh("sleep 0.2"), { session: "s" })
         const second = yield* pool.spawn(sh(trees.cooperative), { session: "s" })
-        const waited = since(start)
-
+        // the second got the slot only once the first was gone, and its session was never closed
+        assert.isFalse(isAlive(first.pid))
+        assert.isAbove(second.slotWaitMs, 0)
         const report = yield* first.awaitTeardown
         assert.strictEqual(report._tag, "Exited")
-        assert.isAtLeast(second.slotWaitMs, 150)
-        assert.isBelow(second.slotWaitMs, 400)
-        assert.isBelow(waited, 600)
-        // the second started right after the first was gone
-        assert.isBelow(second.startedAt - first.startedAt, 500)
         assert.strictEqual((yield* pool.stats).inUse, 1)
         yield* pool.closeSession("s")
         assertNoSurvivors(prefix)
