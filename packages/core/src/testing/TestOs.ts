@@ -47,6 +47,7 @@ import * as Redacted from "effect/Redacted"
 import * as Sink from "effect/Sink"
 import * as Stream from "effect/Stream"
 import { type ExitStatus, type Launched, ProcessLauncher } from "../ProcessLauncher.ts"
+import * as Membership from "../Membership.ts"
 import type { ProcessIdentity } from "../ProcessIdentity.ts"
 import {
   type Carrier,
@@ -221,6 +222,8 @@ interface SimProcess {
   readonly onTerm: TermResponse
   readonly exitCode: number
   readonly exited: Deferred.Deferred<ExitStatus> | undefined
+  /** Who vouched for its group when it started (`Membership.vouch`). */
+  readonly vouched: string | undefined
   exitedAt: number | undefined
   status: ExitStatus | undefined
   /** A graceful handler is already running. */
@@ -265,8 +268,9 @@ const info = (p: SimProcess): ProcessInfo => ({
  *   once (no zombies), and `exitStatus()` reports it synchronously from then on.
  * - A process "exits" when its leader dies: the launcher's `exit` effect
  *   resolves then. Members do not die with their leader.
- * - `members(container)` returns the live processes whose process group is
- *   `container.pgid` or whose `SHEPHERD_ID` is `container.shepherdId`;
+ * - `members(container)` returns the live processes that belong to the
+ *   container by the rules of `Membership` (its led process group, members
+ *   vouched for while the leader lived, and the `SHEPHERD_ID` cookie);
  *   `carriers(prefix)` the live processes whose `SHEPHERD_ID` starts with `prefix`;
  *   `inspect` reports state `S` (`D` for `unkillable` members), `rssKiB` and the command line.
  * - pids are never reused; identities are `(pid, start sequence, "test-os")`,
@@ -314,12 +318,20 @@ export const make = (options?: Options): TestOs => {
         if (p.exited !== undefined) Deferred.doneUnsafe(p.exited, Exit.succeed(status))
       }))
 
-  const lookup = (identity: ProcessIdentity): SimProcess | undefined => {
-    const p = byPid.get(identity.pid)
-    return p !== undefined && isLive(p) && p.identity.startTime === identity.startTime && identity.bootId === bootId
-      ? p
-      : undefined
+  // What the membership rules see of a pid: a live process (no zombies here), or nothing.
+  const host: Membership.Host = { pid: hostPid, bootId }
+  const observe: Membership.Observe = (pid) => {
+    const p = byPid.get(pid)
+    return p !== undefined && isLive(p) ? { startTime: p.identity.startTime, state: p.role === "unkillable" ? "D" : "S" } : undefined
   }
+  const lookup = (identity: ProcessIdentity): SimProcess | undefined =>
+    Membership.liveness(identity, host, observe) === "alive" ? byPid.get(identity.pid) : undefined
+  const candidate = (p: SimProcess): Membership.Candidate => ({
+    pgid: p.pgid,
+    start: BigInt(p.identity.startTime),
+    cookie: p.shepherdId,
+    vouched: p.vouched
+  })
 
   const build = Effect.gen(function*() {
     const timers = yield* FiberSet.make<void, never>()
@@ -345,14 +357,10 @@ export const make = (options?: Options): TestOs => {
         Effect.suspend(() =>
           tableBroken !== undefined
             ? Effect.fail(new ProcessTableError({ reason: tableBroken }))
-            : Effect.succeed(
-              all
-                .filter((p) =>
-                  isLive(p) &&
-                  (p.pgid === container.pgid || (p.shepherdId !== undefined && p.shepherdId === container.shepherdId))
-                )
-                .map((p) => p.identity)
-            )
+            : Effect.sync(() => {
+              const judged = Membership.judge(container, host, observe)
+              return all.filter((p) => isLive(p) && Membership.isMember(judged, candidate(p))).map((p) => p.identity)
+            })
         ),
       isAlive: (identity) => Effect.sync(() => lookup(identity) !== undefined),
       inspect: (identity) =>
@@ -381,8 +389,9 @@ export const make = (options?: Options): TestOs => {
         }),
       signal: (identity, signal) =>
         Effect.suspend((): Effect.Effect<SignalResult> => {
-          const p = lookup(identity)
-          if (p === undefined) return Effect.succeed("gone")
+          const verdict = Membership.signalVerdict(identity, host, observe)
+          const p = byPid.get(identity.pid)
+          if (verdict !== "send" || p === undefined) return Effect.succeed(verdict === "not-ours" ? verdict : "gone")
           return Effect.flatMap(Clock.currentTimeMillis, (at) => {
             signals.push({ pid: p.pid, role: p.role, command: p.command, signal, at })
             return Effect.as(Effect.andThen(deliver(p, signal), Effect.sync(measure)), "sent" as const)
@@ -421,12 +430,22 @@ export const make = (options?: Options): TestOs => {
         exited?: Deferred.Deferred<ExitStatus>
       ): SimProcess => {
         const pid = nextPid++
+        const pgid = parent === undefined || role === "escaped" ? pid : parent.pgid
+        const startTime = String(++sequence)
+        const vouched = Membership.vouch(
+          { pid, pgid, startTime, start: BigInt(startTime) },
+          (group) => {
+            const leader = observe(group)
+            return leader === undefined || leader === "unreadable" ? undefined : leader.startTime
+          },
+          parent === undefined ? undefined : candidate(parent)
+        )
         const p: SimProcess = {
           pid,
           ppid: parent === undefined ? hostPid : role === "escaped" ? 1 : parent.pid,
-          pgid: parent === undefined || role === "escaped" ? pid : parent.pgid,
+          pgid,
           rssKiB: behaviour.rssKiB ?? 1024,
-          identity: { pid, startTime: String(++sequence), bootId },
+          identity: { pid, startTime, bootId },
           role,
           command: command.command,
           line,
@@ -436,6 +455,7 @@ export const make = (options?: Options): TestOs => {
           onTerm: role === "leader" ? leaderTerm : behaviour.childrenOnTerm ?? leaderTerm,
           exitCode,
           exited,
+          vouched,
           exitedAt: undefined,
           status: undefined,
           terminating: false

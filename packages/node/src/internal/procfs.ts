@@ -1,3 +1,8 @@
+/**
+ * Reading `/proc`: stat lines, cookies, owners, command lines, with one
+ * reused buffer (shared by the `/proc` table, the ledger and the sentinel).
+ */
+import * as Membership from "@shepherd/core/Membership"
 import * as fs from "node:fs"
 
 /** The fields of `/proc/<pid>/stat` that Shepherd uses. */
@@ -73,19 +78,32 @@ export const readStat = (pid: number): Stat | undefined => {
   return n < 0 ? undefined : parseStat(pid, scratch.toString("latin1", 0, n))
 }
 
-/**
- * Zombies (`Z`) and dead tasks (`X`, `x`) are dead — except a thread-group
- * leader that left with `pthread_exit` while its other threads run on: it
- * shows `Z` but the process is alive.
- */
-export const isDead = (stat: Stat): boolean => {
-  if (stat.state === "X" || stat.state === "x") return true
-  if (stat.state !== "Z") return false
+/** The number of threads of a process, `undefined` if they cannot be counted. */
+export const threadCount = (pid: number): number | undefined => {
   try {
-    return fs.readdirSync(`/proc/${stat.pid}/task`).length <= 1
+    return fs.readdirSync(`/proc/${pid}/task`).length
   } catch {
-    return true
+    return undefined
   }
+}
+
+/** Dead as `Membership.isDead` says; the threads are counted only for a zombie. */
+export const isDead = (stat: Stat): boolean =>
+  Membership.isDead(stat.state, stat.state === "Z" ? threadCount(stat.pid) : undefined)
+
+/**
+ * A look at a pid for the membership rules (`Membership.Observe`): its stat
+ * (with the thread count of a zombie), `undefined` when it is gone,
+ * `"unreadable"` when that cannot be told.
+ */
+export const observe = (pid: number): Membership.Observation => {
+  let stat: Stat | undefined
+  try {
+    stat = readStat(pid)
+  } catch {
+    return "unreadable"
+  }
+  return stat?.state === "Z" ? { startTime: stat.startTime, state: stat.state, threads: threadCount(pid) } : stat
 }
 
 export const readBootId = (): string => {
