@@ -20,7 +20,6 @@ import { isAlive, survivors } from "./support.ts"
 afterEach(cleanupPools)
 
 const fixture = fileURLToPath(new URL("./fixtures/termHost.ts", import.meta.url))
-const forceWaitMs = 500 // as configured in the fixture
 
 interface Ready {
   readonly prefix: string
@@ -76,6 +75,7 @@ const awaitReady = (host: Host) =>
     Effect.timeoutOrElse({ duration: "60 seconds", orElse: () => Effect.die(new Error("host never became ready")) })
   )
 
+/** Waits for the host to exit; `ms` only guards against a hang. */
 const awaitExit = (host: Host, ms: number) =>
   Effect.promise(() => host.exited).pipe(
     Effect.timeoutOrElse({ duration: ms, orElse: () => Effect.die(new Error(`host still running after ${ms} ms`)) })
@@ -135,6 +135,10 @@ describe("DoctorHttp clients at shutdown", () => {
       const slow = net.connect({ host: "127.0.0.1", port })
       yield* Effect.addFinalizer(() => Effect.sync(() => slow.destroy()))
       let slowClosedByServer = false
+      let slowReceived = ""
+      slow.on("data", (chunk: Buffer) => {
+        slowReceived += chunk.toString("latin1")
+      })
       slow.on("close", () => {
         slowClosedByServer = true
       })
@@ -142,15 +146,14 @@ describe("DoctorHttp clients at shutdown", () => {
       yield* Effect.promise(() => new Promise<void>((resolve) => slow.once("connect", () => resolve())))
       slow.write("GET /doctor HTTP/1.1\r\nHost: 127.0.0.1\r\n")
 
-      const start = performance.now()
       host.child.kill("SIGTERM")
-      // Neither client closes anything: the host must, and must not wait for them.
-      const budget = graceMs + forceWaitMs + 5_000
-      yield* awaitExit(host, budget)
-      const elapsed = performance.now() - start
+      // Neither client closes anything: the host must, and must not wait for them. Had it waited (the
+      // router's own close waits up to 20 s), the server's headersTimeout (10 s) would have answered the
+      // half-sent request with a 408 first: so the order proves it, with no figure (the wait is a guard).
+      yield* awaitExit(host, 60_000)
       for (const pid of ready.leaders) assert.isFalse(isAlive(pid), `leader ${pid}`)
       assert.deepStrictEqual(survivors(ready.prefix).map(show), [])
-      assert.isBelow(elapsed, budget)
-      yield* eventually("the server to close the half-sent request's connection", () => slowClosedByServer, 5_000)
+      yield* eventually("the server to close the half-sent request's connection", () => slowClosedByServer)
+      assert.strictEqual(slowReceived, "", "the half-sent request was cut at shutdown, not timed out by the server")
     }).pipe(Effect.scoped), 120_000)
 })
