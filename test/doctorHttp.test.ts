@@ -26,7 +26,7 @@ describe("DoctorHttp", () => {
       assert.strictEqual(HttpServer.formatAddress(address), `http://127.0.0.1:${address.port}`, "bound to loopback")
       const base = `http://127.0.0.1:${address.port}`
       const managed = yield* pool.spawn(ChildProcess.make("sh", ["-c", "sleep 1000 & wait"]), { session: "web" })
-      yield* Effect.promise(() => waitUntil(() => survivors(`${pool.poolId}:`).length === 2, 2000))
+      assert.isTrue(yield* Effect.promise(() => waitUntil(() => survivors(`${pool.poolId}:`).length === 2)), "the tree runs")
 
       const doctor = yield* Effect.promise(() => fetch(`${base}/doctor`).then(async (r) => ({ status: r.status, text: await r.text() })))
       assert.strictEqual(doctor.status, 200)
@@ -58,9 +58,10 @@ describe("DoctorHttp", () => {
     const agent = new http.Agent({ keepAlive: true, maxSockets: 1 })
     const slow = new net.Socket()
     let serverClosedSlow = false
+    let slowReceived = ""
     let prefix = ""
     return Effect.gen(function*() {
-      const closingAt = yield* Effect.scoped(Effect.gen(function*() {
+      yield* Effect.scoped(Effect.gen(function*() {
         const pool = yield* ProcessPool
         prefix = `${pool.poolId}:`
         const address = (yield* HttpServer.HttpServer).address
@@ -76,30 +77,32 @@ describe("DoctorHttp", () => {
           })
         )
         slow.on("error", () => {})
+        slow.on("data", (chunk: Buffer) => {
+          slowReceived += chunk.toString("latin1")
+        })
         slow.on("close", () => {
           serverClosedSlow = true
         })
         yield* Effect.promise(() => new Promise<void>((resolve) => slow.connect(address.port, "127.0.0.1", resolve)))
         slow.write("GET /doctor HTTP/1.1\r\nHost: 127.0.0.1\r\n")
-        yield* Effect.promise(() => waitUntil(() => survivors(prefix).length === 2, 2000))
-        return performance.now()
+        assert.isTrue(yield* Effect.promise(() => waitUntil(() => survivors(prefix).length === 2)), "the tree runs")
       })).pipe(
         Effect.provide(DoctorHttp.layer().pipe(
           Layer.provideMerge(NodeShepherd.layer({ name: "t-http-close", ledger: false, kill: { grace: "300 millis" } }))
         ), { local: true })
       )
-      // The layers are closed: server first, then the pool. Had the server waited for its clients,
-      // this would take 20 s (its graceful-shutdown timeout).
-      const closeMs = performance.now() - closingAt
+      // The layers are closed: server first, then the pool. Had the server waited for its clients (its
+      // graceful-shutdown timeout is 20 s), its headersTimeout (10 s) would have answered the half-sent
+      // request with a 408 first: the order proves the connections were dropped, with no figure.
       assert.isTrue(
-        yield* Effect.promise(() => waitUntil(() => serverClosedSlow, 5_000)),
+        yield* Effect.promise(() => waitUntil(() => serverClosedSlow)),
         "the server closed the half-sent request's connection"
       )
+      assert.strictEqual(slowReceived, "", "the half-sent request was cut, not timed out by the server")
       assert.deepStrictEqual(survivors(prefix), [])
-      assert.isBelow(closeMs, 10_000)
     }).pipe(Effect.ensuring(Effect.sync(() => {
       agent.destroy()
       slow.destroy()
     })))
-  }, 60_000)
+  })
 })
