@@ -4,18 +4,33 @@
  * (lifeline), and a restarted host on the same ledger recovers what a host
  * without a lifeline left.
  */
-import { assert, describe, it } from "@effect/vitest"
+import { afterEach, assert, describe, it } from "@effect/vitest"
 import * as NodeChildProcess from "node:child_process"
 import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
 import * as readline from "node:readline"
 import { fileURLToPath } from "node:url"
-import { killSurvivors, survivors, waitUntil } from "./support.ts"
+import { track } from "./harness.ts"
+import { killSurvivors, processes, readEnvVar, survivors, waitUntil } from "./support.ts"
 
 const fixture = (name: string) => fileURLToPath(new URL(`./fixtures/${name}`, import.meta.url))
-const grace = 300
-const forceWait = 500
+
+/** Live lifeline sentinels of `poolId`. */
+const sentinels = (poolId: string): Array<number> =>
+  processes().filter((p) => p.state !== "Z" && p.state !== "X" && readEnvVar(p.pid, "SHEPHERD_SENTINEL") === poolId)
+    .map((p) => p.pid)
+
+/** Hosts and temporary directories of the running test: killed and removed after it, whatever happened. */
+const started: Array<Host> = []
+const made: Array<string> = []
+afterEach(async () => {
+  for (const host of started.splice(0)) {
+    if (host.child.exitCode === null && host.child.signalCode === null) host.child.kill("SIGKILL")
+    await host.exited
+  }
+  for (const dir of made.splice(0)) fs.rmSync(dir, { recursive: true, force: true })
+})
 
 interface Host {
   readonly child: NodeChildProcess.ChildProcess
@@ -29,32 +44,52 @@ const startHost = (args: ReadonlyArray<string>, script = "crashHost.ts"): Host =
   })
   const lines = readline.createInterface({ input: child.stdout! })[Symbol.asyncIterator]()
   const exited = new Promise<number | null>((resolve) => child.on("exit", (code, signal) => resolve(code ?? (signal === null ? null : -1))))
-  return { child, lines, exited }
+  const host = { child, lines, exited }
+  started.push(host)
+  return host
 }
 
 const readJson = async (host: Host, key: string): Promise<any> => {
   while (true) {
     const next = await host.lines.next()
     if (next.done === true) throw new Error("host exited before it was ready")
-    if (next.value.startsWith("{") && next.value.includes(`"${key}"`)) return JSON.parse(next.value)
+    if (next.value.startsWith("{") && next.value.includes(`"${key}"`)) {
+      const parsed = JSON.parse(next.value)
+      if (typeof parsed.poolId === "string") track(`${parsed.poolId}:`)
+      return parsed
+    }
   }
 }
 
-const tempLedger = () => path.join(fs.mkdtempSync(path.join(os.tmpdir(), "shepherd-crash-")), "pool.ledger")
+const tempLedger = () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "shepherd-crash-"))
+  made.push(dir)
+  return path.join(dir, "pool.ledger")
+}
 
 describe("host crash", () => {
-  it("a SIGKILLed host leaves no survivor: the lifeline ends every tree within grace + forceWait + 1 s", async () => {
+  it("a SIGKILLed host leaves no survivor: every tree is gone by the time its lifeline sentinel exits", async () => {
     const host = startHost([tempLedger(), "lifeline", "4"])
     const ready = await readJson(host, "poolId")
     const prefix = `${ready.poolId}:`
     try {
       assert.isAtLeast(survivors(prefix).length, 8, "the trees run before the crash")
+      assert.isTrue(await waitUntil(() => sentinels(ready.poolId).length === 1), "one sentinel runs")
       host.child.kill("SIGKILL")
       await host.exited
-      const gone = await waitUntil(() => survivors(prefix).length === 0, grace + forceWait + 1000)
-      assert.isTrue(gone, `survivors: ${JSON.stringify(survivors(prefix))}`)
+      // The sentinel exits once its sweep is done: nothing may be left by then. (How long the sweep
+      // takes, grace + forceWait at most, is not asserted: the wait below only guards against a hang.)
+      assert.isTrue(await waitUntil(() => sentinels(ready.poolId).length === 0), "the sentinel finished")
+      assert.deepStrictEqual(survivors(prefix), [], "survivors of the sentinel's sweep")
     } finally {
       killSurvivors(prefix)
+      for (const pid of sentinels(ready.poolId)) {
+        try {
+          process.kill(pid, "SIGKILL")
+        } catch {
+          // gone
+        }
+      }
     }
   })
 
@@ -66,7 +101,8 @@ describe("host crash", () => {
     try {
       first.child.kill("SIGKILL")
       await first.exited
-      await new Promise((r) => setTimeout(r, 300))
+      // Without a lifeline the orphans outlive the host: they are still there when the next host
+      // recovers them (each recovery entry below signalled someone).
       const orphans = survivors(prefix)
       assert.isAtLeast(orphans.length, 8, "without a lifeline the orphans outlive the host")
 

@@ -180,7 +180,17 @@ describe("reaper", () => {
       })
       child.unref()
       const pid = child.pid!
-      yield* Effect.promise(() => waitUntil(() => isAlive(pid), 1000))
+      // Whatever happens, nothing of it outlives the test (it leads its own group).
+      yield* Effect.addFinalizer(() =>
+        Effect.sync(() => {
+          try {
+            process.kill(-pid, "SIGKILL")
+          } catch {
+            // gone
+          }
+        })
+      )
+      assert.isTrue(yield* Effect.promise(() => waitUntil(() => isAlive(pid))), "the untracked process runs")
       const tick = yield* pool.reapNow
       assert.deepStrictEqual(tick.untracked.map((a) => a.shepherdId), [shepherdId])
       assert.include(["Forced", "Graceful"], tick.untracked[0]!.outcome)

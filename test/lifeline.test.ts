@@ -61,21 +61,22 @@ describe("lifeline restarts", () => {
       poolId = JSON.parse(await readyLine).poolId
       prefix = `${poolId}:`
       assert.isAtLeast(survivors(prefix).length, 8, "the trees run")
-      assert.isTrue(await waitUntil(() => sentinels(poolId).length === 1, 5_000), "one sentinel runs")
+      assert.isTrue(await waitUntil(() => sentinels(poolId).length === 1), "one sentinel runs")
       const [first] = sentinels(poolId)
 
       sigkill(first!)
       const restarted = await waitUntil(() => {
         const now = sentinels(poolId)
         return now.length === 1 && now[0] !== first
-      }, 10_000)
+      })
       assert.isTrue(restarted, `a new sentinel replaces ${first}: ${JSON.stringify(sentinels(poolId))}`)
-      assert.isTrue(await waitUntil(() => output.includes("restarted as pid"), 5_000), `a warning is logged:\n${output}`)
+      assert.isTrue(await waitUntil(() => output.includes("restarted as pid")), `a warning is logged:\n${output}`)
 
       host.kill("SIGKILL")
       await exited
-      const gone = await waitUntil(() => survivors(prefix).length === 0, grace + forceWait + 5_000)
-      assert.isTrue(gone, `survivors: ${JSON.stringify(survivors(prefix))}`)
+      // The restarted sentinel exits once its sweep is done: nothing may be left by then.
+      assert.isTrue(await waitUntil(() => sentinels(poolId).length === 0), "the sentinel finished")
+      assert.deepStrictEqual(survivors(prefix), [], "survivors of the sentinel's sweep")
     } finally {
       host.kill("SIGKILL")
       killSurvivors(prefix)
@@ -92,7 +93,7 @@ describe("lifeline restarts", () => {
         /** Polls the lifeline's status until `predicate` holds. */
         const awaitStatus = (what: string, predicate: (s: Lifeline.Status) => boolean) =>
           Effect.gen(function*() {
-            const deadline = Date.now() + 10_000
+            const deadline = Date.now() + 60_000 // a hang guard
             while (!predicate(yield* status)) {
               if (Date.now() > deadline) return yield* Effect.die(new Error(`timed out waiting for ${what}: ${JSON.stringify(yield* status)}`))
               yield* Effect.sleep(10)
@@ -104,7 +105,7 @@ describe("lifeline restarts", () => {
           const [previous] = sentinels(pool.poolId)
           sigkill(previous!)
           yield* awaitStatus(`restart ${i}`, (s) => s.restarts === i && s.alive)
-          yield* eventually(`sentinel ${i + 1}`, () => sentinels(pool.poolId).some((pid) => pid !== previous), 10_000)
+          yield* eventually(`sentinel ${i + 1}`, () => sentinels(pool.poolId).some((pid) => pid !== previous))
         }
         const report = (yield* pool.doctor).lifeline!
         assert.isTrue(report.alive)

@@ -34,7 +34,7 @@ describe("NodeShepherd.spawner", () => {
         assert.deepStrictEqual(lines, ["a", "b"])
         assert.strictEqual(code, 7)
         // every slot comes back
-        yield* awaitStats(pool, "slots released", (s) => s.inUse === 0, 100)
+        yield* awaitStats(pool, "slots released", (s) => s.inUse === 0)
         assertNoSurvivors(prefix)
       })
     ))

@@ -114,7 +114,7 @@ describe.skipIf(!canChoosePid)("trust: a leaderless process group", () => {
       const worker = reusePid(leader.pid)
       assertForeignWorker(worker, leader.pid)
       // The foreign leader has exited: the group is leaderless, exactly as after the crash.
-      assert.isTrue(await waitUntil(() => !fs.existsSync(`/proc/${leader.pid}`), 5_000))
+      assert.isTrue(await waitUntil(() => !fs.existsSync(`/proc/${leader.pid}`)))
 
       const members = await run(NodeProcessTable.make().members(container))
       assert.notInclude(members.map((m) => m.pid), worker)
@@ -132,7 +132,7 @@ describe.skipIf(!canChoosePid)("trust: a leaderless process group", () => {
       const container: Container = { pgid: leader.pid, shepherdId: "t-trust:2", leader: identityOf(leader.pid) }
       const table = NodeProcessTable.make()
       let member: number | undefined
-      assert.isTrue(await waitUntil(() => (member = findByArgv(["sleep", "997"])) !== undefined, 5_000))
+      assert.isTrue(await waitUntil(() => (member = findByArgv(["sleep", "997"])) !== undefined))
       started.push(member!)
       // Seen while the leader lives.
       assert.include((await run(table.members(container))).map((m) => m.pid), member)
@@ -163,7 +163,7 @@ describe.skipIf(!canChoosePid)("trust: a leaderless process group", () => {
       const table = NodeProcessTable.make()
       const pids = async () => (await run(table.members(container))).map((m) => m.pid)
       let parent: number | undefined
-      assert.isTrue(await waitUntil(() => (parent = findByArgv(["sh", "-c", inner])) !== undefined, 5_000))
+      assert.isTrue(await waitUntil(() => (parent = findByArgv(["sh", "-c", inner])) !== undefined))
       started.push(parent!)
       assert.include(await pids(), parent, "seen while the leader lives")
 
@@ -171,7 +171,7 @@ describe.skipIf(!canChoosePid)("trust: a leaderless process group", () => {
       await leader.exited
       fs.writeFileSync(fork, "")
       let child: number | undefined
-      assert.isTrue(await waitUntil(() => (child = findByArgv(["sleep", "995"])) !== undefined, 5_000))
+      assert.isTrue(await waitUntil(() => (child = findByArgv(["sleep", "995"])) !== undefined))
       started.push(child!)
       const after = await pids()
       assert.include(after, parent)
@@ -185,7 +185,7 @@ describe.skipIf(!canChoosePid)("trust: a leaderless process group", () => {
   it("the sentinel leaves a foreign worker in the reused group alone", async () => {
     const sentinel = NodeChildProcess.spawn(
       process.execPath,
-      [fileURLToPath(new URL("../packages/node/src/internal/sentinel.js", import.meta.url))],
+      [fileURLToPath(new URL("../packages/node/src/internal/sentinel.ts", import.meta.url))],
       { stdio: ["pipe", "ignore", "inherit"] }
     )
     started.push(sentinel.pid!)
@@ -198,7 +198,7 @@ describe.skipIf(!canChoosePid)("trust: a leaderless process group", () => {
       await leader.exited
       const worker = reusePid(leader.pid)
       assertForeignWorker(worker, leader.pid)
-      assert.isTrue(await waitUntil(() => !fs.existsSync(`/proc/${leader.pid}`), 5_000))
+      assert.isTrue(await waitUntil(() => !fs.existsSync(`/proc/${leader.pid}`)))
 
       // The host "dies": the pipe closes without BYE and the sentinel sweeps.
       sentinel.stdin!.end()
@@ -239,11 +239,11 @@ describe.skipIf(!canChoosePid)("trust: a leaderless process group", () => {
       await first.exited
       // The orphaned tree then ends by itself (here: helped), and its leader's pid is free.
       killSurvivors(prefix)
-      assert.isTrue(await waitUntil(() => survivors(prefix).length === 0 && !fs.existsSync(`/proc/${leaderPid}`), 5_000))
+      assert.isTrue(await waitUntil(() => survivors(prefix).length === 0 && !fs.existsSync(`/proc/${leaderPid}`)))
 
       const worker = reusePid(leaderPid)
       assertForeignWorker(worker, leaderPid)
-      assert.isTrue(await waitUntil(() => !fs.existsSync(`/proc/${leaderPid}`), 5_000))
+      assert.isTrue(await waitUntil(() => !fs.existsSync(`/proc/${leaderPid}`)))
 
       const second = startHost("lifeline")
       const next = await second.ready
@@ -272,7 +272,7 @@ describe.skipIf(!canChoosePid)("trust: a leaderless process group", () => {
           { session: "s" }
         )
         let member: number | undefined
-        yield* eventually("the cookie-less member", () => (member = findByArgv(["sleep", "996"])) !== undefined, 5_000)
+        yield* eventually("the cookie-less member", () => (member = findByArgv(["sleep", "996"])) !== undefined)
         started.push(member!)
         // The pool looks at the tree while the leader lives (here: the doctor; also any teardown or reaper scan).
         const seen = (yield* pool.doctor).sessions.flatMap((s) => s.processes).flatMap((p) => p.members).map((m) => m.pid)
