@@ -1,6 +1,7 @@
 /**
- * The lifeline on Linux: one sentinel process per pool (a few-dozen-line
- * Node script, `internal/sentinel.js`) holding a pipe from the host. The host
+ * The lifeline on Linux: one sentinel process per pool (a small Node
+ * script, `internal/sentinel.ts`, sharing the `/proc` reader and the
+ * `Membership` rules with the process table) holding a pipe from the host. The host
  * writes each container it supervises into the pipe; when the pipe closes
  * without a goodbye — the host died without running finalizers — the
  * sentinel terminates every registered container and every process carrying
@@ -31,7 +32,11 @@ import * as NodeChildProcess from "node:child_process"
 import type { Writable } from "node:stream"
 import { fileURLToPath } from "node:url"
 
-const sentinelPath = fileURLToPath(new URL("./internal/sentinel.js", import.meta.url))
+// Next to this module: `.ts` when run from the sources (Node strips the types), `.js` once built
+// (Node does not strip types under node_modules).
+const sentinelPath = fileURLToPath(
+  new URL(`./internal/sentinel${import.meta.url.endsWith(".ts") ? ".ts" : ".js"}`, import.meta.url)
+)
 
 /** More deaths than this within `restartWindowMs` and the lifeline gives up. */
 const maxRestarts = 5
