@@ -10,6 +10,7 @@ import * as Schema from "effect/Schema"
 import { EnvPolicy } from "./EnvPolicy.ts"
 import { ProcessIdentity } from "./ProcessIdentity.ts"
 import { RecoveryReport, TickReport } from "./Reaper.ts"
+import { Outcome } from "./Teardown.ts"
 
 /**
  * One live process of a tree.
@@ -75,7 +76,7 @@ export const Ended = Schema.Struct({
   session: Schema.String,
   pid: Schema.Int,
   command: Schema.String,
-  outcome: Schema.String,
+  outcome: Outcome,
   description: Schema.String,
   durationMs: Schema.Number,
   at: Schema.Number

@@ -15,6 +15,7 @@ import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as Schema from "effect/Schema"
 import { ProcessIdentity } from "./ProcessIdentity.ts"
+import type { Container } from "./ProcessTable.ts"
 
 /**
  * A host started a pool on this ledger.
@@ -71,7 +72,9 @@ export const Registered = Schema.TaggedStruct("Registered", {
 })
 
 /**
- * The tree is gone (or the spawn failed); `outcome` is the teardown report's tag.
+ * The tree is gone (or the spawn failed); `outcome` is a `Teardown.Outcome`
+ * (the teardown report's tag, `Gone`, `OtherBoot` or `SpawnFailed`). It is
+ * read back as any string, so that a ledger written by another version opens.
  *
  * @since 0.1.0
  * @category records
@@ -123,6 +126,29 @@ export interface Entry {
   /** The host that owned the pool, if its start was recorded. */
   readonly host?: ProcessIdentity | undefined
 }
+
+/**
+ * The container a ledger entry names, for a host with no handle to its tree
+ * (recovery, the reaper, the doctor, `shepherd reap`). An entry whose
+ * registration was never written has no process group and no leader: its
+ * members are then found by cookie only (`pgid` -1 and a leader that names
+ * no process).
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const containerOf = (
+  entry: {
+    readonly shepherdId: string
+    readonly pgid?: number | undefined
+    readonly identity?: ProcessIdentity | undefined
+  },
+  bootId: string
+): Container => ({
+  pgid: entry.pgid ?? -1,
+  shepherdId: entry.shepherdId,
+  leader: entry.identity ?? { pid: -1, startTime: "0", bootId }
+})
 
 /**
  * The replay state: live entries and known hosts. Every implementation

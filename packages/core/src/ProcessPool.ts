@@ -26,6 +26,7 @@ import * as Schedule from "effect/Schedule"
 import * as Semaphore from "effect/Semaphore"
 import type * as Doctor from "./Doctor.ts"
 import * as EnvPolicy from "./EnvPolicy.ts"
+import * as Journal from "./internal/journal.ts"
 import * as Orphans from "./internal/orphans.ts"
 import {
   type Input as TerminateInput,
@@ -35,7 +36,7 @@ import {
 } from "./internal/terminate.ts"
 import * as KillPolicy from "./KillPolicy.ts"
 import * as Metrics from "./Metrics.ts"
-import { Ledger } from "./Ledger.ts"
+import { containerOf, Ledger, type LedgerRecord } from "./Ledger.ts"
 import { Lifeline } from "./Lifeline.ts"
 import type * as Lifeline_ from "./Lifeline.ts"
 import type { ManagedProcess } from "./ManagedProcess.ts"
@@ -349,16 +350,13 @@ const make = Effect.fnUntraced(function*(config: ShepherdConfig.Resolved) {
     bootId: ledger?.host.bootId ?? "unknown"
   }
 
-  const record = (entry: Parameters<Ledger["Service"]["append"]>[0]) =>
-    ledger === undefined
-      ? Effect.void
-      : ledger.append(entry).pipe(
-        Effect.andThen(Metric.update(m.ledgerEvents, 1)),
-        Effect.catch((error) => Effect.logWarning(`ledger: ${error.message}`))
-      )
+  const journal = Journal.make(ledger, m.ledgerEvents)
+  const record = (entry: LedgerRecord) => Journal.record(journal, entry)
 
   // Before the pool accepts spawns: terminate what an earlier host left behind.
-  const recovery = ledger === undefined ? undefined : yield* Orphans.recover(orphanContext, ledger)
+  const recovery = ledger === undefined
+    ? undefined
+    : yield* Orphans.recover(orphanContext, ledger, (...args) => Journal.exited(journal, ...args))
   if (recovery !== undefined && recovery.entries.length > 0) {
     const signalled = recovery.entries.filter((e) => e.signalled.length > 0).length
     yield* Metric.update(Metric.withAttributes(Metrics.orphansReaped, { ...attributes, source: "recovery" }), signalled)
@@ -877,8 +875,8 @@ const make = Effect.fnUntraced(function*(config: ShepherdConfig.Resolved) {
           const action = yield* Orphans.cleanup(orphanContext, entry.shepherdId, entry.pgid, entry.identity)
           if (action.outcome === "Gone") pruned++
           else stale.push(action)
-          if (Orphans.isFinal(action)) {
-            yield* record({ _tag: "Exited", shepherdId: entry.shepherdId, outcome: action.outcome, detail: "reaped", at })
+          if (Teardown.isFinal(action.outcome)) {
+            yield* Journal.exited(journal, entry.shepherdId, action.outcome, "reaped", at)
           }
         }), { concurrency: "unbounded", discard: true })
       // 2. Processes that carry this pool's cookie but that nothing tracks.
@@ -945,11 +943,7 @@ const make = Effect.fnUntraced(function*(config: ShepherdConfig.Resolved) {
     const stale = yield* Effect.forEach(entries.filter((e) => !tracked.has(e.shepherdId)), (e) =>
       Effect.map(
         Effect.orElseSucceed(
-          table.members({
-            pgid: e.pgid ?? -1,
-            shepherdId: e.shepherdId,
-            leader: e.identity ?? { pid: -1, startTime: "0", bootId: orphanContext.bootId }
-          }),
+          table.members(containerOf(e, orphanContext.bootId)),
           () => []
         ),
         (alive) => ({

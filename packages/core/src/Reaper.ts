@@ -15,6 +15,7 @@ import * as Orphans from "./internal/orphans.ts"
 import type { KillPolicy } from "./KillPolicy.ts"
 import type { ProcessIdentity } from "./ProcessIdentity.ts"
 import type { ProcessTable } from "./ProcessTable.ts"
+import { Outcome } from "./Teardown.ts"
 
 /**
  * What one container's cleanup did.
@@ -24,7 +25,7 @@ import type { ProcessTable } from "./ProcessTable.ts"
  */
 export const Action = Schema.Struct({
   shepherdId: Schema.String,
-  outcome: Schema.String,
+  outcome: Outcome,
   signalled: Schema.Array(Schema.Int),
   durationMs: Schema.Number
 })

@@ -89,12 +89,47 @@ export const Teardown = Schema.Union([Exited, Graceful, Forced, Escaped, Unverif
 export type Teardown = Exited | Graceful | Forced | Escaped | Unverified
 
 /**
+ * How a tree's supervision ended, as reports, reaper actions and the ledger's
+ * `Exited` records name it: a teardown report's tag, or `Gone` (an orphan
+ * tree had no live member), `OtherBoot` (a ledger entry of an earlier boot,
+ * never signalled), `SpawnFailed` (the OS refused the command).
+ *
+ * @since 0.1.0
+ * @category schemas
+ */
+export const Outcome = Schema.Literals([
+  "Exited",
+  "Graceful",
+  "Forced",
+  "Escaped",
+  "Unverified",
+  "Gone",
+  "OtherBoot",
+  "SpawnFailed"
+])
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export type Outcome = typeof Outcome.Type
+
+/**
+ * The tree is known to be gone: every outcome but `Escaped` and `Unverified`,
+ * whose ledger entries stay live for the reaper to try again.
+ *
+ * @since 0.1.0
+ * @category predicates
+ */
+export const isFinal = (outcome: Outcome): boolean => outcome !== "Escaped" && outcome !== "Unverified"
+
+/**
  * The tree is known to be gone (every outcome but `Escaped` and `Unverified`).
  *
  * @since 0.1.0
  * @category predicates
  */
-export const isGone = (report: Teardown): boolean => report._tag !== "Escaped" && report._tag !== "Unverified"
+export const isGone = (report: Teardown): boolean => isFinal(report._tag)
 
 /**
  * One line for logs and terminals, e.g. `forced after 5003 ms (SIGKILL 2 pids)`.

@@ -2,10 +2,12 @@ import * as Clock from "effect/Clock"
 import type * as Deferred from "effect/Deferred"
 import * as Effect from "effect/Effect"
 import type { KillPolicy } from "../KillPolicy.ts"
-import type * as Ledger from "../Ledger.ts"
+import * as Ledger from "../Ledger.ts"
 import type { ProcessIdentity } from "../ProcessIdentity.ts"
 import type { ProcessTable } from "../ProcessTable.ts"
 import type * as Reaper from "../Reaper.ts"
+import { isFinal, type Outcome } from "../Teardown.ts"
+import * as Journal from "./journal.ts"
 import { terminate, terminateMany } from "./terminate.ts"
 
 export interface Context {
@@ -34,19 +36,12 @@ export const cleanup = (
     }
     const r = yield* terminate({
       table: ctx.table,
-      container: {
-        pgid: pgid ?? -1,
-        shepherdId,
-        leader: leader ?? { pid: -1, startTime: "0", bootId: ctx.bootId }
-      },
+      container: Ledger.containerOf({ shepherdId, pgid, identity: leader }, ctx.bootId),
       policy: ctx.policy,
       hurry: ctx.hurry
     })
     return { shepherdId, outcome: r.outcome._tag, signalled: r.signalled, durationMs: r.durationMs }
   })
-
-/** The tree is known to be gone (or of another boot): its ledger entry can be closed. */
-export const isFinal = (action: Reaper.Action): boolean => action.outcome !== "Escaped" && action.outcome !== "Unverified"
 
 /**
  * Recovery: terminate every live entry an earlier host left in the ledger, all
@@ -55,7 +50,10 @@ export const isFinal = (action: Reaper.Action): boolean => action.outcome !== "E
  */
 export const recover = (
   ctx: Context,
-  ledger: Ledger.Ledger["Service"]
+  ledger: Ledger.Ledger["Service"],
+  /** Closes the ledger entry of a tree found gone (default: straight to `ledger`, failures logged). */
+  exited: (shepherdId: string, outcome: Outcome, detail: string, at: number) => Effect.Effect<void> = (...args) =>
+    Journal.exited(Journal.make(ledger), ...args)
 ): Effect.Effect<Reaper.RecoveryReport> =>
   Effect.gen(function*() {
     const at = yield* Clock.currentTimeMillis
@@ -64,11 +62,7 @@ export const recover = (
     const thisBoot = entries.filter((e) => e.identity === undefined || e.identity.bootId === ctx.bootId)
     const results = yield* terminateMany(thisBoot.map((e) => ({
       table: ctx.table,
-      container: {
-        pgid: e.pgid ?? -1,
-        shepherdId: e.shepherdId,
-        leader: e.identity ?? { pid: -1, startTime: "0", bootId: ctx.bootId }
-      },
+      container: Ledger.containerOf(e, ctx.bootId),
       policy: ctx.policy,
       hurry: ctx.hurry
     })))
@@ -81,14 +75,8 @@ export const recover = (
         ? { shepherdId: entry.shepherdId, outcome: "OtherBoot", signalled: [], durationMs: 0 }
         : { shepherdId: entry.shepherdId, outcome: r.outcome._tag, signalled: r.signalled, durationMs: r.durationMs }
       // Escaped or Unverified entries stay live in the ledger: the reaper tries them again.
-      if (isFinal(action)) {
-        yield* ledger.append({
-          _tag: "Exited",
-          shepherdId: entry.shepherdId,
-          outcome: action.outcome,
-          detail,
-          at: yield* Clock.currentTimeMillis
-        }).pipe(Effect.catch((error) => Effect.logWarning(`ledger: ${error.message}`)))
+      if (isFinal(action.outcome)) {
+        yield* exited(entry.shepherdId, action.outcome, detail, yield* Clock.currentTimeMillis)
       }
       actions.push({
         ...action,
