@@ -19,6 +19,9 @@ export default defineConfig({
     // Guards against a hang only: the polling helpers give up after 60 s (with what they waited for),
     // so a test's own limit is longer. No test asserts how long something took (that is `pnpm bench`).
     testTimeout: 120_000,
+    // Most files wait on real processes (grace periods, spawns) rather than compute: three workers keep
+    // a 2-core machine busy (vitest's default there is one).
+    maxWorkers: 3,
     hookTimeout: 120_000
   }
 })
