@@ -49,10 +49,11 @@ const groupMembers = (): Array<Target> => {
   return out
 }
 
-// Members (the rules of `Membership`): every live process carrying our pool's cookie, plus the
-// members of registered process groups whose leader is still the registered process, no older
-// than it. A group whose leader is gone proves nothing here (the sentinel did not watch who was
-// in it while the leader lived): there only the cookie counts.
+// Members (the rules of `Membership`, as in the `/proc` table): every live process carrying our
+// pool's cookie, plus the members of registered process groups whose leader is still the
+// registered process, no older than it (whatever cookie they carry: a nested pool's tree inside
+// ours is ours). A group whose leader is gone proves nothing here (the sentinel did not watch who
+// was in it while the leader lived): there only the cookie counts.
 const members = (): Array<Target> => {
   if (!hasProc) return groupMembers()
   const out: Array<Target> = []
