@@ -12,7 +12,7 @@
 import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
-import { type ProcInfo, readEnvVar, survivors } from "./support.ts"
+import { type ProcInfo, readEnvVar, survivors, waitUntil } from "./support.ts"
 
 export const runDirVariable = "SHEPHERD_TEST_RUN_DIR"
 
@@ -29,14 +29,17 @@ const ofThisRun = (dir: string, prefixes: ReadonlyArray<string>) => (p: ProcInfo
 export const teardown = async () => {
   const dir = runDir
   if (dir === undefined) return
-  await new Promise((r) => setTimeout(r, 200))
   let prefixes: Array<string> = []
   try {
     prefixes = fs.readFileSync(path.join(dir, "prefixes"), "utf8").split("\n").filter((l) => l.length > 0)
   } catch {
     // no pool was built
   }
-  const left = survivors("").filter(ofThisRun(dir, prefixes))
+  // A sentinel may still be sweeping after the last test (a loaded machine can take seconds): wait
+  // until nothing of this run is left, up to a hang guard, instead of a fixed pause.
+  const ofRun = ofThisRun(dir, prefixes)
+  await waitUntil(() => survivors("").filter(ofRun).length === 0, 60_000)
+  const left = survivors("").filter(ofRun)
   fs.rmSync(dir, { recursive: true, force: true })
   if (left.length > 0) {
     for (const p of left) {
