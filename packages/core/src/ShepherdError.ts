@@ -61,8 +61,27 @@ export class HardCapExceeded extends Schema.TaggedError<HardCapExceeded>()("Hard
 }
 
 /**
- * The operating system refused to start the command (missing executable,
- * bad working directory, permission, ...). The slot it held was released.
+ * Why a spawn failed before its tree ran: `Launch` (the operating system
+ * refused the command), `Ledger` (its intent could not be recorded),
+ * `InvalidKillPolicy` (the per-spawn kill policy), `Pipeline` (pipelines are
+ * not supervised as one tree).
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export const SpawnErrorKind = Schema.Literals(["Launch", "Ledger", "InvalidKillPolicy", "Pipeline"])
+
+/**
+ * @since 0.1.0
+ * @category errors
+ */
+export type SpawnErrorKind = typeof SpawnErrorKind.Type
+
+/**
+ * The command could not be started: the operating system refused it
+ * (missing executable, bad working directory, permission, ...), its intent
+ * could not be recorded in the ledger, or the request was invalid. `kind`
+ * says which, `reason` in words. The slot it held was released.
  *
  * @since 0.1.0
  * @category errors
@@ -70,6 +89,7 @@ export class HardCapExceeded extends Schema.TaggedError<HardCapExceeded>()("Hard
 export class SpawnError extends Schema.TaggedError<SpawnError>()("SpawnError", {
   session: Schema.String,
   command: Schema.String,
+  kind: SpawnErrorKind,
   reason: Schema.String,
   cause: Schema.optionalKey(Schema.Defect())
 }) {

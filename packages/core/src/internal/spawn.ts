@@ -64,6 +64,7 @@ export const make = (ctx: Context): (
       return yield* new SpawnError({
         session: sessionId,
         command: display,
+        kind: "Pipeline",
         reason: "pipelines are not supervised as one tree yet: spawn each stage and connect their streams"
       })
     }
@@ -74,6 +75,7 @@ export const make = (ctx: Context): (
         return yield* new SpawnError({
           session: sessionId,
           command: display,
+          kind: "InvalidKillPolicy",
           reason: `invalid kill policy: ${decoded.failure.message}`
         })
       }

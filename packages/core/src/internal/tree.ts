@@ -137,7 +137,12 @@ export const launch = (ctx: Context, request: Request): Effect.Effect<ManagedPro
         // Without the intent a crash could leave this tree unknown to the next host: refuse.
         ctx.trees.tracked.delete(shepherdId)
         yield* releaseSlot
-        return yield* new SpawnError({ session: sessionId, command: display, reason: intent.failure.message })
+        return yield* new SpawnError({
+          session: sessionId,
+          command: display,
+          kind: "Ledger",
+          reason: intent.failure.message
+        })
       }
     }
     const procScope = yield* Scope.fork(yield* Sessions.parallelChildOf(ctx.registry, request.callerScope), "sequential")
@@ -153,7 +158,7 @@ export const launch = (ctx: Context, request: Request): Effect.Effect<ManagedPro
               Effect.sync(() => ctx.trees.tracked.delete(shepherdId))
             )
           ),
-          Effect.fail(new SpawnError({ session: sessionId, command: display, reason: error.message, cause: error }))
+          Effect.fail(new SpawnError({ session: sessionId, command: display, kind: "Launch", reason: error.message, cause: error }))
         )
       )
     )
