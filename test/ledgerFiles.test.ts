@@ -50,9 +50,14 @@ const fingerprint = (file: string) => {
   return { ino: stat.ino, mode: stat.mode, uid: stat.uid, size: stat.size, mtimeMs: stat.mtimeMs, text: fs.readFileSync(file, "utf8") }
 }
 
-const entryOf = (n: number, pid = deadPid + n) =>
-  line({ _tag: "Intent", poolId: "p~1", shepherdId: `p~1:${n}`, session: "s", command: "sleep 1000", at: 1 }) +
-  line({ _tag: "Registered", shepherdId: `p~1:${n}`, pgid: pid, identity: { pid, startTime: "1", bootId }, at: 2 })
+const entryOf = (n: number, pid = deadPid + n, poolId = "p~1") =>
+  line({ _tag: "Intent", poolId, shepherdId: `${poolId}:${n}`, session: "s", command: "sleep 1000", at: 1 }) +
+  line({ _tag: "Registered", shepherdId: `${poolId}:${n}`, pgid: pid, identity: { pid, startTime: "1", bootId }, at: 2 })
+/**
+ * A pool id no other test file uses: a real `shepherd reap` terminates every live carrier of its pool
+ * id, and files run side by side (another file's process carrying `p~1:` must not be reaped from here).
+ */
+const ownPoolId = `p~files${process.pid}`
 
 const openLedger = (file: string) => Effect.scoped(NodeLedger.make({ path: file }))
 const openPool = (file: string) =>
@@ -154,16 +159,16 @@ describe("a file that is not a ledger", () => {
   it("`shepherd reap` only appends exits: a ledger with unparsable lines is neither rewritten nor moved, and the output says so", () => {
     const dir = tempDir()
     const file = path.join(dir, "dirty.ledger")
-    const original = "not a record\n" + entryOf(1)
+    const original = "not a record\n" + entryOf(1, deadPid + 1, ownPoolId)
     fs.writeFileSync(file, original, { mode: 0o600 })
     const ino = fs.statSync(file).ino
     const r = shepherd(["reap", "--ledger", file])
     assert.strictEqual(r.status, 0, r.stderr)
-    assert.include(r.stdout, "p~1:1  Gone")
+    assert.include(r.stdout, `${ownPoolId}:1  Gone`)
     assert.include(r.stdout, "1 unparsable line(s) left in place")
     const after = fs.readFileSync(file, "utf8")
     assert.isTrue(after.startsWith(original), "what was there is kept as it was")
-    assert.include(after.slice(original.length), `"_tag":"Exited","shepherdId":"p~1:1"`)
+    assert.include(after.slice(original.length), `"_tag":"Exited","shepherdId":"${ownPoolId}:1"`)
     assert.strictEqual(fs.statSync(file).ino, ino, "not replaced by a compacted copy")
     assert.deepStrictEqual(fs.readdirSync(dir), ["dirty.ledger"], "no quarantined copy, no lock left")
   })
