@@ -13,7 +13,7 @@
  * @since 0.1.0
  */
 import { Member } from "@shepherd/core/Doctor"
-import type { Entry } from "@shepherd/core/Ledger"
+import * as Ledger from "@shepherd/core/Ledger"
 import type { ProcessInfo } from "@shepherd/core/ProcessTable"
 import * as NodeLedger from "@shepherd/node/NodeLedger"
 import * as NodeProcessTable from "@shepherd/node/NodeProcessTable"
@@ -76,15 +76,10 @@ export const inspect = (file: string) =>
     const describe = (identities: ReadonlyArray<{ pid: number; startTime: string; bootId: string }>, hidden: boolean) =>
       Effect.map(Effect.forEach(identities, (i) => table.inspect(i)), (xs) =>
         xs.filter((x): x is ProcessInfo => x !== undefined).map((x) => hidden ? hideArguments(x) : x))
-    const containerOf = (e: Entry) => ({
-      pgid: e.pgid ?? -1,
-      shepherdId: e.shepherdId,
-      leader: e.identity ?? { pid: -1, startTime: "0", bootId }
-    })
     const now = yield* Clock.currentTimeMillis
     const entries = yield* Effect.forEach(snapshot.entries, (e) =>
       Effect.gen(function*() {
-        const identities = yield* Effect.orElseSucceed(table.members(containerOf(e)), () => [])
+        const identities = yield* Effect.orElseSucceed(table.members(Ledger.containerOf(e, bootId)), () => [])
         // `<redacted>` in the display: a ledger written before the pool recorded `redacted`.
         const members = yield* describe(identities, e.redacted === true || e.command.includes("<redacted>"))
         return {

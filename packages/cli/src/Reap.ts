@@ -9,6 +9,7 @@
  */
 import * as KillPolicy from "@shepherd/core/KillPolicy"
 import * as Reaper from "@shepherd/core/Reaper"
+import * as Teardown from "@shepherd/core/Teardown"
 import * as NodeLedger from "@shepherd/node/NodeLedger"
 import * as NodeProcessTable from "@shepherd/node/NodeProcessTable"
 import * as Clock from "effect/Clock"
@@ -91,7 +92,7 @@ export const reap = (file: string, options: { readonly dryRun: boolean; readonly
           leader: entry?.identity
         })
         // Escaped or Unverified entries stay in the ledger for the next attempt.
-        if (entry !== undefined && action.outcome !== "Escaped" && action.outcome !== "Unverified") {
+        if (entry !== undefined && Teardown.isFinal(action.outcome)) {
           yield* ledger.append({
             _tag: "Exited",
             shepherdId: t.shepherdId,
