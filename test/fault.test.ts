@@ -36,6 +36,9 @@ interface Outcome {
   /** Recovery outcomes the host reported at start; `Escaped`/`Unverified` would mean it did not start cleanly. */
   readonly recoveryOutcomes: ReadonlyArray<string>
   readonly killedAt: string
+  /** Diagnostics: sentinels of the pool alive when the host was killed, and survivors 5 s after the sentinel's end. */
+  readonly sentinelsAtKill: number
+  readonly survivorsLater: number
 }
 
 interface Ready {
@@ -54,8 +57,12 @@ const round = async (ledger: string, seed: number, atIntent: boolean): Promise<O
   // In intent mode the host dies right after its n-th intent (n = 1..3, by seed), before that spawn.
   const killAtIntent = 1 + (seed % 3)
   let intents = 0
+  let sentinelsAtKill = -1
   const kill = () => {
-    if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL")
+    if (child.exitCode === null && child.signalCode === null) {
+      if (prefix !== undefined) sentinelsAtKill = sentinels(prefix.slice(0, -1)).length
+      child.kill("SIGKILL")
+    }
   }
   try {
     const ready = await new Promise<Ready>((resolve, reject) => {
@@ -85,12 +92,15 @@ const round = async (ledger: string, seed: number, atIntent: boolean): Promise<O
     // The sentinel exits once its sweep is done: whatever carries the prefix then is a survivor. (How
     // long the sweep takes is not asserted; the wait only guards against a hang.)
     await waitUntil(() => sentinels(ready.ready).length === 0)
+    const left = survivors(prefix!).length
     return {
       poolId: ready.ready,
-      survivors: survivors(prefix!).length,
+      survivors: left,
       recovered: ready.recovery.entries.length,
       recoveryOutcomes: ready.recovery.entries.map((e) => e.outcome),
-      killedAt
+      killedAt,
+      sentinelsAtKill,
+      survivorsLater: left === 0 ? 0 : (await waitUntil(() => survivors(prefix!).length === 0, 5_000), survivors(prefix!).length)
     }
   } finally {
     // Whatever happened (no ready line, an error), neither the host nor its tree outlives the round.
