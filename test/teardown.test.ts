@@ -4,6 +4,9 @@
  */
 import { afterEach, assert, describe, it } from "@effect/vitest"
 import type { ProcessPool } from "@shepherd/core/ProcessPool"
+import * as fs from "node:fs"
+import * as os from "node:os"
+import * as path from "node:path"
 import { Effect } from "effect"
 import {
   assertNoSurvivors,
@@ -73,27 +76,33 @@ describe("teardown of process trees", () => {
     ))
 
   it.live("a group member that outlives its leader is terminated; the report is Exited", () =>
-    withPool({ name: "t-outlives-leader", kill }, (pool, prefix) =>
-      Effect.gen(function*() {
-        const managed = yield* pool.spawn(sh(trees.memberOutlivesLeader), { session: "s" })
-        const [member] = (yield* awaitMembers(managed.shepherdId, 2)).filter((p) => p.pid !== managed.pid)
-        assert.isDefined(member)
+    withPool({ name: "t-outlives-leader", kill }, (pool, prefix) => {
+      const dir = fs.mkdtempSync(path.join(os.tmpdir(), "shepherd-outlives-"))
+      const pidFile = path.join(dir, "member")
+      // The member (same group, ignoring TERM and HUP) writes its pid, and only then does the leader
+      // exit: no fixed pause, and no need to see both alive at once (the pool ends the member at once).
+      const script = `(trap '' TERM HUP; exec sh -c 'echo $$ > ${pidFile}.tmp; mv ${pidFile}.tmp ${pidFile}; exec sleep 1000') & ` +
+        `while [ ! -s ${pidFile} ]; do sleep 0.01; done; exit 0`
+      return Effect.gen(function*() {
+        const managed = yield* pool.spawn(sh(script), { session: "s" })
 
-        // The leader exits by itself after 0.2 s; the pool must clean up the member it left behind.
+        // The leader exits by itself; the pool must clean up the member it left behind.
         const report = yield* managed.awaitTeardown
+        const member = Number(fs.readFileSync(pidFile, "utf8").trim())
+        assert.isAbove(member, 0)
 
         assert.strictEqual(report._tag, "Exited")
         if (report._tag !== "Exited") return
         assert.strictEqual(report.code, 0)
         assert.strictEqual(report.signal, null)
-        assert.include([...report.signalled], member!.pid)
+        assert.include([...report.signalled], member)
         assert.notInclude([...report.signalled], managed.pid)
-        assert.isFalse(isAlive(member!.pid))
+        assert.isFalse(isAlive(member))
         assertNoSurvivors(prefix)
         // its slot comes back without any session close
         yield* awaitStats(pool, "slot released", (s) => s.inUse === 0)
-      })
-    ))
+      }).pipe(Effect.ensuring(Effect.sync(() => fs.rmSync(dir, { recursive: true, force: true }))))
+    }))
 
   it.live("a setsid grandchild (own session and group) is found and killed", () =>
     withPool({ name: "t-setsid", kill }, (pool, prefix) =>
