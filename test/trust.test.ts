@@ -289,3 +289,91 @@ describe.skipIf(!canChoosePid)("trust: a leaderless process group", () => {
       }))))
   })
 })
+
+describe.skipIf(!canChoosePid)("trust: a pid reused between two scans", () => {
+  it("a carrier born at a pid the table knew as another process is found at the next scan", async () => {
+    try {
+      const table = NodeProcessTable.make()
+      // Not this process's child (the table re-reads its own children's cookies until they exec).
+      const pid = Number(NodeChildProcess.execFileSync("sh", [
+        "-c",
+        `env -u SHEPHERD_ID ${marker} sleep 1000 </dev/null >/dev/null 2>&1 & echo $!`
+      ], { encoding: "latin1" }).trim())
+      started.push(pid)
+      const before = { pid }
+      // The table learns the pid as a process without a cookie.
+      assert.notInclude((await run(table.carriers("t-reuse~1:"))).map((c) => c.identity.pid), before.pid)
+      process.kill(before.pid, "SIGKILL")
+      assert.isTrue(await waitUntil(() => !fs.existsSync(`/proc/${before.pid}`), 60_000), "reaped")
+      // The same pid, now a process of ours (it carries the cookie), born before the next scan.
+      let reborn: number | undefined
+      for (let attempt = 0; attempt < 50 && reborn !== before.pid; attempt++) {
+        if (reborn !== undefined) process.kill(reborn, "SIGKILL")
+        reborn = Number(NodeChildProcess.execFileSync("sh", [
+          "-c",
+          `echo ${before.pid - 1} > /proc/sys/kernel/ns_last_pid; ` +
+          `env SHEPHERD_ID=t-reuse~1:1 ${marker} sleep 998 </dev/null >/dev/null 2>&1 & echo $!`
+        ], { encoding: "latin1" }).trim())
+        started.push(reborn)
+      }
+      assert.strictEqual(reborn, before.pid, "the pid was handed out again")
+      const found = (await run(table.carriers("t-reuse~1:"))).map((c) => c.identity.pid)
+      assert.include(found, reborn, "the cache did not take the new process for the old one")
+    } finally {
+      killAll()
+    }
+  })
+})
+
+describe.skipIf(!canChoosePid)("trust: a pid reused after the pid counter wrapped", () => {
+  it("a carrier born at a pid the table knew, once allocation went round pid_max, is found", async () => {
+    const pidMax = Number(fs.readFileSync("/proc/sys/kernel/pid_max", "latin1").trim())
+    /** A process not ours to reap (its shell exits), `cookie` in its environment or none. */
+    const start = (cookie: string | undefined, lastPid: number) =>
+      Number(NodeChildProcess.execFileSync("sh", [
+        "-c",
+        `echo ${lastPid} > /proc/sys/kernel/ns_last_pid; ` +
+        `env ${cookie === undefined ? "-u SHEPHERD_ID" : `SHEPHERD_ID=${cookie}`} ${marker} sleep 997 </dev/null >/dev/null 2>&1 & echo $!`
+      ], { encoding: "latin1" }).trim())
+    try {
+      const table = NodeProcessTable.make()
+      // A process at a pid just above the reserved range, where allocation restarts after a wrap;
+      // its parent shell waits for it, so its pid is free as soon as it is killed (this machine's
+      // init reaps orphans only every second or two, and the table re-reads everything every 3 s).
+      let pid: number | undefined
+      let parent: NodeChildProcess.ChildProcess | undefined
+      for (let wanted = 300; wanted < 400 && pid === undefined; wanted++) {
+        const shell = NodeChildProcess.spawn("sh", [
+          "-c",
+          `echo ${wanted - 1} > /proc/sys/kernel/ns_last_pid; env -u SHEPHERD_ID ${marker} sleep 997 </dev/null >/dev/null 2>&1 & echo $!; wait`
+        ], { stdio: ["ignore", "pipe", "ignore"] })
+        const got = await new Promise<number>((resolve) => shell.stdout!.once("data", (chunk: Buffer) => resolve(Number(chunk.toString().trim()))))
+        started.push(got)
+        if (got === wanted) {
+          pid = got
+          parent = shell
+        } else process.kill(got, "SIGKILL")
+      }
+      assert.isDefined(pid, "a free pid just above 300")
+      // A few more pids go by, so the table's first listing sees the counter past ours.
+      for (let i = 0; i < 3; i++) NodeChildProcess.execFileSync("true")
+      assert.notInclude((await run(table.carriers("t-wrap~1:"))).map((c) => c.identity.pid), pid)
+      const reaped = new Promise<void>((resolve) => parent!.on("exit", () => resolve()))
+      process.kill(pid!, "SIGKILL")
+      await reaped
+      // Allocation runs up to pid_max and wraps (forward only: no pid is set back); the first free
+      // pid after the wrap is ours again.
+      let reborn: number | undefined
+      for (let attempt = 0; attempt < 20 && reborn !== pid; attempt++) {
+        reborn = start("t-wrap~1:1", pidMax - 1)
+        started.push(reborn)
+        if (reborn !== pid) process.kill(reborn, "SIGKILL")
+      }
+      assert.strictEqual(reborn, pid, "the pid was handed out again after the wrap")
+      const found = (await run(table.carriers("t-wrap~1:"))).map((c) => c.identity.pid)
+      assert.include(found, reborn, "the cache did not take the new process for the old one")
+    } finally {
+      killAll()
+    }
+  })
+})

@@ -5,9 +5,12 @@
  * listing is cheap; reading every process's stat and environ is not).
  *
  * Start time and cookie never change for a process; an entry is dropped when
- * its pid disappears, replaced when the pid shows another start time, and
- * everything is re-read at least every `fullScanMs`, which bounds how long a
- * pid reused between two listings can go unnoticed.
+ * its pid disappears and replaced when the pid shows another start time. A pid
+ * that died and was handed to a new process between two listings is caught by
+ * the kernel's pid clock (`procfs.readPidClock`): every listed pid allocated
+ * since the previous listing is read again, and everything is read again when
+ * the clock cannot be read, when the allocations may have gone round
+ * `pid_max`, and at least every `fullScanMs`.
  */
 import * as Membership from "@shepherd/core/Membership"
 import * as procfs from "./procfs.ts"
@@ -38,6 +41,8 @@ const fullScanMs = 3_000
 export const make = (self: number, hostCookie: string | undefined) => {
   const known = new Map<number, Known>()
   let lastFullScan = 0
+  const pidMax = procfs.readPidMax()
+  let clock: procfs.PidClock | undefined
 
   // Within one scan a pid's stat is read once (the leader is looked at as group owner and as member).
   let scanStats: Map<number, procfs.Stat | undefined> | undefined
@@ -114,15 +119,27 @@ export const make = (self: number, hostCookie: string | undefined) => {
   /** Lists `/proc` and brings the cache up to date; returns the pids listed. */
   const refresh = (): Array<number> => {
     const pids = procfs.listPids()
+    // Read after the listing: every pid it shows was allocated before this reading.
+    const before = clock
+    clock = procfs.readPidClock()
     const now = Date.now()
-    const full = now - lastFullScan >= fullScanMs
+    const from = before?.lastPid ?? 0
+    const to = clock?.lastPid ?? 0
+    const forks = clock === undefined || before === undefined ? Number.POSITIVE_INFINITY : clock.forks - before.forks
+    // Read everything again when the range may have gone round pid_max (300: pids below it are
+    // reserved, a wrap restarts above them), or is narrower than the forks since (the last pid was
+    // set back through ns_last_pid; or forks in other pid namespaces, counted too, which only costs
+    // time).
+    const full = now - lastFullScan >= fullScanMs || forks >= pidMax - 300 || (to - from + pidMax) % pidMax < forks
     if (full) lastFullScan = now
+    // Handed out since the last listing (the range wraps at pid_max): such a known pid may be new.
+    const allocated = (pid: number) => from <= to ? pid > from && pid <= to : pid > from || pid <= to
     const listed = new Set<number>()
     const changed: Array<[number, Known]> = []
     for (const pid of pids) {
       listed.add(pid)
       const entry = known.get(pid)
-      if (entry !== undefined && !full) continue
+      if (entry !== undefined && !full && !allocated(pid)) continue
       let stat: procfs.Stat | undefined
       try {
         stat = statOf(pid)

@@ -147,6 +147,45 @@ export const listPids = (): Array<number> => {
 }
 
 /**
+ * Where the kernel's pid allocation stands: the last pid handed out in this
+ * pid namespace, and the number of forks (threads included) since boot.
+ * Between two readings, only pids in `(last₀, last₁]` (wrapping at
+ * `pid_max`) can have been handed to a new process, unless so many forks
+ * happened that the range went round. `undefined` when either cannot be read.
+ */
+export interface PidClock {
+  readonly lastPid: number
+  readonly forks: number
+}
+
+/** Reads the `PidClock`. */
+export const readPidClock = (): PidClock | undefined => {
+  try {
+    let n = readProc("/proc/sys/kernel/ns_last_pid")
+    if (n < 0) return undefined
+    const lastPid = Number(scratch.toString("latin1", 0, n).trim())
+    n = readProc("/proc/stat")
+    if (n < 0) return undefined
+    const text = scratch.toString("latin1", 0, n)
+    const at = text.indexOf("\nprocesses ")
+    const forks = at < 0 ? Number.NaN : Number(text.slice(at + 11, text.indexOf("\n", at + 1)))
+    return Number.isSafeInteger(lastPid) && Number.isSafeInteger(forks) ? { lastPid, forks } : undefined
+  } catch {
+    return undefined
+  }
+}
+
+/** `/proc/sys/kernel/pid_max` (the Linux default, 4194304, if it cannot be read). */
+export const readPidMax = (): number => {
+  try {
+    const value = Number(fs.readFileSync("/proc/sys/kernel/pid_max", "latin1").trim())
+    return Number.isSafeInteger(value) && value > 0 ? value : 4_194_304
+  } catch {
+    return 4_194_304
+  }
+}
+
+/**
  * The real uid of a process (the `Uid:` line of `/proc/<pid>/status`; the
  * owner of `/proc/<pid>` is root for non-dumpable processes), or undefined.
  */
