@@ -226,6 +226,7 @@ describe("adversarial: what the CLI prints", () => {
       assert.include(doctor.stdout, String(pid))
       const reap = run(["reap", "--dry-run", "--ledger", file])
       for (const [name, out] of [["doctor", doctor.stdout], ["reap", reap.stdout]] as const) {
+        // oxlint-disable-next-line no-control-regex -- looking for control characters is the point
         assert.notMatch(out, /[\u0000-\u0009\u000b-\u001f\u007f-\u009f]/, `${name} printed a raw control character: ${JSON.stringify(out)}`)
       }
     } finally {

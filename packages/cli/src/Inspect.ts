@@ -130,6 +130,7 @@ const mib = (kib: number) => `${(kib / 1024).toFixed(1)} MiB`
  */
 export const printable = (text: string): string =>
   text.replace(
+    // oxlint-disable-next-line no-control-regex -- matching control characters is the point
     /[\u0000-\u001f\u007f-\u009f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]/g,
     (c) => {
       const code = c.charCodeAt(0)

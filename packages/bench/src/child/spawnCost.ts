@@ -30,6 +30,7 @@ const allocStart = performance.now()
 let left = heapMiB * 1024 * 1024 / 8
 while (left > 0) {
   const len = Math.min(left, 64 * 1024)
+  // oxlint-disable-next-line no-new-array -- a preallocated array of doubles is the ballast
   const a = new Array<number>(len)
   for (let i = 0; i < len; i++) a[i] = i + 0.5
   ballast.push(a)
