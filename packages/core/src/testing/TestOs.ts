@@ -35,28 +35,17 @@
  */
 import * as Clock from "effect/Clock"
 import * as Context from "effect/Context"
-import * as Deferred from "effect/Deferred"
-import * as Duration from "effect/Duration"
+import type * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
-import * as Exit from "effect/Exit"
 import * as FiberSet from "effect/FiberSet"
 import * as Layer from "effect/Layer"
-import * as PlatformError from "effect/PlatformError"
-import type * as ChildProcess from "effect/process/ChildProcess"
-import * as Redacted from "effect/Redacted"
-import * as Sink from "effect/Sink"
-import * as Stream from "effect/Stream"
-import { type ExitStatus, type Launched, ProcessLauncher } from "../ProcessLauncher.ts"
-import * as Membership from "../Membership.ts"
+import type * as PlatformError from "effect/PlatformError"
+import * as SimLauncher from "../internal/simLauncher.ts"
+import * as SimTable from "../internal/simTable.ts"
+import * as SimWorld from "../internal/simWorld.ts"
+import { type ExitStatus, ProcessLauncher } from "../ProcessLauncher.ts"
 import type { ProcessIdentity } from "../ProcessIdentity.ts"
-import {
-  type Carrier,
-  type Container,
-  type ProcessInfo as TableProcessInfo,
-  ProcessTable,
-  ProcessTableError,
-  type SignalResult
-} from "../ProcessTable.ts"
+import { ProcessTable } from "../ProcessTable.ts"
 import type { Signal } from "../Signal.ts"
 
 /**
@@ -207,31 +196,6 @@ export interface TestOs {
   readonly maxBusy: () => number
 }
 
-interface SimProcess {
-  readonly pid: number
-  readonly ppid: number
-  readonly pgid: number
-  readonly rssKiB: number
-  readonly identity: ProcessIdentity
-  readonly role: Role
-  readonly command: string
-  readonly line: string
-  readonly shepherdId: string | undefined
-  readonly env: Readonly<Record<string, string>>
-  readonly startedAt: number
-  readonly onTerm: TermResponse
-  readonly exitCode: number
-  readonly exited: Deferred.Deferred<ExitStatus> | undefined
-  /** Who vouched for its group when it started (`Membership.vouch`). */
-  readonly vouched: string | undefined
-  exitedAt: number | undefined
-  status: ExitStatus | undefined
-  /** A graceful handler is already running. */
-  terminating: boolean
-}
-
-const bootId = "test-os"
-
 /**
  * The pid of the simulated host: the parent of every leader.
  *
@@ -239,24 +203,6 @@ const bootId = "test-os"
  * @category constants
  */
 export const hostPid = 999
-
-const unwrap = (word: string | Redacted.Redacted<string>): string =>
-  Redacted.isRedacted(word) ? Redacted.value(word) : word
-
-const info = (p: SimProcess): ProcessInfo => ({
-  pid: p.pid,
-  ppid: p.ppid,
-  pgid: p.pgid,
-  identity: p.identity,
-  role: p.role,
-  command: p.command,
-  line: p.line,
-  shepherdId: p.shepherdId,
-  env: p.env,
-  startedAt: p.startedAt,
-  exitedAt: p.exitedAt,
-  status: p.status
-})
 
 /**
  * Creates a simulated operating system. Nothing runs until its `layer` is
@@ -280,262 +226,53 @@ const info = (p: SimProcess): ProcessInfo => ({
  * @category constructors
  */
 export const make = (options?: Options): TestOs => {
-  const behaviours = new Map<string, Behaviour>()
-  const defaultBehaviour: Behaviour = options?.defaultBehaviour ?? { onTerm: "exit" }
-  const defaultDelayMs = options?.launchDelay === undefined
-    ? 0
-    : Duration.toMillis(Duration.fromInputUnsafe(options.launchDelay))
-  let hostEnv: Readonly<Record<string, string | undefined>> = { ...options?.env }
-  let tableBroken: string | undefined
-  const all: Array<SimProcess> = []
-  const byPid = new Map<number, SimProcess>()
-  const signals: Array<SignalRecord> = []
-  const order: Array<string> = []
-  let nextPid = 1000
-  let sequence = 0
-  let inFlight = 0
-  let peakAlive = 0
-  let peakBusy = 0
-
-  const isLive = (p: SimProcess) => p.status === undefined
-  const aliveLeaders = () => {
-    let n = 0
-    for (const p of all) if (p.role === "leader" && isLive(p)) n++
-    return n
-  }
-  const measure = () => {
-    const leaders = aliveLeaders()
-    if (leaders > peakAlive) peakAlive = leaders
-    if (leaders + inFlight > peakBusy) peakBusy = leaders + inFlight
-  }
-
-  const die = (p: SimProcess, status: ExitStatus): Effect.Effect<void> =>
-    Effect.flatMap(Clock.currentTimeMillis, (now) =>
-      Effect.sync(() => {
-        if (!isLive(p)) return
-        p.status = status
-        p.exitedAt = now
-        if (p.exited !== undefined) Deferred.doneUnsafe(p.exited, Exit.succeed(status))
-      }))
-
-  // What the membership rules see of a pid: a live process (no zombies here), or nothing.
-  const host: Membership.Host = { pid: hostPid, bootId }
-  const observe: Membership.Observe = (pid) => {
-    const p = byPid.get(pid)
-    return p !== undefined && isLive(p) ? { startTime: p.identity.startTime, state: p.role === "unkillable" ? "D" : "S" } : undefined
-  }
-  const lookup = (identity: ProcessIdentity): SimProcess | undefined =>
-    Membership.liveness(identity, host, observe) === "alive" ? byPid.get(identity.pid) : undefined
-  const candidate = (p: SimProcess): Membership.Candidate => ({
-    pgid: p.pgid,
-    start: BigInt(p.identity.startTime),
-    cookie: p.shepherdId,
-    vouched: p.vouched
-  })
-
-  const build = Effect.gen(function*() {
-    const timers = yield* FiberSet.make<void, never>()
-    // Timers are interruptible whatever the caller's mask: closing the layer must never wait for them.
-    const after = (ms: number, effect: Effect.Effect<void>): Effect.Effect<void> =>
-      ms <= 0
-        ? effect
-        : Effect.asVoid(FiberSet.run(timers, Effect.interruptible(Effect.andThen(Effect.sleep(ms), effect))))
-
-    const deliver = (p: SimProcess, signal: Signal): Effect.Effect<void> => {
-      if (p.role === "unkillable") return Effect.void
-      if (signal === "SIGKILL") return die(p, { code: null, signal })
-      const answer = p.onTerm
-      if (answer === "ignore") return Effect.void
-      if (answer === "exit") return die(p, { code: null, signal })
-      if (p.terminating) return Effect.void
-      p.terminating = true
-      return after(answer.exitAfterMs, die(p, { code: answer.code ?? p.exitCode, signal: null }))
-    }
-
-    const table = ProcessTable.of({
-      members: (container: Container) =>
-        Effect.suspend(() =>
-          tableBroken !== undefined
-            ? Effect.fail(new ProcessTableError({ reason: tableBroken }))
-            : Effect.sync(() => {
-              const judged = Membership.judge(container, host, observe)
-              return all.filter((p) => isLive(p) && Membership.isMember(judged, candidate(p))).map((p) => p.identity)
-            })
-        ),
-      isAlive: (identity) => Effect.sync(() => lookup(identity) !== undefined),
-      inspect: (identity) =>
-        Effect.sync((): TableProcessInfo | undefined => {
-          const p = lookup(identity)
-          return p === undefined ? undefined : {
-            pid: p.pid,
-            ppid: p.ppid,
-            pgid: p.pgid,
-            state: p.role === "unkillable" ? "D" : "S",
-            rssKiB: p.rssKiB,
-            command: p.line
-          }
-        }),
-      carriers: (prefix, carrierOptions) =>
-        Effect.suspend(() => {
-          if (tableBroken !== undefined) return Effect.fail(new ProcessTableError({ reason: tableBroken }))
-          const notBefore = carrierOptions?.notBefore === undefined ? undefined : Number(carrierOptions.notBefore)
-          const found: Array<Carrier> = []
-          for (const p of all) {
-            if (!isLive(p) || p.shepherdId === undefined || !p.shepherdId.startsWith(prefix)) continue
-            if (notBefore !== undefined && Number(p.identity.startTime) < notBefore) continue
-            found.push({ identity: p.identity, shepherdId: p.shepherdId, pgid: p.pgid })
-          }
-          return Effect.succeed(found)
-        }),
-      signal: (identity, signal) =>
-        Effect.suspend((): Effect.Effect<SignalResult> => {
-          const verdict = Membership.signalVerdict(identity, host, observe)
-          const p = byPid.get(identity.pid)
-          if (verdict !== "send" || p === undefined) return Effect.succeed(verdict === "not-ours" ? verdict : "gone")
-          return Effect.flatMap(Clock.currentTimeMillis, (at) => {
-            signals.push({ pid: p.pid, role: p.role, command: p.command, signal, at })
-            return Effect.as(Effect.andThen(deliver(p, signal), Effect.sync(measure)), "sent" as const)
-          })
-        })
-    })
-
-    const launch = Effect.fnUntraced(function*(
-      command: ChildProcess.StandardCommand,
-      env: Readonly<Record<string, string>>
-    ) {
-      const line = [command.command, ...command.args.map(unwrap)].join(" ")
-      const behaviour = behaviours.get(command.command) ?? defaultBehaviour
-      const delayMs = behaviour.launchDelayMs ?? defaultDelayMs
-      order.push(line)
-      inFlight++
-      measure()
-      yield* Effect.sleep(delayMs).pipe(Effect.ensuring(Effect.sync(() => inFlight--)))
-      if (behaviour.failSpawn !== undefined) {
-        return yield* Effect.fail(PlatformError.systemError({
-          _tag: behaviour.failSpawn,
-          module: "ChildProcess",
-          method: "spawn",
-          syscall: `spawn ${command.command}`,
-          pathOrDescriptor: command.command,
-          description: `${line}: simulated ${behaviour.failSpawn}`
-        }))
-      }
-      const now = yield* Clock.currentTimeMillis
-      const leaderTerm = behaviour.onTerm ?? "exit"
-      const shepherdId = env.SHEPHERD_ID
-      const exitCode = behaviour.exitCode ?? 0
-      const start = (
-        role: Role,
-        parent: SimProcess | undefined,
-        exited?: Deferred.Deferred<ExitStatus>
-      ): SimProcess => {
-        const pid = nextPid++
-        const pgid = parent === undefined || role === "escaped" ? pid : parent.pgid
-        const startTime = String(++sequence)
-        const vouched = Membership.vouch(
-          { pid, pgid, startTime, start: BigInt(startTime) },
-          (group) => {
-            const leader = observe(group)
-            return leader === undefined || leader === "unreadable" ? undefined : leader.startTime
-          },
-          parent === undefined ? undefined : candidate(parent)
-        )
-        const p: SimProcess = {
-          pid,
-          ppid: parent === undefined ? hostPid : role === "escaped" ? 1 : parent.pid,
-          pgid,
-          rssKiB: behaviour.rssKiB ?? 1024,
-          identity: { pid, startTime, bootId },
-          role,
-          command: command.command,
-          line,
-          shepherdId,
-          env,
-          startedAt: now,
-          onTerm: role === "leader" ? leaderTerm : behaviour.childrenOnTerm ?? leaderTerm,
-          exitCode,
-          exited,
-          vouched,
-          exitedAt: undefined,
-          status: undefined,
-          terminating: false
-        }
-        all.push(p)
-        byPid.set(pid, p)
-        return p
-      }
-      const exited = Deferred.makeUnsafe<ExitStatus>()
-      const leader = start("leader", undefined, exited)
-      for (let i = 0; i < (behaviour.children ?? 0); i++) start("child", leader)
-      for (let i = 0; i < (behaviour.unkillable ?? 0); i++) start("unkillable", leader)
-      for (let i = 0; i < (behaviour.escapedChildren ?? 0); i++) start("escaped", leader)
-      measure()
-      if (behaviour.exitAfterMs !== undefined) {
-        const natural = die(leader, { code: exitCode, signal: null })
-        yield* after(behaviour.exitAfterMs, Effect.andThen(natural, Effect.sync(measure)))
-      }
-      const launched: Launched = {
-        pid: leader.pid,
-        pgid: leader.pgid,
-        identity: leader.identity,
-        exit: Deferred.await(exited),
-        exitStatus: () => leader.status,
-        io: {
-          stdin: Sink.drain,
-          stdout: Stream.empty,
-          stderr: Stream.empty,
-          all: Stream.empty,
-          getInputFd: () => Sink.drain,
-          getOutputFd: () => Stream.empty
-        }
-      }
-      return launched
-    })
-
-    const launcher = ProcessLauncher.of({
-      inheritedEnv: () => ({ ...hostEnv }),
-      launch
-    })
-    return Context.make(ProcessTable, table).pipe(Context.add(ProcessLauncher, launcher))
-  })
+  const world = SimWorld.make(options, hostPid)
+  const measure = Effect.sync(() => SimWorld.measure(world))
+  const build = Effect.map(
+    FiberSet.make<void, never>(),
+    (timers) =>
+      Context.make(ProcessTable, SimTable.make(world, timers)).pipe(
+        Context.add(ProcessLauncher, SimLauncher.make(world, timers))
+      )
+  )
 
   return {
     layer: Layer.effectContext(build),
     define: (command, behaviour) => {
-      behaviours.set(command, behaviour)
+      world.behaviours.set(command, behaviour)
     },
     setEnv: (env) => {
-      hostEnv = { ...env }
+      world.hostEnv = { ...env }
     },
     breakTable: (reason) => {
-      tableBroken = reason
+      world.tableBroken = reason
     },
     exit: (pid, status) =>
       Effect.suspend(() => {
-        const p = byPid.get(pid)
+        const p = world.byPid.get(pid)
         return p === undefined
           ? Effect.void
-          : Effect.andThen(die(p, status ?? { code: 0, signal: null }), Effect.sync(measure))
+          : Effect.andThen(SimWorld.die(p, status ?? { code: 0, signal: null }), measure)
       }),
     vanish: (pid) =>
       Effect.flatMap(Clock.currentTimeMillis, (now) =>
         Effect.sync(() => {
-          const p = byPid.get(pid)
-          if (p === undefined || !isLive(p)) return
+          const p = world.byPid.get(pid)
+          if (p === undefined || !SimWorld.isLive(p)) return
           p.status = { code: null, signal: "SIGKILL" }
           p.exitedAt = now
-          measure()
+          SimWorld.measure(world)
         })),
-    alive: () => all.filter(isLive).map(info),
-    processes: () => all.map(info),
+    alive: () => world.all.filter(SimWorld.isLive).map(SimWorld.info),
+    processes: () => world.all.map(SimWorld.info),
     process: (pid) => {
-      const p = byPid.get(pid)
-      return p === undefined ? undefined : info(p)
+      const p = world.byPid.get(pid)
+      return p === undefined ? undefined : SimWorld.info(p)
     },
-    signalsSent: () => [...signals],
-    spawnOrder: () => [...order],
-    launching: () => inFlight,
-    maxAlive: () => peakAlive,
-    maxBusy: () => peakBusy
+    signalsSent: () => [...world.signals],
+    spawnOrder: () => [...world.order],
+    launching: () => world.inFlight,
+    maxAlive: () => world.peakAlive,
+    maxBusy: () => world.peakBusy
   }
 }
