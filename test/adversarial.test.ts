@@ -52,7 +52,14 @@ describe.runIf(asRoot)("adversarial: the ledger's path", () => {
         const victimDir = path.join(root, "victim")
         fs.mkdirSync(victimDir, { mode: 0o700 })
         const victim = path.join(victimDir, "pool.ledger")
-        const victimText = line({ _tag: "Intent", poolId: "v~1", shepherdId: "v~1:1", session: "s", command: "x", at: 1 })
+        const victimText = line({
+          _tag: "Intent",
+          poolId: "v~1",
+          shepherdId: "v~1:1",
+          session: "s",
+          command: "x",
+          at: 1
+        })
         fs.writeFileSync(victim, victimText, { mode: 0o600 })
         const opened = yield* Effect.result(Effect.scoped(Effect.gen(function*() {
           const ledger = yield* NodeLedger.make({ path: path.join(mine, "pool.ledger") })
@@ -89,7 +96,9 @@ describe.runIf(asRoot)("adversarial: symlinks on the way to the ledger", () => {
         fs.mkdirSync(mine, { mode: 0o700 })
         fs.symlinkSync(mine, link)
         fs.lchownSync(link, nobody, nobody)
-        const opened = yield* Effect.result(Effect.scoped(NodeLedger.make({ path: path.join(link, "sub", "pool.ledger") })))
+        const opened = yield* Effect.result(
+          Effect.scoped(NodeLedger.make({ path: path.join(link, "sub", "pool.ledger") }))
+        )
         assert.strictEqual(opened._tag, "Failure")
         if (opened._tag === "Failure") assert.include(String(opened.failure), "symlink owned by uid 65534")
         assert.isFalse(fs.existsSync(path.join(mine, "sub")), "nothing is created through it")
@@ -138,9 +147,11 @@ describe("adversarial: the doctor's HTTP server", () => {
       const held = fds() - before
       assert.isBelow(held, flood / 2, `the host holds ${held} descriptors for ${flood} idle connections`)
     }).pipe(
-      Effect.provide(DoctorHttp.layer().pipe(
-        Layer.provideMerge(NodeShepherd.layer({ name: "t-adv-http", ledger: false }))
-      )),
+      Effect.provide(
+        DoctorHttp.layer().pipe(
+          Layer.provideMerge(NodeShepherd.layer({ name: "t-adv-http", ledger: false }))
+        )
+      ),
       Effect.ensuring(Effect.sync(() => {
         client?.stdin?.end()
         client?.kill("SIGKILL")
@@ -163,7 +174,13 @@ describe("adversarial: three hosts and a stale lock", () => {
       const file = path.join(dir, "pool.ledger")
       const lockFile = `${file}.lock`
       try {
-        const dead = { pid: 4_194_000, startTime: "1", bootId: procfs.readBootId(), token: "dead", exe: process.execPath }
+        const dead = {
+          pid: 4_194_000,
+          startTime: "1",
+          bootId: procfs.readBootId(),
+          token: "dead",
+          exe: process.execPath
+        }
         fs.writeFileSync(lockFile, JSON.stringify(dead), { mode: 0o600 })
         yield* Effect.scoped(Effect.gen(function*() {
           yield* NodeLedger.make({ path: file }) // host A takes the dead owner's lock over
@@ -201,33 +218,52 @@ describe("adversarial: what the CLI prints", () => {
       const bootId = procfs.readBootId()
       const records: Array<LedgerRecord> = [
         { _tag: "HostStarted", poolId: "p~1", host: { pid: 4_194_000, startTime: "1", bootId }, at: 1 },
-        { _tag: "Intent", poolId: "p~1", shepherdId: "p~1:1", session: `s${esc}]0;owned${"\u0007"}`, command: `cmd ${esc}[2J`, at: 2 }
+        {
+          _tag: "Intent",
+          poolId: "p~1",
+          shepherdId: "p~1:1",
+          session: `s${esc}]0;owned${"\u0007"}`,
+          command: `cmd ${esc}[2J`,
+          at: 2
+        }
       ]
       fs.writeFileSync(file, records.map(line).join(""), { mode: 0o600 })
       // A process carrying one of the ledger's pool ids with a hostile id, and a hostile argument.
       sleeper = NodeChildProcess.spawn("sleep", ["1000"], {
         argv0: `${esc}[2K${esc}[1Asleep`,
         stdio: "ignore",
-        env: { PATH: process.env.PATH, SHEPHERD_ID: `p~1:${esc}[2Jx`, SHEPHERD_TEST_RUN_DIR: process.env.SHEPHERD_TEST_RUN_DIR ?? "/nonexistent" }
+        env: {
+          PATH: process.env.PATH,
+          SHEPHERD_ID: `p~1:${esc}[2Jx`,
+          SHEPHERD_TEST_RUN_DIR: process.env.SHEPHERD_TEST_RUN_DIR ?? "/nonexistent"
+        }
       })
       const pid = sleeper.pid!
-      assert.isTrue(await waitUntil(() => {
-        try {
-          return fs.readFileSync(`/proc/${pid}/cmdline`, "latin1").endsWith("sleep\u00001000\u0000")
-        } catch {
-          return false
-        }
-      }, 5_000), "the process has exec'd")
+      assert.isTrue(
+        await waitUntil(() => {
+          try {
+            return fs.readFileSync(`/proc/${pid}/cmdline`, "latin1").endsWith("sleep\u00001000\u0000")
+          } catch {
+            return false
+          }
+        }, 5_000),
+        "the process has exec'd"
+      )
       const bin = path.join(path.dirname(new URL(import.meta.url).pathname), "..", "packages", "cli", "src", "bin.ts")
       const run = (args: ReadonlyArray<string>) =>
-        NodeChildProcess.spawnSync(process.execPath, [bin, ...args], { encoding: "utf8", timeout: 30_000, env: { ...process.env, NO_COLOR: "1" } })
+        NodeChildProcess.spawnSync(process.execPath, [bin, ...args], {
+          encoding: "utf8",
+          timeout: 30_000,
+          env: { ...process.env, NO_COLOR: "1" }
+        })
       const doctor = run(["doctor", "--ledger", file])
       assert.include(doctor.stdout, "untracked", JSON.stringify([doctor.stdout, doctor.stderr]))
       assert.include(doctor.stdout, String(pid))
       const reap = run(["reap", "--dry-run", "--ledger", file])
+      // oxlint-disable-next-line no-control-regex -- looking for control characters is the point
+      const raw = /[\u0000-\u0009\u000b-\u001f\u007f-\u009f]/
       for (const [name, out] of [["doctor", doctor.stdout], ["reap", reap.stdout]] as const) {
-        // oxlint-disable-next-line no-control-regex -- looking for control characters is the point
-        assert.notMatch(out, /[\u0000-\u0009\u000b-\u001f\u007f-\u009f]/, `${name} printed a raw control character: ${JSON.stringify(out)}`)
+        assert.notMatch(out, raw, `${name} printed a raw control character: ${JSON.stringify(out)}`)
       }
     } finally {
       sleeper?.kill("SIGKILL")
@@ -274,17 +310,28 @@ describe.runIf(asRoot)("adversarial: `shepherd reap` on a full disk", () => {
       fs.mkdirSync(dir, { mode: 0o700 })
       const env = { PATH: process.env.PATH, SHEPHERD_TEST_RUN_DIR: process.env.SHEPHERD_TEST_RUN_DIR ?? "/nonexistent" }
       const quick = NodeChildProcess.spawn("sleep", ["1000"], { detached: true, stdio: "ignore", env })
-      const stubborn = NodeChildProcess.spawn("sh", ["-c", "trap '' TERM; exec sleep 1000"], { detached: true, stdio: "ignore", env })
+      const stubborn = NodeChildProcess.spawn("sh", ["-c", "trap '' TERM; exec sleep 1000"], {
+        detached: true,
+        stdio: "ignore",
+        env
+      })
       started.push(quick.pid!, stubborn.pid!)
-      assert.isTrue(await waitUntil(() => {
-        try {
-          return fs.readFileSync(`/proc/${stubborn.pid}/cmdline`, "latin1").startsWith("sleep\u0000")
-        } catch {
-          return false
-        }
-      }, 5_000))
+      assert.isTrue(
+        await waitUntil(() => {
+          try {
+            return fs.readFileSync(`/proc/${stubborn.pid}/cmdline`, "latin1").startsWith("sleep\u0000")
+          } catch {
+            return false
+          }
+        }, 5_000)
+      )
       const bootId = procfs.readBootId()
-      const records: Array<LedgerRecord> = [{ _tag: "HostStarted", poolId: "p~1", host: { pid: 4_194_000, startTime: "1", bootId }, at: 1 }]
+      const records: Array<LedgerRecord> = [{
+        _tag: "HostStarted",
+        poolId: "p~1",
+        host: { pid: 4_194_000, startTime: "1", bootId },
+        at: 1
+      }]
       for (const [i, child] of [quick, stubborn].entries()) {
         const identity = NodeProcessTable.identify(child.pid!)!
         records.push(
@@ -395,7 +442,9 @@ describe.runIf(asRoot)("adversarial: group-writable parents", () => {
         yield* Effect.scoped(NodeLedger.make({ path: path.join(parent, "shepherd", "a.ledger") }))
         // `users` (gid 100) is not root's own group.
         fs.chownSync(parent, 0, 100)
-        const refused = yield* Effect.flip(Effect.scoped(NodeLedger.make({ path: path.join(parent, "shepherd", "b.ledger") })))
+        const refused = yield* Effect.flip(
+          Effect.scoped(NodeLedger.make({ path: path.join(parent, "shepherd", "b.ledger") }))
+        )
         assert.include(refused.message, "writable by other users without the sticky bit")
       } finally {
         fs.rmSync(root, { recursive: true, force: true })

@@ -24,9 +24,14 @@ interface Result {
 
 const shepherd = (args: ReadonlyArray<string>, env: Record<string, string> = {}): Promise<Result> =>
   new Promise((resolve) => {
-    NodeChildProcess.execFile(process.execPath, [bin, ...args], { env: { ...process.env, NO_COLOR: "1", ...env } }, (error, stdout, stderr) => {
-      resolve({ code: error === null ? 0 : (error as { code?: number }).code ?? null, stdout, stderr })
-    })
+    NodeChildProcess.execFile(
+      process.execPath,
+      [bin, ...args],
+      { env: { ...process.env, NO_COLOR: "1", ...env } },
+      (error, stdout, stderr) => {
+        resolve({ code: error === null ? 0 : (error as { code?: number }).code ?? null, stdout, stderr })
+      }
+    )
   })
 
 /** Temporary directories of the running test, removed after it whatever happened. */
@@ -42,7 +47,9 @@ afterEach(() => {
 
 /** Starts the crash host; resolves with its pool id once it is ready, rejects if it exits first. */
 const startCrashHost = (ledger: string, mode: "lifeline" | "nolifeline", trees: number) => {
-  const host = NodeChildProcess.spawn(process.execPath, [crashHost, ledger, mode, String(trees)], { stdio: ["ignore", "pipe", "ignore"] })
+  const host = NodeChildProcess.spawn(process.execPath, [crashHost, ledger, mode, String(trees)], {
+    stdio: ["ignore", "pipe", "ignore"]
+  })
   const exited = new Promise<void>((resolve) => host.on("exit", () => resolve()))
   const lines = readline.createInterface({ input: host.stdout! })
   const ready = new Promise<{ poolId: string }>((resolve, reject) => {
@@ -84,9 +91,15 @@ describe("shepherd doctor and reap", () => {
       assert.include(doctor.stdout, "shepherd reap --ledger")
 
       const json = await shepherd(["doctor", "--ledger", ledger, "--json"])
-      const report = JSON.parse(json.stdout) as { ledgers: Array<{ entries: Array<{ members: Array<{ pid: number }> }> }> }
+      const report = JSON.parse(json.stdout) as {
+        ledgers: Array<{ entries: Array<{ members: Array<{ pid: number }> }> }>
+      }
       const listed = report.ledgers[0]!.entries.flatMap((e) => e.members.map((m) => m.pid)).sort()
-      assert.deepStrictEqual(listed, orphans.map((p) => p.pid).sort(), "the doctor lists exactly the orphans /proc shows")
+      assert.deepStrictEqual(
+        listed,
+        orphans.map((p) => p.pid).sort(),
+        "the doctor lists exactly the orphans /proc shows"
+      )
 
       const dry = await shepherd(["reap", "--ledger", ledger, "--dry-run"])
       assert.strictEqual(dry.code, 0)
@@ -161,11 +174,21 @@ describe("shepherd run", () => {
   })
 
   it("forwards SIGINT to the whole tree and exits 130", async () => {
-    const child = NodeChildProcess.spawn(process.execPath, [bin, "run", "--grace", "200 millis", "--", "sh", "-c", "trap '' INT TERM; sleep 1000 & wait"], {
+    const child = NodeChildProcess.spawn(process.execPath, [
+      bin,
+      "run",
+      "--grace",
+      "200 millis",
+      "--",
+      "sh",
+      "-c",
+      "trap '' INT TERM; sleep 1000 & wait"
+    ], {
       stdio: "ignore"
     })
     const exited = new Promise<number | null>((resolve) => child.on("exit", (c) => resolve(c)))
-    const members = () => processes().filter((p) => p.shepherdId?.startsWith("shepherd-run~") === true && readParent(p.pid, child.pid!))
+    const members = () =>
+      processes().filter((p) => p.shepherdId?.startsWith("shepherd-run~") === true && readParent(p.pid, child.pid!))
     let pids: Array<number> = []
     try {
       // No start window: however long a loaded machine takes to start the tree (the wait is a hang guard).

@@ -54,8 +54,7 @@ describe("config validation", () => {
         assert.deepStrictEqual(pool.config.kill, { signal: "SIGINT", graceMs: 100, forceWaitMs: 1_000 })
         assert.isTrue(pool.poolId.startsWith("t-valid~"))
         assertNoSurvivors(prefix)
-      })
-    ))
+      })))
 })
 
 describe("environment policy", () => {
@@ -91,41 +90,42 @@ describe("environment policy", () => {
     )
 
   it.live("agent-host strips the agent session but keeps credentials and cloud settings", () =>
-    withHostEnv(withPool({ name: "t-env-agent", env: "agent-host", kill: { grace: 300 } }, (pool, prefix) =>
-      Effect.gen(function*() {
-        const m = yield* pool.spawn(sh(trees.cooperative))
-        const members = yield* awaitMembers(m.shepherdId, 3)
-        // the leader and its children all see the filtered environment
-        for (const p of members) {
-          const env = environOf(p.pid)
-          assert.isUndefined(env.CLAUDECODE)
-          assert.isUndefined(env.CLAUDE_CODE_SESSION)
-          assert.isUndefined(env.CLAUDE_CODE_ENTRYPOINT)
-          assert.isUndefined(env.MCP_SESSION_ID)
-          assert.strictEqual(env.CLAUDE_CODE_OAUTH_TOKEN, "oauth-token")
-          assert.strictEqual(env.AWS_REGION, "eu-west-3")
-          assert.strictEqual(env.SHEPHERD_TEST_PLAIN, "plain")
-          assert.strictEqual(env.SHEPHERD_ID, m.shepherdId)
-          assert.strictEqual(env.PATH, process.env.PATH)
-        }
-        assert.includeMembers([...m.env.stripped], ["CLAUDECODE", "CLAUDE_CODE_SESSION", "MCP_SESSION_ID"])
-        assert.includeMembers([...m.env.preserved], ["CLAUDE_CODE_OAUTH_TOKEN"])
-        // process.env itself is untouched
-        assert.strictEqual(process.env.CLAUDECODE, "1")
+    withHostEnv(
+      withPool({ name: "t-env-agent", env: "agent-host", kill: { grace: 300 } }, (pool, prefix) =>
+        Effect.gen(function*() {
+          const m = yield* pool.spawn(sh(trees.cooperative))
+          const members = yield* awaitMembers(m.shepherdId, 3)
+          // the leader and its children all see the filtered environment
+          for (const p of members) {
+            const env = environOf(p.pid)
+            assert.isUndefined(env.CLAUDECODE)
+            assert.isUndefined(env.CLAUDE_CODE_SESSION)
+            assert.isUndefined(env.CLAUDE_CODE_ENTRYPOINT)
+            assert.isUndefined(env.MCP_SESSION_ID)
+            assert.strictEqual(env.CLAUDE_CODE_OAUTH_TOKEN, "oauth-token")
+            assert.strictEqual(env.AWS_REGION, "eu-west-3")
+            assert.strictEqual(env.SHEPHERD_TEST_PLAIN, "plain")
+            assert.strictEqual(env.SHEPHERD_ID, m.shepherdId)
+            assert.strictEqual(env.PATH, process.env.PATH)
+          }
+          assert.includeMembers([...m.env.stripped], ["CLAUDECODE", "CLAUDE_CODE_SESSION", "MCP_SESSION_ID"])
+          assert.includeMembers([...m.env.preserved], ["CLAUDE_CODE_OAUTH_TOKEN"])
+          // process.env itself is untouched
+          assert.strictEqual(process.env.CLAUDECODE, "1")
 
-        // a variable the command sets explicitly always reaches the child
-        const explicit = yield* pool.spawn(
-          sh(trees.cooperative, { env: { CLAUDECODE: "explicit" }, extendEnv: true })
-        )
-        yield* awaitMembers(explicit.shepherdId, 1)
-        const env = environOf(explicit.pid)
-        assert.strictEqual(env.CLAUDECODE, "explicit")
-        assert.isUndefined(env.MCP_SESSION_ID)
-        assert.strictEqual(env.SHEPHERD_ID, explicit.shepherdId)
-        yield* pool.closeSession("default")
-        assertNoSurvivors(prefix)
-      })
-    )))
+          // a variable the command sets explicitly always reaches the child
+          const explicit = yield* pool.spawn(
+            sh(trees.cooperative, { env: { CLAUDECODE: "explicit" }, extendEnv: true })
+          )
+          yield* awaitMembers(explicit.shepherdId, 1)
+          const env = environOf(explicit.pid)
+          assert.strictEqual(env.CLAUDECODE, "explicit")
+          assert.isUndefined(env.MCP_SESSION_ID)
+          assert.strictEqual(env.SHEPHERD_ID, explicit.shepherdId)
+          yield* pool.closeSession("default")
+          assertNoSurvivors(prefix)
+        }))
+    ))
 
   it.live("the default policy (inherit) passes everything, plus SHEPHERD_ID", () =>
     withHostEnv(withPool({ name: "t-env-inherit", kill: { grace: 300 } }, (pool, prefix) =>
@@ -146,6 +146,5 @@ describe("environment policy", () => {
         assert.strictEqual(bareEnv.SHEPHERD_ID, bare.shepherdId)
         yield* pool.closeSession("default")
         assertNoSurvivors(prefix)
-      })
-    )))
+      }))))
 })

@@ -43,7 +43,9 @@ const startHost = (args: ReadonlyArray<string>, script = "crashHost.ts"): Host =
     stdio: ["ignore", "pipe", "inherit"]
   })
   const lines = readline.createInterface({ input: child.stdout! })[Symbol.asyncIterator]()
-  const exited = new Promise<number | null>((resolve) => child.on("exit", (code, signal) => resolve(code ?? (signal === null ? null : -1))))
+  const exited = new Promise<number | null>((resolve) =>
+    child.on("exit", (code, signal) => resolve(code ?? (signal === null ? null : -1)))
+  )
   const host = { child, lines, exited }
   started.push(host)
   return host

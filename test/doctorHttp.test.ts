@@ -26,9 +26,14 @@ describe("DoctorHttp", () => {
       assert.strictEqual(HttpServer.formatAddress(address), `http://127.0.0.1:${address.port}`, "bound to loopback")
       const base = `http://127.0.0.1:${address.port}`
       const managed = yield* pool.spawn(ChildProcess.make("sh", ["-c", "sleep 1000 & wait"]), { session: "web" })
-      assert.isTrue(yield* Effect.promise(() => waitUntil(() => survivors(`${pool.poolId}:`).length === 2)), "the tree runs")
+      assert.isTrue(
+        yield* Effect.promise(() => waitUntil(() => survivors(`${pool.poolId}:`).length === 2)),
+        "the tree runs"
+      )
 
-      const doctor = yield* Effect.promise(() => fetch(`${base}/doctor`).then(async (r) => ({ status: r.status, text: await r.text() })))
+      const doctor = yield* Effect.promise(() =>
+        fetch(`${base}/doctor`).then(async (r) => ({ status: r.status, text: await r.text() }))
+      )
       assert.strictEqual(doctor.status, 200)
       assert.notInclude(doctor.text, secret)
       const report = JSON.parse(doctor.text)
@@ -40,16 +45,24 @@ describe("DoctorHttp", () => {
       assert.deepStrictEqual(report.comparison.untracked, [])
 
       const metrics = yield* Effect.promise(() => fetch(`${base}/metrics`).then((r) => r.text()))
-      assert.match(metrics, new RegExp(`shepherd_processes_spawned\\{pool="${pool.poolId.replace(/[.~]/g, "\\$&")}"\\} 1`))
-      assert.match(metrics, new RegExp(`shepherd_processes_running\\{pool="${pool.poolId.replace(/[.~]/g, "\\$&")}"\\} 1`))
+      assert.match(
+        metrics,
+        new RegExp(`shepherd_processes_spawned\\{pool="${pool.poolId.replace(/[.~]/g, "\\$&")}"\\} 1`)
+      )
+      assert.match(
+        metrics,
+        new RegExp(`shepherd_processes_running\\{pool="${pool.poolId.replace(/[.~]/g, "\\$&")}"\\} 1`)
+      )
       assert.include(metrics, "# TYPE shepherd_slot_wait_ms histogram")
 
       yield* pool.closeSession("web")
       assert.deepStrictEqual(survivors(`${pool.poolId}:`), [])
     }).pipe(
-      Effect.provide(DoctorHttp.layer().pipe(
-        Layer.provideMerge(NodeShepherd.layer({ name: "t-http", ledger: false, kill: { grace: "200 millis" } }))
-      )),
+      Effect.provide(
+        DoctorHttp.layer().pipe(
+          Layer.provideMerge(NodeShepherd.layer({ name: "t-http", ledger: false, kill: { grace: "200 millis" } }))
+        )
+      ),
       Effect.ensuring(Effect.sync(() => delete process.env.SHEPHERD_TEST_SECRET))
     )
   })
@@ -87,9 +100,14 @@ describe("DoctorHttp", () => {
         slow.write("GET /doctor HTTP/1.1\r\nHost: 127.0.0.1\r\n")
         assert.isTrue(yield* Effect.promise(() => waitUntil(() => survivors(prefix).length === 2)), "the tree runs")
       })).pipe(
-        Effect.provide(DoctorHttp.layer().pipe(
-          Layer.provideMerge(NodeShepherd.layer({ name: "t-http-close", ledger: false, kill: { grace: "300 millis" } }))
-        ), { local: true })
+        Effect.provide(
+          DoctorHttp.layer().pipe(
+            Layer.provideMerge(
+              NodeShepherd.layer({ name: "t-http-close", ledger: false, kill: { grace: "300 millis" } })
+            )
+          ),
+          { local: true }
+        )
       )
       // The layers are closed: server first, then the pool. Had the server waited for its clients (its
       // graceful-shutdown timeout is 20 s), its headersTimeout (10 s) would have answered the half-sent

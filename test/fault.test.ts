@@ -67,7 +67,10 @@ const round = async (ledger: string, seed: number, atIntent: boolean): Promise<O
   try {
     const ready = await new Promise<Ready>((resolve, reject) => {
       let seen: Ready | undefined
-      const timer = setTimeout(() => reject(new Error(`host never became ready within ${readyWithinMs} ms`)), readyWithinMs)
+      const timer = setTimeout(
+        () => reject(new Error(`host never became ready within ${readyWithinMs} ms`)),
+        readyWithinMs
+      )
       lines.on("line", (text) => {
         if (seen === undefined && text.startsWith("{")) {
           seen = JSON.parse(text) as Ready
@@ -100,7 +103,9 @@ const round = async (ledger: string, seed: number, atIntent: boolean): Promise<O
       recoveryOutcomes: ready.recovery.entries.map((e) => e.outcome),
       killedAt,
       sentinelsAtKill,
-      survivorsLater: left === 0 ? 0 : (await waitUntil(() => survivors(prefix!).length === 0, 5_000), survivors(prefix!).length)
+      survivorsLater: left === 0
+        ? 0
+        : (await waitUntil(() => survivors(prefix!).length === 0, 5_000), survivors(prefix!).length)
     }
   } finally {
     // Whatever happened (no ready line, an error), neither the host nor its tree outlives the round.

@@ -70,9 +70,7 @@ const startHost = (graceMs: number, mode: "jobs" | "scoped") =>
       child.stderr!.on("data", (chunk: Buffer) => {
         stderr += chunk.toString("utf8")
       })
-      const exit = new Promise<Exit>((resolve) =>
-        child.on("exit", (code, signal) => resolve({ code, signal }))
-      )
+      const exit = new Promise<Exit>((resolve) => child.on("exit", (code, signal) => resolve({ code, signal })))
       const ready = new Promise<Ready>((resolve, reject) => {
         let out = ""
         child.stdout!.on("data", (chunk: Buffer) => {

@@ -33,7 +33,14 @@ const plant = (file: string, entry: { pid: number; startTime: string; bootId: st
   fs.writeFileSync(
     file,
     line({ _tag: "HostStarted", poolId: "t-old~00000000", host: deadHost, at: 1 }) +
-      line({ _tag: "Intent", poolId: "t-old~00000000", shepherdId: "t-old~00000000:1", session: "s", command: "sleep 1000", at: 2 }) +
+      line({
+        _tag: "Intent",
+        poolId: "t-old~00000000",
+        shepherdId: "t-old~00000000:1",
+        session: "s",
+        command: "sleep 1000",
+        at: 2
+      }) +
       line({ _tag: "Registered", shepherdId: "t-old~00000000:1", pgid: entry.pid, identity: entry, at: 3 })
   )
 
@@ -81,7 +88,10 @@ describe("file ledger", () => {
     Effect.gen(function*() {
       const file = path.join(tempDir(), "torn.ledger")
       const torn = `{"_tag":"Registered","shepherdId":"p~1:1","pg`
-      fs.writeFileSync(file, line({ _tag: "Intent", poolId: "p~1", shepherdId: "p~1:1", session: "s", command: "x", at: 1 }) + torn)
+      fs.writeFileSync(
+        file,
+        line({ _tag: "Intent", poolId: "p~1", shepherdId: "p~1:1", session: "s", command: "x", at: 1 }) + torn
+      )
       const ledger = yield* NodeLedger.make({ path: file })
       assert.isTrue(ledger.opened.tornLine)
       assert.strictEqual(ledger.opened.badLines, 0)

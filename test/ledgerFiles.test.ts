@@ -47,12 +47,25 @@ afterEach(() => {
 /** Everything that tells whether a file was touched. */
 const fingerprint = (file: string) => {
   const stat = fs.lstatSync(file)
-  return { ino: stat.ino, mode: stat.mode, uid: stat.uid, size: stat.size, mtimeMs: stat.mtimeMs, text: fs.readFileSync(file, "utf8") }
+  return {
+    ino: stat.ino,
+    mode: stat.mode,
+    uid: stat.uid,
+    size: stat.size,
+    mtimeMs: stat.mtimeMs,
+    text: fs.readFileSync(file, "utf8")
+  }
 }
 
 const entryOf = (n: number, pid = deadPid + n, poolId = "p~1") =>
   line({ _tag: "Intent", poolId, shepherdId: `${poolId}:${n}`, session: "s", command: "sleep 1000", at: 1 }) +
-  line({ _tag: "Registered", shepherdId: `${poolId}:${n}`, pgid: pid, identity: { pid, startTime: "1", bootId }, at: 2 })
+  line({
+    _tag: "Registered",
+    shepherdId: `${poolId}:${n}`,
+    pgid: pid,
+    identity: { pid, startTime: "1", bootId },
+    at: 2
+  })
 /**
  * A pool id no other test file uses: a real `shepherd reap` terminates every live carrier of its pool
  * id, and files run side by side (another file's process carrying `p~1:` must not be reaped from here).
@@ -146,7 +159,9 @@ describe("a file that is not a ledger", () => {
     const file = path.join(dir, "passwd")
     fs.writeFileSync(file, passwd, { mode: 0o644 })
     const before = fingerprint(file)
-    for (const args of [["reap", "--ledger", file], ["reap", "--dry-run", "--ledger", file], ["doctor", "--ledger", file]]) {
+    for (
+      const args of [["reap", "--ledger", file], ["reap", "--dry-run", "--ledger", file], ["doctor", "--ledger", file]]
+    ) {
       const r = shepherd(args)
       assert.strictEqual(r.status, 1, `${args.join(" ")}: ${r.stdout} ${r.stderr}`)
       assert.include(r.stderr, "not a Shepherd ledger")
@@ -186,7 +201,10 @@ describe("a file that is not a ledger", () => {
       assert.strictEqual(opened.badLines, 1)
       assert.isTrue(opened.tornLine)
       assert.strictEqual(fs.readFileSync(opened.quarantined!, "utf8"), original, "every byte is kept")
-      assert.isTrue(logged.some((l) => l.startsWith("Warn") && l.includes(opened.quarantined!)), `logged: ${logged.join("; ")}`)
+      assert.isTrue(
+        logged.some((l) => l.startsWith("Warn") && l.includes(opened.quarantined!)),
+        `logged: ${logged.join("; ")}`
+      )
       const rewritten = NodeLedger.parse(fs.readFileSync(file, "utf8"))
       assert.deepStrictEqual([rewritten.badLines, rewritten.tornLine, rewritten.records.length], [0, false, 2])
     }))
@@ -211,37 +229,40 @@ describe("the ledger's directory and files must be the host's own", () => {
       assert.isFalse(fs.existsSync(inTmp))
     }))
 
-  it.live.runIf(asRoot)("a directory or a ledger owned by another user is refused; forged entries there are never acted on", () =>
-    Effect.gen(function*() {
-      const foreignDir = tempDir()
-      fs.chownSync(foreignDir, nobody, nobody)
-      const error = yield* Effect.flip(openLedger(path.join(foreignDir, "x.ledger")))
-      assert.include(error.message, `owned by uid ${nobody}`)
+  it.live.runIf(asRoot)(
+    "a directory or a ledger owned by another user is refused; forged entries there are never acted on",
+    () =>
+      Effect.gen(function*() {
+        const foreignDir = tempDir()
+        fs.chownSync(foreignDir, nobody, nobody)
+        const error = yield* Effect.flip(openLedger(path.join(foreignDir, "x.ledger")))
+        assert.include(error.message, `owned by uid ${nobody}`)
 
-      // Another user's ledger naming a live process group: recovery must not run on it.
-      const victim = NodeChildProcess.spawn("sleep", ["1000"], { detached: true, stdio: "ignore" })
-      victim.unref()
-      try {
-        const identity = NodeProcessTable.identify(victim.pid!)!
-        const dir = tempDir()
-        const file = path.join(dir, "forged.ledger")
-        fs.writeFileSync(
-          file,
-          line({ _tag: "Intent", poolId: "p~1", shepherdId: "p~1:1", session: "s", command: "x", at: 1 }) +
-            line({ _tag: "Registered", shepherdId: "p~1:1", pgid: victim.pid!, identity, at: 2 }),
-          { mode: 0o600 }
-        )
-        fs.chownSync(file, nobody, nobody)
-        const before = fingerprint(file)
-        const poolError = yield* Effect.flip(openPool(file))
-        assert.strictEqual(poolError._tag, "LedgerError")
-        assert.include(poolError.message, `owned by uid ${nobody}`)
-        assert.isTrue(isAlive(victim.pid!), "the process the forged entry names is untouched")
-        assert.deepStrictEqual(fingerprint(file), before)
-      } finally {
-        victim.kill("SIGKILL")
-      }
-    }))
+        // Another user's ledger naming a live process group: recovery must not run on it.
+        const victim = NodeChildProcess.spawn("sleep", ["1000"], { detached: true, stdio: "ignore" })
+        victim.unref()
+        try {
+          const identity = NodeProcessTable.identify(victim.pid!)!
+          const dir = tempDir()
+          const file = path.join(dir, "forged.ledger")
+          fs.writeFileSync(
+            file,
+            line({ _tag: "Intent", poolId: "p~1", shepherdId: "p~1:1", session: "s", command: "x", at: 1 }) +
+              line({ _tag: "Registered", shepherdId: "p~1:1", pgid: victim.pid!, identity, at: 2 }),
+            { mode: 0o600 }
+          )
+          fs.chownSync(file, nobody, nobody)
+          const before = fingerprint(file)
+          const poolError = yield* Effect.flip(openPool(file))
+          assert.strictEqual(poolError._tag, "LedgerError")
+          assert.include(poolError.message, `owned by uid ${nobody}`)
+          assert.isTrue(isAlive(victim.pid!), "the process the forged entry names is untouched")
+          assert.deepStrictEqual(fingerprint(file), before)
+        } finally {
+          victim.kill("SIGKILL")
+        }
+      })
+  )
 
   it.live("symlinks are refused: as the ledger, as its directory", () =>
     Effect.gen(function*() {
@@ -281,21 +302,35 @@ describe("the ledger's directory and files must be the host's own", () => {
       assert.strictEqual(fs.lstatSync(file).mode & 0o777, 0o600)
     }))
 
-  it.live.runIf(asRoot)("stray temporary files of dead hosts are removed at open; anything else is left alone", () =>
-    Effect.gen(function*() {
-      const dir = tempDir()
-      const file = path.join(dir, "x.ledger")
-      const hex = "0123456789abcdef"
-      const stray = [`x.ledger.tmp-${deadPid}-${hex}`, `x.ledger.tmp-${deadPid + 1}`, `x.ledger.lock.${deadPid + 2}.tmp`, `x.ledger.lock.${deadPid + 3}-${hex}.tmp`, `x.ledger.lock.stale-${deadPid + 4}`]
-      // pid 1 is alive (its temporary may be in use); another user's file; a symlink; another ledger's.
-      const kept = [`x.ledger.tmp-1-${hex}`, `x.ledger.tmp-${deadPid + 5}-${hex}`, `x.ledger.tmp-${deadPid + 6}`, `y.ledger.tmp-${deadPid + 7}`]
-      for (const name of [...stray, ...kept]) fs.writeFileSync(path.join(dir, name), "left behind\n")
-      fs.chownSync(path.join(dir, kept[1]!), nobody, nobody)
-      fs.rmSync(path.join(dir, kept[2]!))
-      fs.symlinkSync("/etc/hostname", path.join(dir, kept[2]!))
-      yield* openLedger(file)
-      assert.deepStrictEqual(fs.readdirSync(dir).sort(), [...kept, "x.ledger"].sort())
-    }))
+  it.live.runIf(asRoot)(
+    "stray temporary files of dead hosts are removed at open; anything else is left alone",
+    () =>
+      Effect.gen(function*() {
+        const dir = tempDir()
+        const file = path.join(dir, "x.ledger")
+        const hex = "0123456789abcdef"
+        const stray = [
+          `x.ledger.tmp-${deadPid}-${hex}`,
+          `x.ledger.tmp-${deadPid + 1}`,
+          `x.ledger.lock.${deadPid + 2}.tmp`,
+          `x.ledger.lock.${deadPid + 3}-${hex}.tmp`,
+          `x.ledger.lock.stale-${deadPid + 4}`
+        ]
+        // pid 1 is alive (its temporary may be in use); another user's file; a symlink; another ledger's.
+        const kept = [
+          `x.ledger.tmp-1-${hex}`,
+          `x.ledger.tmp-${deadPid + 5}-${hex}`,
+          `x.ledger.tmp-${deadPid + 6}`,
+          `y.ledger.tmp-${deadPid + 7}`
+        ]
+        for (const name of [...stray, ...kept]) fs.writeFileSync(path.join(dir, name), "left behind\n")
+        fs.chownSync(path.join(dir, kept[1]!), nobody, nobody)
+        fs.rmSync(path.join(dir, kept[2]!))
+        fs.symlinkSync("/etc/hostname", path.join(dir, kept[2]!))
+        yield* openLedger(file)
+        assert.deepStrictEqual(fs.readdirSync(dir).sort(), [...kept, "x.ledger"].sort())
+      })
+  )
 })
 
 describe.runIf(asRoot)("a write that does not fit", () => {
@@ -309,7 +344,9 @@ describe.runIf(asRoot)("a write that does not fit", () => {
   /** A private 64 KiB tmpfs (we run as root), unmounted after the tests whatever happens. */
   const smallFileSystem = () => {
     const mnt = fs.mkdtempSync(path.join(os.tmpdir(), "shepherd-tmpfs-"))
-    const mounted = NodeChildProcess.spawnSync("mount", ["-t", "tmpfs", "-o", "size=64k,mode=0700", "tmpfs", mnt], { encoding: "utf8" })
+    const mounted = NodeChildProcess.spawnSync("mount", ["-t", "tmpfs", "-o", "size=64k,mode=0700", "tmpfs", mnt], {
+      encoding: "utf8"
+    })
     assert.strictEqual(mounted.status, 0, `mount: ${mounted.stderr}`)
     mounts.push(mnt)
     return mnt
@@ -357,11 +394,19 @@ describe.runIf(asRoot)("a write that does not fit", () => {
         assert.strictEqual(failed._tag, "LedgerError")
         assert.include(failed.message, "ENOSPC")
         assert.strictEqual(fs.readFileSync(file, "utf8"), before, "no fragment: cut back to the last full line")
-        assert.deepStrictEqual((yield* ledger.entries).map((e) => e.shepherdId), ["p~1:1", "p~1:2"], "the failed intent is not live")
+        assert.deepStrictEqual(
+          (yield* ledger.entries).map((e) => e.shepherdId),
+          ["p~1:1", "p~1:2"],
+          "the failed intent is not live"
+        )
         const compaction = yield* Effect.flip(ledger.compact)
         assert.strictEqual(compaction._tag, "LedgerError")
         assert.strictEqual(fs.readFileSync(file, "utf8"), before, "a failed compaction leaves the ledger as it was")
-        assert.deepStrictEqual(fs.readdirSync(mnt).sort(), ["filler", "small.ledger", "small.ledger.lock"], "no temporary left")
+        assert.deepStrictEqual(
+          fs.readdirSync(mnt).sort(),
+          ["filler", "small.ledger", "small.ledger.lock"],
+          "no temporary left"
+        )
 
         fs.rmSync(path.join(mnt, "filler"))
         yield* ledger.append(intent(3))
@@ -398,7 +443,8 @@ describe.runIf(asRoot)("a write that does not fit", () => {
 })
 
 describe("FIFOs and locks", () => {
-  const mkfifo = (file: string) => assert.strictEqual(NodeChildProcess.spawnSync("mkfifo", ["-m", "600", file]).status, 0)
+  const mkfifo = (file: string) =>
+    assert.strictEqual(NodeChildProcess.spawnSync("mkfifo", ["-m", "600", file]).status, 0)
 
   it("a FIFO as the ledger or as its lock is refused at once, not waited on", () => {
     for (const which of ["ledger", "lock"] as const) {
@@ -418,7 +464,9 @@ describe("FIFOs and locks", () => {
       const file = path.join(tempDir(), "x.ledger")
       const init = NodeProcessTable.identify(1)!
       // As a host would write it, but pid 1 does not run the executable the lock records.
-      fs.writeFileSync(`${file}.lock`, JSON.stringify({ ...init, token: "t", exe: "/opt/shepherd-host/bin/node" }), { mode: 0o600 })
+      fs.writeFileSync(`${file}.lock`, JSON.stringify({ ...init, token: "t", exe: "/opt/shepherd-host/bin/node" }), {
+        mode: 0o600
+      })
       const opened = yield* Effect.scoped(Effect.map(NodeLedger.make({ path: file }), (l) => l.opened))
       assert.strictEqual(opened.tookOverFrom?.pid, 1)
       // A lock without the evidence (as older versions wrote it) proves no owner either.
@@ -451,11 +499,13 @@ describe("FIFOs and locks", () => {
 
 describe("paths that cannot hold a ledger", () => {
   it("a path under /proc or /sys, or below a file, fails fast with a LedgerError", () => {
-    for (const [file, reason] of [
-      ["/proc/shepherd-test/x.ledger", "proc pseudo file system"],
-      ["/sys/shepherd-test/x.ledger", "sysfs pseudo file system"],
-      ["/dev/null/shepherd/x.ledger", "/dev/null is not a directory"]
-    ] as const) {
+    for (
+      const [file, reason] of [
+        ["/proc/shepherd-test/x.ledger", "proc pseudo file system"],
+        ["/sys/shepherd-test/x.ledger", "sysfs pseudo file system"],
+        ["/dev/null/shepherd/x.ledger", "/dev/null is not a directory"]
+      ] as const
+    ) {
       const r = openInChild(file)
       assert.isNull(r.signal, `${file}: still running after ${Math.round(r.ms)} ms`)
       assert.include(r.stdout, "LedgerError")
@@ -468,7 +518,9 @@ describe("recovery at scale on real files", () => {
   it.live("a pool recovers 50,000 planted entries of dead processes and leaves a clean ledger", () =>
     Effect.gen(function*() {
       const file = path.join(tempDir(), "big.ledger")
-      const lines = [line({ _tag: "HostStarted", poolId: "p~1", host: { pid: deadPid, startTime: "1", bootId }, at: 1 })]
+      const lines = [
+        line({ _tag: "HostStarted", poolId: "p~1", host: { pid: deadPid, startTime: "1", bootId }, at: 1 })
+      ]
       for (let i = 0; i < 50_000; i++) lines.push(entryOf(i, deadPid + 1 + i))
       fs.writeFileSync(file, lines.join(""), { mode: 0o600 })
       // How fast is `pnpm bench` (scenarios 5 and 6); here the test timeout is the only bound.
@@ -476,6 +528,9 @@ describe("recovery at scale on real files", () => {
       assert.strictEqual(recovery.entries.length, 50_000)
       assert.isTrue(recovery.entries.every((e) => e.signalled.length === 0), "nothing is signalled")
       const snapshot = yield* NodeLedger.snapshot(file)
-      assert.strictEqual(snapshot.entries.length, recovery.entries.filter((e) => e.outcome === "Unverified" || e.outcome === "Escaped").length)
+      assert.strictEqual(
+        snapshot.entries.length,
+        recovery.entries.filter((e) => e.outcome === "Unverified" || e.outcome === "Escaped").length
+      )
     }))
 })

@@ -86,40 +86,44 @@ describe("lifeline restarts", () => {
   })
 
   it.live("the doctor shows each restart and its reason; a sentinel that keeps dying is given up on", () =>
-    withPool({ name: "t-lifeline-restart", kill: { grace: `${grace} millis`, forceWait: `${forceWait} millis` } }, (pool) =>
-      Effect.gen(function*() {
-        yield* pool.spawn(sh(trees.ignoresTerm), { session: "s" })
-        const status = Effect.map(pool.lifeline, Option.getOrThrow)
-        /** Polls the lifeline's status until `predicate` holds. */
-        const awaitStatus = (what: string, predicate: (s: Lifeline.Status) => boolean) =>
-          Effect.gen(function*() {
-            const deadline = Date.now() + 60_000 // a hang guard
-            while (!predicate(yield* status)) {
-              if (Date.now() > deadline) return yield* Effect.die(new Error(`timed out waiting for ${what}: ${JSON.stringify(yield* status)}`))
-              yield* Effect.sleep(10)
-            }
-          })
-        assert.strictEqual(sentinels(pool.poolId).length, 1)
+    withPool(
+      { name: "t-lifeline-restart", kill: { grace: `${grace} millis`, forceWait: `${forceWait} millis` } },
+      (pool) =>
+        Effect.gen(function*() {
+          yield* pool.spawn(sh(trees.ignoresTerm), { session: "s" })
+          const status = Effect.map(pool.lifeline, Option.getOrThrow)
+          /** Polls the lifeline's status until `predicate` holds. */
+          const awaitStatus = (what: string, predicate: (s: Lifeline.Status) => boolean) =>
+            Effect.gen(function*() {
+              const deadline = Date.now() + 60_000 // a hang guard
+              while (!predicate(yield* status)) {
+                if (Date.now() > deadline) {
+                  return yield* Effect.die(new Error(`timed out waiting for ${what}: ${JSON.stringify(yield* status)}`))
+                }
+                yield* Effect.sleep(10)
+              }
+            })
+          assert.strictEqual(sentinels(pool.poolId).length, 1)
 
-        for (let i = 1; i <= 5; i++) {
-          const [previous] = sentinels(pool.poolId)
-          sigkill(previous!)
-          yield* awaitStatus(`restart ${i}`, (s) => s.restarts === i && s.alive)
-          yield* eventually(`sentinel ${i + 1}`, () => sentinels(pool.poolId).some((pid) => pid !== previous))
-        }
-        const report = (yield* pool.doctor).lifeline!
-        assert.isTrue(report.alive)
-        assert.strictEqual(report.restarts, 5)
-        assert.strictEqual(report.watching, 1)
-        assert.include(report.lastError, "SIGKILL")
+          for (let i = 1; i <= 5; i++) {
+            const [previous] = sentinels(pool.poolId)
+            sigkill(previous!)
+            yield* awaitStatus(`restart ${i}`, (s) => s.restarts === i && s.alive)
+            yield* eventually(`sentinel ${i + 1}`, () => sentinels(pool.poolId).some((pid) => pid !== previous))
+          }
+          const report = (yield* pool.doctor).lifeline!
+          assert.isTrue(report.alive)
+          assert.strictEqual(report.restarts, 5)
+          assert.strictEqual(report.watching, 1)
+          assert.include(report.lastError, "SIGKILL")
 
-        // A sixth death within the window: no new sentinel, and the status says why.
-        sigkill(sentinels(pool.poolId)[0]!)
-        yield* awaitStatus("giving up", (s) => s.lastError?.includes("gave up") === true)
-        const last = yield* status
-        assert.isFalse(last.alive)
-        assert.strictEqual(last.restarts, 5)
-        assert.deepStrictEqual(sentinels(pool.poolId), [])
-      })
+          // A sixth death within the window: no new sentinel, and the status says why.
+          sigkill(sentinels(pool.poolId)[0]!)
+          yield* awaitStatus("giving up", (s) => s.lastError?.includes("gave up") === true)
+          const last = yield* status
+          assert.isFalse(last.alive)
+          assert.strictEqual(last.restarts, 5)
+          assert.deepStrictEqual(sentinels(pool.poolId), [])
+        })
     ))
 })

@@ -27,9 +27,14 @@ const bin = fileURLToPath(new URL("../packages/cli/src/bin.ts", import.meta.url)
 const shepherd = (args: ReadonlyArray<string>) =>
   Effect.promise(() =>
     new Promise<{ code: number; stdout: string; stderr: string }>((resolve) => {
-      NodeChildProcess.execFile(process.execPath, [bin, ...args], { env: { ...process.env, NO_COLOR: "1" } }, (error, stdout, stderr) => {
-        resolve({ code: error === null ? 0 : Number((error as { code?: number }).code ?? 1), stdout, stderr })
-      })
+      NodeChildProcess.execFile(
+        process.execPath,
+        [bin, ...args],
+        { env: { ...process.env, NO_COLOR: "1" } },
+        (error, stdout, stderr) => {
+          resolve({ code: error === null ? 0 : Number((error as { code?: number }).code ?? 1), stdout, stderr })
+        }
+      )
     })
   )
 
@@ -52,16 +57,21 @@ describe("Redacted values and the doctor", () => {
       track(prefix)
       const address = (yield* HttpServer.HttpServer).address
       if (address._tag !== "InetAddressV4") return assert.fail("not an inet address")
-      const a = yield* pool.spawn(ChildProcess.make("sh", ["-c", fromArg, "sh", Redacted.make(argSecret)]), { session: "s" })
+      const a = yield* pool.spawn(ChildProcess.make("sh", ["-c", fromArg, "sh", Redacted.make(argSecret)]), {
+        session: "s"
+      })
       const b = yield* pool.spawn(
         ChildProcess.make("sh", ["-c", fromEnv], { env: { TOKEN: Redacted.make(envSecret) }, extendEnv: true }),
         { session: "s" }
       )
       // The OS shows the secrets: each tree has a member whose command line carries one.
-      yield* eventually("the re-exec'd members", () =>
-        membersOf(a.shepherdId).some((p) => p.cmdline.includes(argSecret)) &&
-        membersOf(b.shepherdId).some((p) => p.cmdline.includes(envSecret)) &&
-        membersOf(a.shepherdId).length === 3 && membersOf(b.shepherdId).length === 3)
+      yield* eventually(
+        "the re-exec'd members",
+        () =>
+          membersOf(a.shepherdId).some((p) => p.cmdline.includes(argSecret)) &&
+          membersOf(b.shepherdId).some((p) => p.cmdline.includes(envSecret)) &&
+          membersOf(a.shepherdId).length === 3 && membersOf(b.shepherdId).length === 3
+      )
 
       const report = yield* pool.doctor
       const json = JSON.stringify(yield* encode(report))

@@ -41,8 +41,7 @@ describe("sessions", () => {
         assert.deepStrictEqual(bReports.map((r) => r._tag), ["Forced", "Forced"])
         for (const p of bMembers) assert.isFalse(isAlive(p.pid), show(p))
         assertNoSurvivors(prefix)
-      })
-    ))
+      })))
 
   it.live("closeSession of an unknown id is a no-op", () =>
     withPool({ name: "t-unknown-session", kill }, (pool, prefix) =>
@@ -58,8 +57,7 @@ describe("sessions", () => {
         const reports = yield* pool.closeSession("known")
         assert.strictEqual(reports[0]?._tag, "Graceful")
         assertNoSurvivors(prefix)
-      })
-    ))
+      })))
 
   it.live("concurrent closeSession calls both resolve with the same reports", () =>
     withPool({ name: "t-concurrent-close", kill }, (pool, prefix) =>
@@ -80,8 +78,7 @@ describe("sessions", () => {
         // a third, later close is a no-op
         assert.deepStrictEqual(yield* pool.closeSession("s"), [])
         assertNoSurvivors(prefix)
-      })
-    ))
+      })))
 
   it.live("Session.close and closeSession of the same session agree", () =>
     withPool({ name: "t-session-close", kill }, (pool, prefix) =>
@@ -98,8 +95,7 @@ describe("sessions", () => {
         assert.strictEqual(viaPool[0], viaHandle[0])
         assert.strictEqual(viaHandle[0]?._tag, "Graceful")
         assertNoSurvivors(prefix)
-      })
-    ))
+      })))
 
   it.live("a closed Session handle refuses new processes (PoolClosed)", () =>
     withPool({ name: "t-closed-handle", kill }, (pool, prefix) =>
@@ -111,8 +107,7 @@ describe("sessions", () => {
         assert.strictEqual(spawned._tag, "Failure")
         if (spawned._tag === "Failure") assert.strictEqual(spawned.failure._tag, "PoolClosed")
         assertNoSurvivors(prefix)
-      })
-    ))
+      })))
 
   it.live("withSession closes its session when the effect ends", () =>
     withPool({ name: "t-with-session", kill }, (pool, prefix) =>
@@ -128,8 +123,7 @@ describe("sessions", () => {
         for (const p of members) assert.isFalse(isAlive(p.pid), show(p))
         assert.deepStrictEqual((yield* pool.stats).sessions, [])
         assertNoSurvivors(prefix)
-      })
-    ))
+      })))
 })
 
 describe("sessions opened in one scope", () => {
@@ -138,29 +132,32 @@ describe("sessions opened in one scope", () => {
     const markers = path.join(dir, "term")
     // Ignores SIGTERM (the trap records it, `sleep` dies and is started again): only SIGKILL ends it.
     const script = `trap 'echo $$ >> ${markers}' TERM; while :; do sleep 1; done`
-    return withPool({ name: "t-scope-sessions", slots: 8, kill: { grace: "1 second", forceWait: "500 millis" } }, (pool, prefix) =>
-      Effect.gen(function*() {
-        const spawned = yield* Effect.scoped(Effect.gen(function*() {
-          const all = []
-          for (let i = 0; i < 5; i++) {
-            const session = yield* pool.session(`s${i}`)
-            all.push(yield* session.spawn(sh(script)))
-          }
-          yield* Effect.forEach(all, (m) => awaitMembers(m.shepherdId, 2))
-          return all
-        }))
-        const ids = new Set(spawned.map((m) => m.shepherdId))
-        const reports = (yield* pool.doctor).recent.filter((r) => ids.has(r.shepherdId))
-        assert.strictEqual(reports.length, 5)
-        for (const r of reports) assert.strictEqual(r.outcome, "Forced")
-        // Overlapping teardowns: each one began (signal) before any one ended (SIGKILL confirmed).
-        const lastStart = Math.max(...reports.map((r) => r.at - r.durationMs))
-        const firstEnd = Math.min(...reports.map((r) => r.at))
-        assert.isBelow(lastStart, firstEnd, JSON.stringify(reports.map((r) => [r.at - r.durationMs, r.at])))
-        const termed = new Set(fs.readFileSync(markers, "utf8").split("\n").filter((l) => l.length > 0).map(Number))
-        assert.sameMembers([...termed], spawned.map((m) => m.pid), "every leader received SIGTERM")
-        assertNoSurvivors(prefix)
-      })).pipe(Effect.ensuring(Effect.sync(() => fs.rmSync(dir, { recursive: true, force: true }))))
+    return withPool(
+      { name: "t-scope-sessions", slots: 8, kill: { grace: "1 second", forceWait: "500 millis" } },
+      (pool, prefix) =>
+        Effect.gen(function*() {
+          const spawned = yield* Effect.scoped(Effect.gen(function*() {
+            const all = []
+            for (let i = 0; i < 5; i++) {
+              const session = yield* pool.session(`s${i}`)
+              all.push(yield* session.spawn(sh(script)))
+            }
+            yield* Effect.forEach(all, (m) => awaitMembers(m.shepherdId, 2))
+            return all
+          }))
+          const ids = new Set(spawned.map((m) => m.shepherdId))
+          const reports = (yield* pool.doctor).recent.filter((r) => ids.has(r.shepherdId))
+          assert.strictEqual(reports.length, 5)
+          for (const r of reports) assert.strictEqual(r.outcome, "Forced")
+          // Overlapping teardowns: each one began (signal) before any one ended (SIGKILL confirmed).
+          const lastStart = Math.max(...reports.map((r) => r.at - r.durationMs))
+          const firstEnd = Math.min(...reports.map((r) => r.at))
+          assert.isBelow(lastStart, firstEnd, JSON.stringify(reports.map((r) => [r.at - r.durationMs, r.at])))
+          const termed = new Set(fs.readFileSync(markers, "utf8").split("\n").filter((l) => l.length > 0).map(Number))
+          assert.sameMembers([...termed], spawned.map((m) => m.pid), "every leader received SIGTERM")
+          assertNoSurvivors(prefix)
+        })
+    ).pipe(Effect.ensuring(Effect.sync(() => fs.rmSync(dir, { recursive: true, force: true }))))
   }, 60_000)
 })
 
@@ -196,6 +193,5 @@ describe("shutdown", () => {
         assert.deepStrictEqual(yield* pool.shutdown, reports)
         assert.strictEqual((yield* pool.stats).inUse, 0)
         assertNoSurvivors(prefix)
-      })
-    ))
+      })))
 })

@@ -91,69 +91,77 @@ const termed = (host: Host): Set<number> => {
 }
 
 describe("a host's SIGTERM", () => {
-  it.live("reaches every child of 5 sessions opened in the program scope before the first child dies", () =>
-    Effect.gen(function*() {
-      const graceMs = 1_000
-      const host = yield* startHost(graceMs, 5, false)
-      const ready = yield* awaitReady(host)
-      assert.strictEqual(ready.leaders.length, 5)
+  it.live(
+    "reaches every child of 5 sessions opened in the program scope before the first child dies",
+    () =>
+      Effect.gen(function*() {
+        const graceMs = 1_000
+        const host = yield* startHost(graceMs, 5, false)
+        const ready = yield* awaitReady(host)
+        assert.strictEqual(ready.leaders.length, 5)
 
-      host.child.kill("SIGTERM")
-      // Poll until the first leader is dead (SIGKILLed after its grace), then read who had a SIGTERM by then.
-      yield* eventually("a leader to die", () => ready.leaders.some((pid) => !isAlive(pid)), 60_000)
-      const byThen = termed(host)
-      assert.sameMembers([...byThen], [...ready.leaders], "every leader recorded SIGTERM before the first one died")
+        host.child.kill("SIGTERM")
+        // Poll until the first leader is dead (SIGKILLed after its grace), then read who had a SIGTERM by then.
+        yield* eventually("a leader to die", () => ready.leaders.some((pid) => !isAlive(pid)), 60_000)
+        const byThen = termed(host)
+        assert.sameMembers([...byThen], [...ready.leaders], "every leader recorded SIGTERM before the first one died")
 
-      yield* awaitExit(host, 60_000)
-      assert.deepStrictEqual(survivors(ready.prefix).map(show), [])
-    }), 120_000)
+        yield* awaitExit(host, 60_000)
+        assert.deepStrictEqual(survivors(ready.prefix).map(show), [])
+      }),
+    120_000
+  )
 })
 
 describe("DoctorHttp clients at shutdown", () => {
-  it.live("an idle keep-alive connection and a half-sent request hold neither the host nor its children's teardown", () =>
-    Effect.gen(function*() {
-      const graceMs = 1_000
-      const host = yield* startHost(graceMs, 3, true)
-      const ready = yield* awaitReady(host)
-      assert.isNumber(ready.port)
-      const port = ready.port!
+  it.live(
+    "an idle keep-alive connection and a half-sent request hold neither the host nor its children's teardown",
+    () =>
+      Effect.gen(function*() {
+        const graceMs = 1_000
+        const host = yield* startHost(graceMs, 3, true)
+        const ready = yield* awaitReady(host)
+        assert.isNumber(ready.port)
+        const port = ready.port!
 
-      // A keep-alive client: one request answered, the connection left open and idle.
-      const agent = new http.Agent({ keepAlive: true, maxSockets: 1 })
-      yield* Effect.addFinalizer(() => Effect.sync(() => agent.destroy()))
-      const status = yield* Effect.promise(() =>
-        new Promise<number>((resolve, reject) => {
-          const req = http.get({ host: "127.0.0.1", port, path: "/doctor", agent }, (res) => {
-            res.resume()
-            res.on("end", () => resolve(res.statusCode ?? 0))
+        // A keep-alive client: one request answered, the connection left open and idle.
+        const agent = new http.Agent({ keepAlive: true, maxSockets: 1 })
+        yield* Effect.addFinalizer(() => Effect.sync(() => agent.destroy()))
+        const status = yield* Effect.promise(() =>
+          new Promise<number>((resolve, reject) => {
+            const req = http.get({ host: "127.0.0.1", port, path: "/doctor", agent }, (res) => {
+              res.resume()
+              res.on("end", () => resolve(res.statusCode ?? 0))
+            })
+            req.on("error", reject)
           })
-          req.on("error", reject)
+        )
+        assert.strictEqual(status, 200)
+        // A client still sending its request: headers begun, never finished.
+        const slow = net.connect({ host: "127.0.0.1", port })
+        yield* Effect.addFinalizer(() => Effect.sync(() => slow.destroy()))
+        let slowClosedByServer = false
+        let slowReceived = ""
+        slow.on("data", (chunk: Buffer) => {
+          slowReceived += chunk.toString("latin1")
         })
-      )
-      assert.strictEqual(status, 200)
-      // A client still sending its request: headers begun, never finished.
-      const slow = net.connect({ host: "127.0.0.1", port })
-      yield* Effect.addFinalizer(() => Effect.sync(() => slow.destroy()))
-      let slowClosedByServer = false
-      let slowReceived = ""
-      slow.on("data", (chunk: Buffer) => {
-        slowReceived += chunk.toString("latin1")
-      })
-      slow.on("close", () => {
-        slowClosedByServer = true
-      })
-      slow.on("error", () => {})
-      yield* Effect.promise(() => new Promise<void>((resolve) => slow.once("connect", () => resolve())))
-      slow.write("GET /doctor HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+        slow.on("close", () => {
+          slowClosedByServer = true
+        })
+        slow.on("error", () => {})
+        yield* Effect.promise(() => new Promise<void>((resolve) => slow.once("connect", () => resolve())))
+        slow.write("GET /doctor HTTP/1.1\r\nHost: 127.0.0.1\r\n")
 
-      host.child.kill("SIGTERM")
-      // Neither client closes anything: the host must, and must not wait for them. Had it waited (the
-      // router's own close waits up to 20 s), the server's headersTimeout (10 s) would have answered the
-      // half-sent request with a 408 first: so the order proves it, with no figure (the wait is a guard).
-      yield* awaitExit(host, 60_000)
-      for (const pid of ready.leaders) assert.isFalse(isAlive(pid), `leader ${pid}`)
-      assert.deepStrictEqual(survivors(ready.prefix).map(show), [])
-      yield* eventually("the server to close the half-sent request's connection", () => slowClosedByServer)
-      assert.strictEqual(slowReceived, "", "the half-sent request was cut at shutdown, not timed out by the server")
-    }).pipe(Effect.scoped), 120_000)
+        host.child.kill("SIGTERM")
+        // Neither client closes anything: the host must, and must not wait for them. Had it waited (the
+        // router's own close waits up to 20 s), the server's headersTimeout (10 s) would have answered the
+        // half-sent request with a 408 first: so the order proves it, with no figure (the wait is a guard).
+        yield* awaitExit(host, 60_000)
+        for (const pid of ready.leaders) assert.isFalse(isAlive(pid), `leader ${pid}`)
+        assert.deepStrictEqual(survivors(ready.prefix).map(show), [])
+        yield* eventually("the server to close the half-sent request's connection", () => slowClosedByServer)
+        assert.strictEqual(slowReceived, "", "the half-sent request was cut at shutdown, not timed out by the server")
+      }).pipe(Effect.scoped),
+    120_000
+  )
 })

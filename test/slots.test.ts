@@ -98,49 +98,52 @@ describe("slots", () => {
         assert.deepStrictEqual(ids, [...ids].sort((a, b) => a - b))
         assert.deepStrictEqual(ids, [2, 3, 4, 5, 6, 7])
         assertNoSurvivors(prefix)
-      })
-    ))
+      })))
 
   it.live("a request that waits longer than slotTimeout fails with SlotTimeout", () =>
-    withPool({ name: "t-slot-timeout", slots: 1, slotTimeout: "200 millis", kill }, (pool, prefix) =>
-      Effect.gen(function*() {
-        yield* pool.spawn(sh(trees.cooperative), { session: "s" })
-        // Fails while the only slot is still held (the exact 200 ms are proved on TestClock in
-        // packages/core/test/ProcessPool.test.ts, "fails with SlotTimeout after `slotTimeout`, and not before").
-        const error = yield* Effect.flip(pool.spawn(sh(trees.cooperative), { session: "s" }))
-        assert.strictEqual(error._tag, "SlotTimeout")
-        if (error._tag !== "SlotTimeout") return
-        assert.strictEqual(error.waitedMs, 200)
-        assert.strictEqual(error.slots, 1)
-        const stats = yield* pool.stats
-        assert.strictEqual(stats.inUse, 1)
-        assert.strictEqual(stats.waiting, 0)
-        yield* pool.closeSession("s")
-        assertNoSurvivors(prefix)
-      })
+    withPool(
+      { name: "t-slot-timeout", slots: 1, slotTimeout: "200 millis", kill },
+      (pool, prefix) =>
+        Effect.gen(function*() {
+          yield* pool.spawn(sh(trees.cooperative), { session: "s" })
+          // Fails while the only slot is still held (the exact 200 ms are proved on TestClock in
+          // packages/core/test/ProcessPool.test.ts, "fails with SlotTimeout after `slotTimeout`, and not before").
+          const error = yield* Effect.flip(pool.spawn(sh(trees.cooperative), { session: "s" }))
+          assert.strictEqual(error._tag, "SlotTimeout")
+          if (error._tag !== "SlotTimeout") return
+          assert.strictEqual(error.waitedMs, 200)
+          assert.strictEqual(error.slots, 1)
+          const stats = yield* pool.stats
+          assert.strictEqual(stats.inUse, 1)
+          assert.strictEqual(stats.waiting, 0)
+          yield* pool.closeSession("s")
+          assertNoSurvivors(prefix)
+        })
     ))
 
   it.live("a failed spawn (missing executable) fails with SpawnError and releases its slot", () =>
-    withPool({ name: "t-spawn-error", slots: 1, slotTimeout: "1 second", kill }, (pool, prefix) =>
-      Effect.gen(function*() {
-        const error = yield* Effect.flip(pool.spawn(ChildProcess.make("/nonexistent/shepherd-test-binary", ["x"])))
-        assert.strictEqual(error._tag, "SpawnError")
-        assert.include(error.message, "/nonexistent/shepherd-test-binary")
-        assert.strictEqual((yield* pool.stats).inUse, 0)
+    withPool(
+      { name: "t-spawn-error", slots: 1, slotTimeout: "1 second", kill },
+      (pool, prefix) =>
+        Effect.gen(function*() {
+          const error = yield* Effect.flip(pool.spawn(ChildProcess.make("/nonexistent/shepherd-test-binary", ["x"])))
+          assert.strictEqual(error._tag, "SpawnError")
+          assert.include(error.message, "/nonexistent/shepherd-test-binary")
+          assert.strictEqual((yield* pool.stats).inUse, 0)
 
-        // slots=1: a leaked slot would make this wait out slotTimeout and fail with SlotTimeout
-        yield* pool.spawn(sh(trees.cooperative), { session: "s" })
-        assert.strictEqual((yield* pool.stats).inUse, 1)
+          // slots=1: a leaked slot would make this wait out slotTimeout and fail with SlotTimeout
+          yield* pool.spawn(sh(trees.cooperative), { session: "s" })
+          assert.strictEqual((yield* pool.stats).inUse, 1)
 
-        yield* pool.closeSession("s")
-        // a bad working directory is a SpawnError too, and also gives the slot back
-        const cwd = yield* Effect.flip(pool.spawn(sh("true", { cwd: "/nonexistent/dir" })))
-        assert.strictEqual(cwd._tag, "SpawnError")
-        assert.strictEqual((yield* pool.stats).inUse, 0)
-        const again = yield* pool.spawn(sh("exit 0"))
-        yield* again.awaitTeardown
-        assertNoSurvivors(prefix)
-      })
+          yield* pool.closeSession("s")
+          // a bad working directory is a SpawnError too, and also gives the slot back
+          const cwd = yield* Effect.flip(pool.spawn(sh("true", { cwd: "/nonexistent/dir" })))
+          assert.strictEqual(cwd._tag, "SpawnError")
+          assert.strictEqual((yield* pool.stats).inUse, 0)
+          const again = yield* pool.spawn(sh("exit 0"))
+          yield* again.awaitTeardown
+          assertNoSurvivors(prefix)
+        })
     ))
 
   it.live("a request beyond the hard cap fails at once with HardCapExceeded", () =>
@@ -165,8 +168,7 @@ describe("slots", () => {
         assert.strictEqual((yield* Fiber.join(waiter))._tag, "PoolClosed")
         assert.strictEqual((yield* pool.stats).inUse, 0)
         assertNoSurvivors(prefix)
-      })
-    ))
+      })))
 
   it.live("an exit frees the slot promptly, without any session close (slots=1)", () =>
     withPool({ name: "t-exit-frees", slots: 1, kill }, (pool, prefix) =>
@@ -181,8 +183,7 @@ describe("slots", () => {
         assert.strictEqual((yield* pool.stats).inUse, 1)
         yield* pool.closeSession("s")
         assertNoSurvivors(prefix)
-      })
-    ))
+      })))
 
   it.live("after awaitTeardown returns, the slot is already free", () =>
     withPool({ name: "t-slot-order", slots: 1, kill }, (pool, prefix) =>
@@ -191,6 +192,5 @@ describe("slots", () => {
         yield* m.awaitTeardown
         assert.strictEqual((yield* pool.stats).inUse, 0)
         assertNoSurvivors(prefix)
-      })
-    ))
+      })))
 })

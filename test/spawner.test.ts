@@ -36,8 +36,7 @@ describe("NodeShepherd.spawner", () => {
         // every slot comes back
         yield* awaitStats(pool, "slots released", (s) => s.inUse === 0)
         assertNoSurvivors(prefix)
-      })
-    ))
+      })))
 
   it.live("yield* ChildProcess.make(...) spawns a supervised tree bound to the scope", () =>
     usePool(NodeShepherd.spawner(config), (pool, prefix) =>
@@ -58,8 +57,7 @@ describe("NodeShepherd.spawner", () => {
         // the scope closed: the whole tree is gone, the setsid grandchild included
         for (const p of members) assert.isFalse(isAlive(p.pid), show(p))
         assertNoSurvivors(prefix)
-      })
-    ))
+      })))
 
   it.live("output streams of a supervised handle can be read", () =>
     usePool(NodeShepherd.spawner(config), (_pool, prefix) =>
@@ -73,8 +71,7 @@ describe("NodeShepherd.spawner", () => {
         assert.strictEqual(out.text, "one\nthree\n")
         assert.strictEqual(out.code, 0)
         assertNoSurvivors(prefix)
-      })
-    ))
+      })))
 
   it.live("withSession puts ChildProcess spawns into the named session", () =>
     usePool(NodeShepherd.spawner(config), (pool, prefix) =>
@@ -92,8 +89,7 @@ describe("NodeShepherd.spawner", () => {
         for (const pid of pids) assert.isFalse(isAlive(pid))
         assert.deepStrictEqual(membersOf(`${prefix}1`), [])
         assertNoSurvivors(prefix)
-      })
-    ))
+      })))
 
   it.live("a missing executable fails as a PlatformError", () =>
     usePool(NodeShepherd.spawner(config), (pool, prefix) =>
@@ -104,6 +100,5 @@ describe("NodeShepherd.spawner", () => {
         assert.strictEqual((yield* ProcessPool).poolId, pool.poolId)
         assert.strictEqual((yield* pool.stats).inUse, 0)
         assertNoSurvivors(prefix)
-      })
-    ))
+      })))
 })

@@ -8,16 +8,7 @@ import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
 import { Effect } from "effect"
-import {
-  assertNoSurvivors,
-  awaitMembers,
-  awaitStats,
-  cleanupPools,
-  membersOf,
-  sh,
-  show,
-  withPool
-} from "./harness.ts"
+import { assertNoSurvivors, awaitMembers, awaitStats, cleanupPools, membersOf, sh, show, withPool } from "./harness.ts"
 import { isAlive, type ProcInfo, trees } from "./support.ts"
 
 afterEach(cleanupPools)
@@ -55,8 +46,7 @@ describe("teardown of process trees", () => {
         assert.sameMembers([...report.signalled], members.map((m) => m.pid))
         for (const m of members) assert.isFalse(isAlive(m.pid), show(m))
         assertNoSurvivors(prefix)
-      })
-    ))
+      })))
 
   it.live("a tree ignoring SIGTERM is forced after the grace period", () =>
     withPool({ name: "t-ignores-term", kill }, (pool, prefix) =>
@@ -72,8 +62,7 @@ describe("teardown of process trees", () => {
         assert.isAtLeast(report.durationMs, grace - 5)
         assert.sameMembers([...report.forced], members.map((m) => m.pid))
         assertNoSurvivors(prefix)
-      })
-    ))
+      })))
 
   it.live("a group member that outlives its leader is terminated; the report is Exited", () =>
     withPool({ name: "t-outlives-leader", kill }, (pool, prefix) => {
@@ -81,7 +70,8 @@ describe("teardown of process trees", () => {
       const pidFile = path.join(dir, "member")
       // The member (same group, ignoring TERM and HUP) writes its pid, and only then does the leader
       // exit: no fixed pause, and no need to see both alive at once (the pool ends the member at once).
-      const script = `(trap '' TERM HUP; exec sh -c 'echo $$ > ${pidFile}.tmp; mv ${pidFile}.tmp ${pidFile}; exec sleep 1000') & ` +
+      const script =
+        `(trap '' TERM HUP; exec sh -c 'echo $$ > ${pidFile}.tmp; mv ${pidFile}.tmp ${pidFile}; exec sleep 1000') & ` +
         `while [ ! -s ${pidFile} ]; do sleep 0.01; done; exit 0`
       return Effect.gen(function*() {
         const managed = yield* pool.spawn(sh(script), { session: "s" })
@@ -116,8 +106,7 @@ describe("teardown of process trees", () => {
         assert.strictEqual(report?._tag, "Forced")
         for (const p of members) assert.isFalse(isAlive(p.pid), show(p))
         assertNoSurvivors(prefix)
-      })
-    ))
+      })))
 
   it.live("a double-forked grandchild (reparented, same group) is found and killed", () =>
     withPool({ name: "t-double-fork", kill }, (pool, prefix) =>
@@ -131,8 +120,7 @@ describe("teardown of process trees", () => {
         assert.strictEqual(report?._tag, "Forced")
         for (const p of members) assert.isFalse(isAlive(p.pid), show(p))
         assertNoSurvivors(prefix)
-      })
-    ))
+      })))
 
   it.live("one session holding every escape shape, all ignoring SIGTERM, closes with 0 survivors", () =>
     withPool({ name: "t-escape-matrix", slots: 8, kill }, (pool, prefix) =>
@@ -163,8 +151,7 @@ describe("teardown of process trees", () => {
         for (const r of reports) assert.strictEqual(r._tag, "Forced", `${r.command}: ${r._tag}`)
         for (const p of members) assert.isFalse(isAlive(p.pid), show(p))
         assertNoSurvivors(prefix)
-      })
-    ))
+      })))
 
   it.live("a child that exits by itself with code 3 is reported Exited, nothing signalled", () =>
     withPool({ name: "t-exit-3", kill }, (pool, prefix) =>
@@ -179,8 +166,7 @@ describe("teardown of process trees", () => {
         assert.strictEqual(yield* managed.handle.exitCode, 3)
         yield* awaitStats(pool, "slot released", (s) => s.inUse === 0)
         assertNoSurvivors(prefix)
-      })
-    ))
+      })))
 
   it.live("a chatty child whose output nobody reads still exits by itself", () =>
     withPool({ name: "t-chatty", kill }, (pool, prefix) =>
@@ -195,32 +181,33 @@ describe("teardown of process trees", () => {
         assert.strictEqual(report.code, 0)
         assertNoSurvivors(prefix)
         assert.deepStrictEqual(membersOf(managed.shepherdId), [])
-      })
-    ))
+      })))
 
   // Regression: each process used to be one finalizer of the caller's (sequential) scope, so
   // closing a scope holding N SIGTERM-ignoring trees took N x grace (6 trees: ~1.9 s). Fixed in
   // 1cfc8e2 (a caller scope's trees live in a parallel child scope).
   it.live("closing the caller's scope tears all its trees down concurrently", () =>
-    withPool({ name: "t-scope-close", slots: 6, kill: { grace: "3 seconds", forceWait: `${forceWait} millis` } }, (pool, prefix) =>
-      Effect.gen(function*() {
-        let members: ReadonlyArray<ProcInfo> = []
-        let ids: ReadonlySet<string> = new Set()
-        yield* Effect.scoped(Effect.gen(function*() {
-          const spawned = yield* Effect.forEach(Array.from({ length: 6 }), () => pool.spawn(sh(trees.ignoresTerm)))
-          ids = new Set(spawned.map((m) => m.shepherdId))
-          members = (yield* Effect.forEach(spawned, (m) => awaitMembers(m.shepherdId, 3))).flat()
-        }))
-        for (const p of members) assert.isFalse(isAlive(p.pid), show(p))
-        assertNoSurvivors(prefix)
-        // Overlapping teardowns: each one began (SIGTERM) before any one ended (after its grace and SIGKILL).
-        // One after the other, the second would begin only after the first ended.
-        const reports = yield* recentOf(pool, ids)
-        assert.strictEqual(reports.length, 6)
-        for (const r of reports) assert.strictEqual(r.outcome, "Forced")
-        const lastStart = Math.max(...reports.map((r) => r.at - r.durationMs))
-        const firstEnd = Math.min(...reports.map((r) => r.at))
-        assert.isBelow(lastStart, firstEnd, JSON.stringify(reports.map((r) => [r.at - r.durationMs, r.at])))
-      })
+    withPool(
+      { name: "t-scope-close", slots: 6, kill: { grace: "3 seconds", forceWait: `${forceWait} millis` } },
+      (pool, prefix) =>
+        Effect.gen(function*() {
+          let members: ReadonlyArray<ProcInfo> = []
+          let ids: ReadonlySet<string> = new Set()
+          yield* Effect.scoped(Effect.gen(function*() {
+            const spawned = yield* Effect.forEach(Array.from({ length: 6 }), () => pool.spawn(sh(trees.ignoresTerm)))
+            ids = new Set(spawned.map((m) => m.shepherdId))
+            members = (yield* Effect.forEach(spawned, (m) => awaitMembers(m.shepherdId, 3))).flat()
+          }))
+          for (const p of members) assert.isFalse(isAlive(p.pid), show(p))
+          assertNoSurvivors(prefix)
+          // Overlapping teardowns: each one began (SIGTERM) before any one ended (after its grace and SIGKILL).
+          // One after the other, the second would begin only after the first ended.
+          const reports = yield* recentOf(pool, ids)
+          assert.strictEqual(reports.length, 6)
+          for (const r of reports) assert.strictEqual(r.outcome, "Forced")
+          const lastStart = Math.max(...reports.map((r) => r.at - r.durationMs))
+          const firstEnd = Math.min(...reports.map((r) => r.at))
+          assert.isBelow(lastStart, firstEnd, JSON.stringify(reports.map((r) => [r.at - r.durationMs, r.at])))
+        })
     ))
 })

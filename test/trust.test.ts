@@ -193,7 +193,9 @@ describe.skipIf(!canChoosePid)("trust: a leaderless process group", () => {
     try {
       const leader = spawnLeader("exec sleep 1000")
       const identity = identityOf(leader.pid)
-      sentinel.stdin!.write(`P t-trust-sentinel SIGTERM 300 500\n+ t-trust-sentinel:1 ${leader.pid} ${leader.pid} ${identity.startTime}\n`)
+      sentinel.stdin!.write(
+        `P t-trust-sentinel SIGTERM 300 500\n+ t-trust-sentinel:1 ${leader.pid} ${leader.pid} ${identity.startTime}\n`
+      )
       process.kill(leader.pid, "SIGKILL")
       await leader.exited
       const worker = reusePid(leader.pid)
@@ -262,31 +264,36 @@ describe.skipIf(!canChoosePid)("trust: a leaderless process group", () => {
 
   it.live("a live pool still tears down a cookie-less member it saw while the leader lived, after the leader exits", () => {
     const go = path.join(fs.mkdtempSync(path.join(os.tmpdir(), "shepherd-trust-")), "go")
-    return withPool({ name: "t-trust-observed", kill: { grace: "300 millis", forceWait: "500 millis" } }, (pool) =>
-      Effect.gen(function*() {
-        const managed = yield* pool.spawn(
-          sh(
-            `env -i ${marker} sh -c "trap '' TERM; exec sleep 996" </dev/null >/dev/null 2>&1 & ` +
-              `while [ ! -e ${go} ]; do sleep 0.02; done`
-          ),
-          { session: "s" }
-        )
-        let member: number | undefined
-        yield* eventually("the cookie-less member", () => (member = findByArgv(["sleep", "996"])) !== undefined)
-        started.push(member!)
-        // The pool looks at the tree while the leader lives (here: the doctor; also any teardown or reaper scan).
-        const seen = (yield* pool.doctor).sessions.flatMap((s) => s.processes).flatMap((p) => p.members).map((m) => m.pid)
-        assert.include(seen, member)
+    return withPool(
+      { name: "t-trust-observed", kill: { grace: "300 millis", forceWait: "500 millis" } },
+      (pool) =>
+        Effect.gen(function*() {
+          const managed = yield* pool.spawn(
+            sh(
+              `env -i ${marker} sh -c "trap '' TERM; exec sleep 996" </dev/null >/dev/null 2>&1 & ` +
+                `while [ ! -e ${go} ]; do sleep 0.02; done`
+            ),
+            { session: "s" }
+          )
+          let member: number | undefined
+          yield* eventually("the cookie-less member", () => (member = findByArgv(["sleep", "996"])) !== undefined)
+          started.push(member!)
+          // The pool looks at the tree while the leader lives (here: the doctor; also any teardown or reaper scan).
+          const seen = (yield* pool.doctor).sessions.flatMap((s) => s.processes).flatMap((p) => p.members).map((m) =>
+            m.pid
+          )
+          assert.include(seen, member)
 
-        fs.writeFileSync(go, "")
-        const report = yield* managed.awaitTeardown
-        assert.strictEqual(report._tag, "Exited")
-        assert.include([...report.signalled], member)
-        assert.isFalse(isAlive(member!))
-      }).pipe(Effect.ensuring(Effect.sync(() => {
-        killAll()
-        fs.rmSync(path.dirname(go), { recursive: true, force: true })
-      }))))
+          fs.writeFileSync(go, "")
+          const report = yield* managed.awaitTeardown
+          assert.strictEqual(report._tag, "Exited")
+          assert.include([...report.signalled], member)
+          assert.isFalse(isAlive(member!))
+        }).pipe(Effect.ensuring(Effect.sync(() => {
+          killAll()
+          fs.rmSync(path.dirname(go), { recursive: true, force: true })
+        })))
+    )
   })
 })
 
@@ -295,10 +302,12 @@ describe.skipIf(!canChoosePid)("trust: a pid reused between two scans", () => {
     try {
       const table = NodeProcessTable.make()
       // Not this process's child (the table re-reads its own children's cookies until they exec).
-      const pid = Number(NodeChildProcess.execFileSync("sh", [
-        "-c",
-        `env -u SHEPHERD_ID ${marker} sleep 1000 </dev/null >/dev/null 2>&1 & echo $!`
-      ], { encoding: "latin1" }).trim())
+      const pid = Number(
+        NodeChildProcess.execFileSync("sh", [
+          "-c",
+          `env -u SHEPHERD_ID ${marker} sleep 1000 </dev/null >/dev/null 2>&1 & echo $!`
+        ], { encoding: "latin1" }).trim()
+      )
       started.push(pid)
       const before = { pid }
       // The table learns the pid as a process without a cookie.
@@ -309,11 +318,13 @@ describe.skipIf(!canChoosePid)("trust: a pid reused between two scans", () => {
       let reborn: number | undefined
       for (let attempt = 0; attempt < 50 && reborn !== before.pid; attempt++) {
         if (reborn !== undefined) process.kill(reborn, "SIGKILL")
-        reborn = Number(NodeChildProcess.execFileSync("sh", [
-          "-c",
-          `echo ${before.pid - 1} > /proc/sys/kernel/ns_last_pid; ` +
-          `env SHEPHERD_ID=t-reuse~1:1 ${marker} sleep 998 </dev/null >/dev/null 2>&1 & echo $!`
-        ], { encoding: "latin1" }).trim())
+        reborn = Number(
+          NodeChildProcess.execFileSync("sh", [
+            "-c",
+            `echo ${before.pid - 1} > /proc/sys/kernel/ns_last_pid; ` +
+            `env SHEPHERD_ID=t-reuse~1:1 ${marker} sleep 998 </dev/null >/dev/null 2>&1 & echo $!`
+          ], { encoding: "latin1" }).trim()
+        )
         started.push(reborn)
       }
       assert.strictEqual(reborn, before.pid, "the pid was handed out again")
@@ -330,11 +341,15 @@ describe.skipIf(!canChoosePid)("trust: a pid reused after the pid counter wrappe
     const pidMax = Number(fs.readFileSync("/proc/sys/kernel/pid_max", "latin1").trim())
     /** A process not ours to reap (its shell exits), `cookie` in its environment or none. */
     const start = (cookie: string | undefined, lastPid: number) =>
-      Number(NodeChildProcess.execFileSync("sh", [
-        "-c",
-        `echo ${lastPid} > /proc/sys/kernel/ns_last_pid; ` +
-        `env ${cookie === undefined ? "-u SHEPHERD_ID" : `SHEPHERD_ID=${cookie}`} ${marker} sleep 997 </dev/null >/dev/null 2>&1 & echo $!`
-      ], { encoding: "latin1" }).trim())
+      Number(
+        NodeChildProcess.execFileSync("sh", [
+          "-c",
+          `echo ${lastPid} > /proc/sys/kernel/ns_last_pid; ` +
+          `env ${
+            cookie === undefined ? "-u SHEPHERD_ID" : `SHEPHERD_ID=${cookie}`
+          } ${marker} sleep 997 </dev/null >/dev/null 2>&1 & echo $!`
+        ], { encoding: "latin1" }).trim()
+      )
     try {
       const table = NodeProcessTable.make()
       // A process at a pid just above the reserved range, where allocation restarts after a wrap;
@@ -345,9 +360,13 @@ describe.skipIf(!canChoosePid)("trust: a pid reused after the pid counter wrappe
       for (let wanted = 300; wanted < 400 && pid === undefined; wanted++) {
         const shell = NodeChildProcess.spawn("sh", [
           "-c",
-          `echo ${wanted - 1} > /proc/sys/kernel/ns_last_pid; env -u SHEPHERD_ID ${marker} sleep 997 </dev/null >/dev/null 2>&1 & echo $!; wait`
+          `echo ${
+            wanted - 1
+          } > /proc/sys/kernel/ns_last_pid; env -u SHEPHERD_ID ${marker} sleep 997 </dev/null >/dev/null 2>&1 & echo $!; wait`
         ], { stdio: ["ignore", "pipe", "ignore"] })
-        const got = await new Promise<number>((resolve) => shell.stdout!.once("data", (chunk: Buffer) => resolve(Number(chunk.toString().trim()))))
+        const got = await new Promise<number>((resolve) =>
+          shell.stdout!.once("data", (chunk: Buffer) => resolve(Number(chunk.toString().trim())))
+        )
         started.push(got)
         if (got === wanted) {
           pid = got

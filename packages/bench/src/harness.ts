@@ -125,7 +125,11 @@ export const table = (summaries: ReadonlyArray<Summary>): string => {
 export const targetTable = (targets: ReadonlyArray<Target>): string => {
   const lines = ["| # | goal | measured | result |", "| --- | --- | --- | --- |"]
   for (const t of targets) {
-    lines.push(`| ${t.id} | ${t.goal} | ${t.measured} | ${t.met ? "met" : "**missed**"}${t.note === undefined ? "" : ` — ${t.note}`} |`)
+    lines.push(
+      `| ${t.id} | ${t.goal} | ${t.measured} | ${t.met ? "met" : "**missed**"}${
+        t.note === undefined ? "" : ` — ${t.note}`
+      } |`
+    )
   }
   return lines.join("\n")
 }

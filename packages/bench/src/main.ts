@@ -47,7 +47,12 @@ interface Scenario {
 
 const scenarios: ReadonlyArray<Scenario> = [
   { id: "1", title: "spawn→exit throughput", budgetMs: { full: 120_000, quick: 30_000 }, run: spawnThroughput.run },
-  { id: "2", title: "cooperative tree teardown", budgetMs: { full: 90_000, quick: 20_000 }, run: cooperativeTeardown.run },
+  {
+    id: "2",
+    title: "cooperative tree teardown",
+    budgetMs: { full: 90_000, quick: 20_000 },
+    run: cooperativeTeardown.run
+  },
   { id: "3", title: "forced teardown at scale", budgetMs: { full: 180_000, quick: 40_000 }, run: forcedTeardown.run },
   { id: "4", title: "slot hand-off", budgetMs: { full: 60_000, quick: 15_000 }, run: slotHandoff.run },
   { id: "5", title: "ledger throughput", budgetMs: { full: 90_000, quick: 20_000 }, run: ledger.run },
@@ -98,10 +103,14 @@ const leftovers = (): Array<Carrier> => {
 const sweep = (where: string): Effect.Effect<Array<string>> =>
   Effect.promise(async () => {
     let left = leftovers()
-    await waitFor(() => {
-      left = left.filter(isAlive)
-      return left.length === 0
-    }, 3_000, 20)
+    await waitFor(
+      () => {
+        left = left.filter(isAlive)
+        return left.length === 0
+      },
+      3_000,
+      20
+    )
     if (left.length === 0) return []
     const lines = left.map((c) => `${where}: pid ${c.pid} ${c.cmdline}`)
     killAll(left)
@@ -129,7 +138,9 @@ const program = Effect.gen(function*() {
   const watchdog = setTimeout(() => {
     const left = leftovers()
     killAll(left)
-    process.stderr.write(`\nBENCHMARK FAILED: the run exceeded ${deadlineMs / 1000} s; killed ${left.length} process(es)\n`)
+    process.stderr.write(
+      `\nBENCHMARK FAILED: the run exceeded ${deadlineMs / 1000} s; killed ${left.length} process(es)\n`
+    )
     process.exit(2)
   }, deadlineMs)
   watchdog.unref()
@@ -196,8 +207,12 @@ const program = Effect.gen(function*() {
   out.push(`## Shepherd benchmarks (${report.mode})`, "")
   out.push(
     `${machine.cpuModel}, ${machine.cores} cores, ${(machine.memoryBytes / 2 ** 30).toFixed(1)} GiB, ` +
-      `Node ${machine.node}, ${machine.platform} ${machine.kernel}, ${machine.date}; total ${(elapsedMs / 1000).toFixed(1)} s; ` +
-      `load average ${loadAtStart.map((l) => l.toFixed(2)).join(" ")} at start, ${report.load.atEnd.map((l) => l.toFixed(2)).join(" ")} at end; ` +
+      `Node ${machine.node}, ${machine.platform} ${machine.kernel}, ${machine.date}; total ${
+        (elapsedMs / 1000).toFixed(1)
+      } s; ` +
+      `load average ${loadAtStart.map((l) => l.toFixed(2)).join(" ")} at start, ${
+        report.load.atEnd.map((l) => l.toFixed(2)).join(" ")
+      } at end; ` +
       `${processesAtStart} processes (incl. kernel threads) at start`,
     ""
   )

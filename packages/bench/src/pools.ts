@@ -26,7 +26,11 @@ export interface Ctx {
 let ledgerCount = 0
 
 /** A pool configuration: name `b-<name>`, a fresh ledger file in the temp directory, lifeline on. */
-export const poolConfig = (ctx: Ctx, name: string, extra: Omit<ShepherdConfig, "name" | "ledger"> = {}): ShepherdConfig => ({
+export const poolConfig = (
+  ctx: Ctx,
+  name: string,
+  extra: Omit<ShepherdConfig, "name" | "ledger"> = {}
+): ShepherdConfig => ({
   lifeline: true,
   ...extra,
   name: `b-${name}`,
@@ -39,7 +43,9 @@ export const assertNoShepherdSurvivors = (prefix: string): Effect.Effect<void> =
     const left = shepherdCarriers(prefix)
     return left.length === 0
       ? Effect.void
-      : Effect.die(new Error(`survivors of ${prefix}: ${left.map((c) => `${c.pid} ${c.value} ${c.cmdline}`).join("; ")}`))
+      : Effect.die(
+        new Error(`survivors of ${prefix}: ${left.map((c) => `${c.pid} ${c.value} ${c.cmdline}`).join("; ")}`)
+      )
   })
 
 /**

@@ -106,8 +106,7 @@ export const carriers = (name: string, match: (value: string) => boolean): Array
 }
 
 /** Live processes carrying a `SHEPHERD_ID` that starts with `prefix`. */
-export const shepherdCarriers = (prefix: string): Array<Carrier> =>
-  carriers("SHEPHERD_ID", (v) => v.startsWith(prefix))
+export const shepherdCarriers = (prefix: string): Array<Carrier> => carriers("SHEPHERD_ID", (v) => v.startsWith(prefix))
 
 /** Live processes this run started (directly or not). */
 export const runCarriers = (runId: string): Array<Carrier> => carriers(markerName, (v) => v === runId)

@@ -67,21 +67,21 @@ const demoHost = fileURLToPath(new URL(`./DemoHost${import.meta.url.endsWith(".t
 const startCrashHost = (ledger: string, lifeline: boolean) =>
   Effect.acquireRelease(
     Effect.callback<{ child: NodeChildProcess.ChildProcess; poolId: string; pids: Array<number> }, Error>((resume) => {
-    const child = NodeChildProcess.spawn(process.execPath, [demoHost, ledger, lifeline ? "lifeline" : "none"], {
-      stdio: ["ignore", "pipe", "inherit"]
-    })
-    let buffer = ""
-    child.stdout!.on("data", (chunk: Buffer) => {
-      buffer += chunk.toString()
-      let nl: number
-      while ((nl = buffer.indexOf("\n")) >= 0) {
-        const line = buffer.slice(0, nl)
-        buffer = buffer.slice(nl + 1)
-        // Log lines (the new host reports what it recovered) are not the ready line.
-        if (line.startsWith("{\"poolId\"")) resume(Effect.succeed({ child, ...JSON.parse(line) }))
-      }
-    })
-    child.on("exit", () => resume(Effect.fail(new Error("the demo host exited before it was ready"))))
+      const child = NodeChildProcess.spawn(process.execPath, [demoHost, ledger, lifeline ? "lifeline" : "none"], {
+        stdio: ["ignore", "pipe", "inherit"]
+      })
+      let buffer = ""
+      child.stdout!.on("data", (chunk: Buffer) => {
+        buffer += chunk.toString()
+        let nl: number
+        while ((nl = buffer.indexOf("\n")) >= 0) {
+          const line = buffer.slice(0, nl)
+          buffer = buffer.slice(nl + 1)
+          // Log lines (the new host reports what it recovered) are not the ready line.
+          if (line.startsWith("{\"poolId\"")) resume(Effect.succeed({ child, ...JSON.parse(line) }))
+        }
+      })
+      child.on("exit", () => resume(Effect.fail(new Error("the demo host exited before it was ready"))))
     }),
     // Should the demo fail half-way, the host it started must not outlive it.
     ({ child }) => Effect.sync(() => child.exitCode === null && child.signalCode === null && child.kill("SIGTERM"))
@@ -108,23 +108,41 @@ const crashActs = (dir: string, log: (line: string) => Effect.Effect<void>) =>
 
     const withLifeline = yield* startCrashHost(ledger, true)
     const prefixA = `${withLifeline.poolId}:`
-    yield* log(`host pid ${withLifeline.child.pid} with a lifeline runs ${countAlive(prefixA)} processes in 3 TERM-ignoring trees`)
+    yield* log(
+      `host pid ${withLifeline.child.pid} with a lifeline runs ${
+        countAlive(prefixA)
+      } processes in 3 TERM-ignoring trees`
+    )
     const killedA = Date.now()
     yield* sigkill(withLifeline.child)
     yield* log(paint("31", `host pid ${withLifeline.child.pid} SIGKILLed`))
     while (countAlive(prefixA) > 0 && Date.now() - killedA < 5_000) yield* Effect.sleep("10 millis")
-    yield* log(`its lifeline sentinel ended them: ${countAlive(prefixA)} left after ${Date.now() - killedA} ms (grace 500 ms + forceWait 500 ms)`)
+    yield* log(
+      `its lifeline sentinel ended them: ${countAlive(prefixA)} left after ${
+        Date.now() - killedA
+      } ms (grace 500 ms + forceWait 500 ms)`
+    )
 
     const without = yield* startCrashHost(ledger, false)
     const prefixB = `${without.poolId}:`
     yield* sigkill(without.child)
     yield* Effect.sleep("200 millis")
-    yield* log(paint("31", `host pid ${without.child.pid} without a lifeline SIGKILLed: ${countAlive(prefixB)} orphans still alive`))
+    yield* log(
+      paint(
+        "31",
+        `host pid ${without.child.pid} without a lifeline SIGKILLed: ${countAlive(prefixB)} orphans still alive`
+      )
+    )
     yield* log(`a new host opens the same ledger (${ledger})`)
     const recovery = yield* Effect.scoped(Effect.gen(function*() {
       const scope = yield* Scope.Scope
       const context = yield* Layer.buildWithScope(
-        NodeShepherd.layer({ name: "demo-crashed-host", ledger, lifeline: false, kill: { grace: "500 millis", forceWait: "500 millis" } }),
+        NodeShepherd.layer({
+          name: "demo-crashed-host",
+          ledger,
+          lifeline: false,
+          kill: { grace: "500 millis", forceWait: "500 millis" }
+        }),
         scope
       )
       return Context.get(context, ProcessPool).recovery!
@@ -132,7 +150,10 @@ const crashActs = (dir: string, log: (line: string) => Effect.Effect<void>) =>
     for (const entry of recovery.entries) {
       yield* log(
         `  recovered ${entry.shepherdId} (pid ${entry.pid ?? "?"}, ${shorten(entry.command, 44)}): ` +
-          paint(entry.outcome === "Escaped" ? "31" : "33", `${entry.outcome}, ${entry.signalled.length} pid(s) signalled`)
+          paint(
+            entry.outcome === "Escaped" ? "31" : "33",
+            `${entry.outcome}, ${entry.signalled.length} pid(s) signalled`
+          )
       )
     }
     yield* log(`recovery took ${recovery.durationMs} ms; ${countAlive(prefixB)} orphans left`)
@@ -191,7 +212,8 @@ export const run = Effect.gen(function*() {
       const m = managed.success
       rows.get(session)!.push({ kind, requestedAt, managed: m })
       yield* log(
-        `${session}: ${kind} started as pid ${m.pid}` + (m.slotWaitMs > 20 ? paint("36", ` after waiting ${m.slotWaitMs} ms for a slot`) : "")
+        `${session}: ${kind} started as pid ${m.pid}` +
+          (m.slotWaitMs > 20 ? paint("36", ` after waiting ${m.slotWaitMs} ms for a slot`) : "")
       )
     })
   const requests = yield* Effect.forkChild(
@@ -207,7 +229,12 @@ export const run = Effect.gen(function*() {
       const all = NodeProcessTable.carriers(`${pool.poolId}:`)
       const list = rows.get(session)!
       list.forEach((row, i) => {
-        if (row.managed !== undefined) list[i] = { ...row, tree: all.filter((p) => p.shepherdId === row.managed!.shepherdId) }
+        if (row.managed !== undefined) {
+          list[i] = {
+            ...row,
+            tree: all.filter((p) => p.shepherdId === row.managed!.shepherdId)
+          }
+        }
       })
     })
   const closeFromOutside = (session: string) =>
@@ -231,7 +258,12 @@ export const run = Effect.gen(function*() {
   yield* log("host: pool closed\n")
 
   // Reports: every managed process has one by now.
-  yield* Console.log(paint("2", "kind, leader pid, time it waited for a slot → how its teardown ended; below it, the tree as /proc showed it"))
+  yield* Console.log(
+    paint(
+      "2",
+      "kind, leader pid, time it waited for a slot → how its teardown ended; below it, the tree as /proc showed it"
+    )
+  )
   for (const session of sessions) {
     yield* Console.log(paint("1", `session ${session}`))
     for (const row of rows.get(session)!) {
@@ -240,10 +272,12 @@ export const run = Effect.gen(function*() {
         continue
       }
       const m = row.managed
-      const report = (yield* m.teardown)
+      const report = yield* m.teardown
       const outcome = report._tag === "Some" ? paint(outcomeColor(report.value), Teardown.describe(report.value)) : "?"
       yield* Console.log(
-        `  ${row.kind.padEnd(14)} pid ${String(m.pid).padEnd(7)} waited ${String(m.slotWaitMs).padStart(4)} ms for a slot  → ${outcome}`
+        `  ${row.kind.padEnd(14)} pid ${String(m.pid).padEnd(7)} waited ${
+          String(m.slotWaitMs).padStart(4)
+        } ms for a slot  → ${outcome}`
       )
       const tree = row.tree ?? []
       const members = tree.filter((p) => p.pid !== m.pid)
@@ -259,14 +293,24 @@ export const run = Effect.gen(function*() {
 
   const crashed = yield* crashActs(dir, log)
 
-  const survivors = [...NodeProcessTable.carriers(`${pool.poolId}:`), ...crashed.flatMap((prefix) => NodeProcessTable.carriers(prefix))]
+  const survivors = [
+    ...NodeProcessTable.carriers(`${pool.poolId}:`),
+    ...crashed.flatMap((prefix) => NodeProcessTable.carriers(prefix))
+  ]
   yield* Console.log("")
   if (survivors.length === 0) {
     yield* Console.log(
-      paint("32;1", `✔ /proc check: 0 processes carrying SHEPHERD_ID=${[pool.poolId, ...crashed.map((p) => p.slice(0, -1))].join(":*, ")}:* survive (${since().trim()} total)`)
+      paint(
+        "32;1",
+        `✔ /proc check: 0 processes carrying SHEPHERD_ID=${
+          [pool.poolId, ...crashed.map((p) => p.slice(0, -1))].join(":*, ")
+        }:* survive (${since().trim()} total)`
+      )
     )
   } else {
-    yield* Console.log(paint("31;1", `✘ /proc check: ${survivors.length} process(es) carrying this run's SHEPHERD_IDs survive:`))
+    yield* Console.log(
+      paint("31;1", `✘ /proc check: ${survivors.length} process(es) carrying this run's SHEPHERD_IDs survive:`)
+    )
     for (const p of survivors) yield* Console.log(`  pid ${p.pid} ${p.shepherdId} ${p.cmdline}`)
   }
   return survivors.length

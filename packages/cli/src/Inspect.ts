@@ -91,7 +91,9 @@ export const inspect = (file: string) =>
           members
         }
       }), { concurrency: "unbounded" })
-    const listed = new Set(snapshot.entries.map((e) => e.shepherdId))
+    const listed = new Set(snapshot.entries.map((e) =>
+      e.shepherdId
+    ))
     const untracked = new Map<string, Array<{ pid: number; startTime: string; bootId: string }>>()
     for (const poolId of snapshot.poolIds) {
       for (const c of yield* Effect.orElseSucceed(table.carriers(`${poolId}:`), () => [])) {
@@ -102,7 +104,9 @@ export const inspect = (file: string) =>
     const inspection: LedgerInspection = {
       path: snapshot.path,
       exists: snapshot.exists,
-      ...(snapshot.owner === undefined ? {} : { owner: { pid: snapshot.owner.identity.pid, alive: snapshot.owner.alive } }),
+      ...(snapshot.owner === undefined
+        ? {}
+        : { owner: { pid: snapshot.owner.identity.pid, alive: snapshot.owner.alive } }),
       tornLine: snapshot.tornLine,
       badLines: snapshot.badLines,
       sizeBytes: snapshot.sizeBytes,
@@ -141,7 +145,12 @@ const clip = (raw: string, max = 60) => {
   const text = printable(raw)
   return text.length <= max ? text : `${text.slice(0, max - 1)}…`
 }
-const age = (ms: number) => ms < 60_000 ? `${Math.round(ms / 1000)}s` : ms < 3_600_000 ? `${Math.round(ms / 60_000)}m` : `${Math.round(ms / 3_600_000)}h`
+const age = (ms: number) =>
+  ms < 60_000
+    ? `${Math.round(ms / 1000)}s`
+    : ms < 3_600_000
+    ? `${Math.round(ms / 60_000)}m`
+    : `${Math.round(ms / 3_600_000)}h`
 
 /**
  * Renders an inspection as a tree.
@@ -156,10 +165,16 @@ export const render = (x: LedgerInspection): string => {
     : x.owner.alive
     ? paint("32", `owner pid ${x.owner.pid} (alive)`)
     : paint("33", `owner pid ${x.owner.pid} (gone)`)
-  lines.push(`${paint("1", "ledger")} ${printable(x.path)}  ${owner}  ${x.entries.length} live entr${x.entries.length === 1 ? "y" : "ies"}, ${x.sizeBytes} bytes`)
+  lines.push(
+    `${paint("1", "ledger")} ${printable(x.path)}  ${owner}  ${x.entries.length} live entr${
+      x.entries.length === 1 ? "y" : "ies"
+    }, ${x.sizeBytes} bytes`
+  )
   if (!x.exists) lines.push(`  ${paint("2", "(no such file)")}`)
   if (x.tornLine) lines.push(`  ${paint("33", "torn last line (a host died mid-write); it is skipped")}`)
-  if (x.badLines > 0) lines.push(`  ${paint("31", `${x.badLines} unparsable line(s): the next host quarantines this file`)}`)
+  if (x.badLines > 0) {
+    lines.push(`  ${paint("31", `${x.badLines} unparsable line(s): the next host quarantines this file`)}`)
+  }
   for (const q of x.quarantined) lines.push(`  ${paint("33", `quarantined: ${printable(q)}`)}`)
   const alive = (n: number) => n > 0 ? paint(x.owner?.alive === true ? "32" : "31", `${n} alive`) : paint("2", "gone")
   const bySession = new Map<string, Array<LedgerInspection["entries"][number]>>()
@@ -172,7 +187,11 @@ export const render = (x: LedgerInspection): string => {
   for (const [session, entries] of bySession) {
     lines.push(`  session ${paint("1", printable(session))}`)
     for (const e of entries) {
-      lines.push(`    ${printable(e.shepherdId)}  pid ${e.pid ?? "?"}  age ${age(e.ageMs)}  ${alive(e.members.length)}  ${clip(e.command)}`)
+      lines.push(
+        `    ${printable(e.shepherdId)}  pid ${e.pid ?? "?"}  age ${age(e.ageMs)}  ${alive(e.members.length)}  ${
+          clip(e.command)
+        }`
+      )
       memberLines(e.members, "      ")
     }
   }
@@ -186,7 +205,14 @@ export const render = (x: LedgerInspection): string => {
   if (x.entries.length > 0 && x.owner?.alive !== true) {
     const n = x.entries.reduce((acc, e) => acc + e.members.length, 0)
     if (n > 0) {
-      lines.push(`  ${paint("33", `its host is gone: \`shepherd reap --ledger ${printable(x.path)}\` terminates ${n} orphan process(es)`)}`)
+      lines.push(
+        `  ${
+          paint(
+            "33",
+            `its host is gone: \`shepherd reap --ledger ${printable(x.path)}\` terminates ${n} orphan process(es)`
+          )
+        }`
+      )
     }
   }
   return lines.join("\n")

@@ -34,7 +34,8 @@ const durationFlag = (name: string, description: string, fallback: string) =>
     Flag.withDescription(description),
     Flag.filter(
       (input) => KillPolicy.durationMillis(input) !== undefined,
-      (input) => `--${name} ${JSON.stringify(input)}: expected a finite, non-negative duration: ${KillPolicy.durationForms}`
+      (input) =>
+        `--${name} ${JSON.stringify(input)}: expected a finite, non-negative duration: ${KillPolicy.durationForms}`
     ),
     Flag.withDefault(fallback)
   )
@@ -45,8 +46,11 @@ const ledgers = (flag: Option.Option<string>) => Option.isSome(flag) ? [flag.val
 const fail = (message: string) =>
   Effect.andThen(Console.error(`shepherd: ${message}`), Effect.sync(() => process.exit(1)))
 
-const demo = Command.make("demo", {}, () =>
-  Effect.flatMap(Demo.run, (survivors) => survivors === 0 ? Effect.void : Effect.sync(() => process.exit(1)))).pipe(
+const demo = Command.make(
+  "demo",
+  {},
+  () => Effect.flatMap(Demo.run, (survivors) => survivors === 0 ? Effect.void : Effect.sync(() => process.exit(1)))
+).pipe(
   Command.withDescription("Run an agent host on real processes and prove that none is left behind")
 )
 
@@ -77,7 +81,10 @@ const reap = Command.make(
   "reap",
   {
     ledger: ledgerFlag,
-    dryRun: Flag.Boolean("dry-run").pipe(Flag.withDescription("Only print what would be terminated"), Flag.withDefault(false))
+    dryRun: Flag.Boolean("dry-run").pipe(
+      Flag.withDescription("Only print what would be terminated"),
+      Flag.withDefault(false)
+    )
   },
   ({ dryRun, ledger }) =>
     Effect.gen(function*() {
@@ -113,11 +120,14 @@ const run = Command.make(
       Effect.flatMap((code) => Effect.sync(() => process.exit(code))),
       Effect.catchTags({
         InvalidConfig: (error) => fail(error.message),
-        SpawnError: (error) => Effect.andThen(Console.error(`shepherd: ${error.message}`), Effect.sync(() => process.exit(127)))
+        SpawnError: (error) =>
+          Effect.andThen(Console.error(`shepherd: ${error.message}`), Effect.sync(() => process.exit(127)))
       }),
       Effect.catch((error) => fail(error.message))
     )
-).pipe(Command.withDescription("Run one command tree in the foreground; when it ends or is killed, the whole tree is gone"))
+).pipe(
+  Command.withDescription("Run one command tree in the foreground; when it ends or is killed, the whole tree is gone")
+)
 
 const shepherd = Command.make("shepherd").pipe(
   Command.withDescription("Supervise OS processes so that none is ever left behind"),

@@ -39,7 +39,9 @@ export class HostAlive extends Schema.TaggedError<HostAlive>()("HostAlive", {
 export interface ReapResult {
   readonly path: string
   readonly dryRun: boolean
-  readonly actions: ReadonlyArray<{ readonly shepherdId: string; readonly outcome: string; readonly pids: ReadonlyArray<number> }>
+  readonly actions: ReadonlyArray<
+    { readonly shepherdId: string; readonly outcome: string; readonly pids: ReadonlyArray<number> }
+  >
   /** What the ledger's state asks of the operator: unparsable lines left in place, copies kept aside. */
   readonly notes: ReadonlyArray<string>
 }
@@ -53,7 +55,9 @@ export interface ReapResult {
 export const reap = (file: string, options: { readonly dryRun: boolean; readonly policy?: KillPolicy.KillPolicy }) =>
   Effect.gen(function*() {
     const inspection = yield* Inspect.inspect(file)
-    if (inspection.owner?.alive === true) return yield* new HostAlive({ path: inspection.path, pid: inspection.owner.pid })
+    if (inspection.owner?.alive === true) {
+      return yield* new HostAlive({ path: inspection.path, pid: inspection.owner.pid })
+    }
     const targets = [
       ...inspection.entries.map((e) => ({ shepherdId: e.shepherdId, pids: e.members.map((m) => m.pid) })),
       ...inspection.untracked.map((u) => ({ shepherdId: u.shepherdId, pids: u.members.map((m) => m.pid) }))
@@ -62,7 +66,9 @@ export const reap = (file: string, options: { readonly dryRun: boolean; readonly
     // lines it cannot parse stay where they are for the next host to keep aside and report.
     const notes = [
       ...(inspection.badLines > 0
-        ? [`${inspection.badLines} unparsable line(s) left in place; the next host keeps the file aside as ${inspection.path}.corrupt-<time>`]
+        ? [
+          `${inspection.badLines} unparsable line(s) left in place; the next host keeps the file aside as ${inspection.path}.corrupt-<time>`
+        ]
         : []),
       ...(inspection.tornLine ? ["torn last line left in place; the next host keeps it aside"] : []),
       ...inspection.quarantined.map((q) => `quarantined earlier: ${q}`)
@@ -71,7 +77,11 @@ export const reap = (file: string, options: { readonly dryRun: boolean; readonly
       return {
         path: inspection.path,
         dryRun: true,
-        actions: targets.map((t) => ({ shepherdId: t.shepherdId, outcome: t.pids.length > 0 ? "would terminate" : "gone", pids: t.pids })),
+        actions: targets.map((t) => ({
+          shepherdId: t.shepherdId,
+          outcome: t.pids.length > 0 ? "would terminate" : "gone",
+          pids: t.pids
+        })),
         notes
       } satisfies ReapResult
     }
@@ -111,9 +121,15 @@ export const reap = (file: string, options: { readonly dryRun: boolean; readonly
  * @category formatting
  */
 export const render = (r: ReapResult): string => {
-  const lines = [`${r.dryRun ? "would reap" : "reaped"} ${Inspect.printable(r.path)}: ${r.actions.length} entr${r.actions.length === 1 ? "y" : "ies"}`]
+  const lines = [
+    `${r.dryRun ? "would reap" : "reaped"} ${Inspect.printable(r.path)}: ${r.actions.length} entr${
+      r.actions.length === 1 ? "y" : "ies"
+    }`
+  ]
   for (const a of r.actions) {
-    lines.push(`  ${Inspect.printable(a.shepherdId)}  ${a.outcome}${a.pids.length > 0 ? `  pids ${a.pids.join(", ")}` : ""}`)
+    lines.push(
+      `  ${Inspect.printable(a.shepherdId)}  ${a.outcome}${a.pids.length > 0 ? `  pids ${a.pids.join(", ")}` : ""}`
+    )
   }
   if (r.actions.length === 0) lines.push("  nothing to do")
   for (const note of r.notes) lines.push(`  note: ${Inspect.printable(note)}`)

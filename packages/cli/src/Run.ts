@@ -47,7 +47,11 @@ export const exitCode = (status: ExitStatus, report: Teardown.Teardown, signal: 
  * @since 0.1.0
  * @category running
  */
-export const run = (command: string, args: ReadonlyArray<string>, kill: { readonly grace: string; readonly forceWait: string }) =>
+export const run = (
+  command: string,
+  args: ReadonlyArray<string>,
+  kill: { readonly grace: string; readonly forceWait: string }
+) =>
   Effect.gen(function*() {
     const pool = yield* ProcessPool
     const managed = yield* pool.spawn(

@@ -51,7 +51,8 @@ const shortUnits: Record<string, number> = { ms: 1, s: 1_000, m: 60_000, h: 3_60
  * @since 0.1.0
  * @category constructors
  */
-export const durationForms = "milliseconds (500), a short form (\"200ms\", \"5s\", \"1m\", \"1h\") or an Effect Duration (\"5 seconds\")"
+export const durationForms =
+  "milliseconds (500), a short form (\"200ms\", \"5s\", \"1m\", \"1h\") or an Effect Duration (\"5 seconds\")"
 
 /**
  * Parses a duration — milliseconds, a short form (`200ms`, `5s`, `1m`, `1h`,

@@ -184,7 +184,9 @@ export class State {
         return
       case "Registered": {
         const entry = this.live.get(record.shepherdId)
-        if (entry !== undefined) this.live.set(record.shepherdId, { ...entry, pgid: record.pgid, identity: record.identity })
+        if (entry !== undefined) {
+          this.live.set(record.shepherdId, { ...entry, pgid: record.pgid, identity: record.identity })
+        }
         return
       }
       case "Exited":

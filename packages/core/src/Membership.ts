@@ -260,7 +260,11 @@ export const liveness = (identity: ProcessIdentity, host: Host, observe: Observe
  * @since 0.1.0
  * @category predicates
  */
-export const signalVerdict = (identity: ProcessIdentity, host: Host, observe: Observe): "send" | "gone" | "not-ours" => {
+export const signalVerdict = (
+  identity: ProcessIdentity,
+  host: Host,
+  observe: Observe
+): "send" | "gone" | "not-ours" => {
   if (identity.pid === host.pid || identity.pid <= 1) return "not-ours"
   const alive = liveness(identity, host, observe)
   return alive === "alive" ? "send" : alive === "dead" ? "gone" : "not-ours"

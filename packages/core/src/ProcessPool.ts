@@ -192,10 +192,13 @@ export class ProcessPool extends Context.Service<ProcessPool, {
    */
   static readonly spawner: Layer.Layer<ChildProcessSpawner.ChildProcessSpawner, never, ProcessPool> = Layer.effect(
     ChildProcessSpawner.ChildProcessSpawner,
-    Effect.map(ProcessPool, (pool: ProcessPool["Service"]) =>
-      ChildProcessSpawner.make((command) =>
-        pool.spawn(command).pipe(Effect.map((managed) => managed.handle), Effect.mapError(Handle.toPlatformError))
-      ))
+    Effect.map(
+      ProcessPool,
+      (pool: ProcessPool["Service"]) =>
+        ChildProcessSpawner.make((command) =>
+          pool.spawn(command).pipe(Effect.map((managed) => managed.handle), Effect.mapError(Handle.toPlatformError))
+        )
+    )
   )
 }
 

@@ -160,9 +160,14 @@ export const recover = (options: Options): Effect.Effect<RecoveryReport | undefi
       if (recovery.entries.length === 0) return Effect.void
       const signalled = recovery.entries.filter((e) => e.signalled.length > 0).length
       return Effect.andThen(
-        Metric.update(Metric.withAttributes(Metrics.orphansReaped, { ...options.attributes, source: "recovery" }), signalled),
+        Metric.update(
+          Metric.withAttributes(Metrics.orphansReaped, { ...options.attributes, source: "recovery" }),
+          signalled
+        ),
         Effect.logWarning(
-          `recovered ${recovery.entries.length} ledger entr${recovery.entries.length === 1 ? "y" : "ies"} of an earlier host ` +
+          `recovered ${recovery.entries.length} ledger entr${
+            recovery.entries.length === 1 ? "y" : "ies"
+          } of an earlier host ` +
             `(${signalled} still alive and terminated) in ${recovery.durationMs} ms`
         )
       )
@@ -198,64 +203,72 @@ export const make = (options: Options): Effect.Effect<Reaper> =>
     const { ledger, table, poolId } = options
     const hostStart = ledger?.host.startTime
     const tick = (skip: ReadonlySet<string>): Effect.Effect<TickReport> =>
-      tickLock.withPermit(Effect.gen(function*() {
-        const at = yield* Clock.currentTimeMillis
-        const tick = ++tickCount
-        let pruned = 0
-        const stale: Array<Action> = []
-        const untracked: Array<Action> = []
-        const known = new Set<string>()
-        const failure = yield* Effect.gen(function*() {
-          // 1. Ledger entries the pool does not track: gone already (a lost exit record) or still alive.
-          const entries = ledger === undefined ? [] : yield* ledger.entries
-          for (const entry of entries) known.add(entry.shepherdId)
-          yield* Effect.forEach(
-            entries.filter((e) => !options.isTracked(e.shepherdId) && !skip.has(e.shepherdId)),
-            (entry) =>
-              Effect.gen(function*() {
-                const action = yield* Orphans.cleanup(options, entry.shepherdId, entry.pgid, entry.identity)
-                if (action.outcome === "Gone") pruned++
-                else stale.push(action)
-                if (isFinal(action.outcome)) yield* options.exited(entry.shepherdId, action.outcome, "reaped", at)
-              }),
-            { concurrency: "unbounded", discard: true }
+      tickLock.withPermit(
+        Effect.gen(function*() {
+          const at = yield* Clock.currentTimeMillis
+          const tick = ++tickCount
+          let pruned = 0
+          const stale: Array<Action> = []
+          const untracked: Array<Action> = []
+          const known = new Set<string>()
+          const failure = yield* Effect.gen(function*() {
+            // 1. Ledger entries the pool does not track: gone already (a lost exit record) or still alive.
+            const entries = ledger === undefined ? [] : yield* ledger.entries
+            for (const entry of entries) known.add(entry.shepherdId)
+            yield* Effect.forEach(
+              entries.filter((e) => !options.isTracked(e.shepherdId) && !skip.has(e.shepherdId)),
+              (entry) =>
+                Effect.gen(function*() {
+                  const action = yield* Orphans.cleanup(options, entry.shepherdId, entry.pgid, entry.identity)
+                  if (action.outcome === "Gone") pruned++
+                  else stale.push(action)
+                  if (isFinal(action.outcome)) yield* options.exited(entry.shepherdId, action.outcome, "reaped", at)
+                }),
+              { concurrency: "unbounded", discard: true }
+            )
+            // 2. Processes that carry this pool's cookie but that nothing tracks.
+            const carriers = yield* table.carriers(`${poolId}:`, { notBefore: hostStart })
+            const orphanIds = new Set<string>()
+            for (const c of carriers) {
+              if (!options.isTracked(c.shepherdId) && !known.has(c.shepherdId)) orphanIds.add(c.shepherdId)
+            }
+            yield* Effect.forEach(orphanIds, (shepherdId) =>
+              Effect.map(Orphans.cleanup(options, shepherdId, undefined, undefined), (action) => {
+                untracked.push(action)
+              }), { concurrency: "unbounded", discard: true })
+          }).pipe(
+            Effect.match({
+              onFailure: (error) => error.reason,
+              onSuccess: () =>
+                undefined
+            })
           )
-          // 2. Processes that carry this pool's cookie but that nothing tracks.
-          const carriers = yield* table.carriers(`${poolId}:`, { notBefore: hostStart })
-          const orphanIds = new Set<string>()
-          for (const c of carriers) {
-            if (!options.isTracked(c.shepherdId) && !known.has(c.shepherdId)) orphanIds.add(c.shepherdId)
+          const report: TickReport = {
+            tick,
+            at,
+            durationMs: (yield* Clock.currentTimeMillis) - at,
+            pruned,
+            stale,
+            untracked,
+            ...(failure === undefined ? {} : { error: failure })
           }
-          yield* Effect.forEach(orphanIds, (shepherdId) =>
-            Effect.map(Orphans.cleanup(options, shepherdId, undefined, undefined), (action) => {
-              untracked.push(action)
-            }), { concurrency: "unbounded", discard: true })
-        }).pipe(
-          Effect.match({ onFailure: (error) => error.reason, onSuccess: () => undefined })
-        )
-        const report: TickReport = {
-          tick,
-          at,
-          durationMs: (yield* Clock.currentTimeMillis) - at,
-          pruned,
-          stale,
-          untracked,
-          ...(failure === undefined ? {} : { error: failure })
-        }
-        lastTick = report
-        const terminated = (actions: ReadonlyArray<Action>) => actions.filter((a) => a.signalled.length > 0).length
-        const reaped = (source: string) => Metric.withAttributes(Metrics.orphansReaped, { ...options.attributes, source })
-        yield* Metric.update(reaped("stale"), terminated(stale))
-        yield* Metric.update(reaped("untracked"), terminated(untracked))
-        if (failure !== undefined) yield* Effect.logWarning(`reaper tick ${tick} failed: ${failure}`)
-        else if (stale.length + untracked.length > 0) {
-          const outcomes = [...stale, ...untracked].map((a) => a.outcome).join(", ")
-          yield* Effect.logWarning(
-            `reaper: ${stale.length} stale and ${untracked.length} untracked tree(s) (${outcomes}), pruned ${pruned} entr(ies)`
-          )
-        }
-        return report
-      }).pipe(Effect.withSpan("ProcessPool.reap", { attributes: { poolId } })))
+          lastTick = report
+          const terminated = (actions: ReadonlyArray<Action>) =>
+            actions.filter((a) => a.signalled.length > 0).length
+          const reaped = (source: string) =>
+            Metric.withAttributes(Metrics.orphansReaped, { ...options.attributes, source })
+          yield* Metric.update(reaped("stale"), terminated(stale))
+          yield* Metric.update(reaped("untracked"), terminated(untracked))
+          if (failure !== undefined) yield* Effect.logWarning(`reaper tick ${tick} failed: ${failure}`)
+          else if (stale.length + untracked.length > 0) {
+            const outcomes = [...stale, ...untracked].map((a) => a.outcome).join(", ")
+            yield* Effect.logWarning(
+              `reaper: ${stale.length} stale and ${untracked.length} untracked tree(s) (${outcomes}), pruned ${pruned} entr(ies)`
+            )
+          }
+          return report
+        }).pipe(Effect.withSpan("ProcessPool.reap", { attributes: { poolId } }))
+      )
     return {
       tick,
       reapNow: tick(new Set()),

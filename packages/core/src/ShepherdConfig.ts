@@ -14,7 +14,9 @@ import { InvalidConfig } from "./ShepherdError.ts"
 import { Signal } from "./Signal.ts"
 
 const isDuration = Schema.makeFilter<string | number>(
-  (input) => KillPolicy.durationMillis(input) !== undefined || `expected a finite, non-negative duration: ${KillPolicy.durationForms}`
+  (input) =>
+    KillPolicy.durationMillis(input) !== undefined ||
+    `expected a finite, non-negative duration: ${KillPolicy.durationForms}`
 )
 const isTimeout = Schema.makeFilter<string | number>(
   (input) =>
@@ -73,9 +75,11 @@ export const ShepherdConfig = Schema.Struct({
   kill: Schema.optionalKey(KillPolicyConfig),
   env: Schema.optionalKey(Schema.Union([Schema.Literals(["inherit", "agent-host"]), EnvPolicy.EnvPolicy])),
   reapInterval: Schema.optionalKey(
-    DurationInput.check(Schema.makeFilter<string | number>((input) =>
-      (KillPolicy.durationMillis(input) ?? 0) > 0 || "expected a positive duration"
-    ))
+    DurationInput.check(
+      Schema.makeFilter<string | number>((input) =>
+        (KillPolicy.durationMillis(input) ?? 0) > 0 || "expected a positive duration"
+      )
+    )
   ),
   ledger: Schema.optionalKey(Schema.Union([Schema.String.check(Schema.isMinLength(1)), Schema.Literal(false)])),
   lifeline: Schema.optionalKey(Schema.Boolean)
@@ -196,7 +200,8 @@ export const fromEnv = (base: ShepherdConfig = {}): Effect.Effect<Resolved, Inva
       ledger: yield* read("SHEPHERD_LEDGER")
     }
     const int = (s: string | undefined) => s === undefined ? undefined : /^-?\d+$/.test(s.trim()) ? Number(s) : s
-    const duration = (s: string | undefined) => s === undefined ? undefined : /^\d+(\.\d+)?$/.test(s.trim()) ? Number(s) : s
+    const duration = (s: string | undefined) =>
+      s === undefined ? undefined : /^\d+(\.\d+)?$/.test(s.trim()) ? Number(s) : s
     const input: Record<string, unknown> = { ...base }
     const set = (key: string, value: unknown) => {
       if (value !== undefined) input[key] = value
@@ -217,5 +222,6 @@ export const fromEnv = (base: ShepherdConfig = {}): Effect.Effect<Resolved, Inva
     }
     return yield* resolve(input)
   }).pipe(
-    Effect.catchTag("ConfigError", (error) => Effect.fail(new InvalidConfig({ field: "(environment)", reason: String(error) })))
+    Effect.catchTag("ConfigError", (error) =>
+      Effect.fail(new InvalidConfig({ field: "(environment)", reason: String(error) })))
   )

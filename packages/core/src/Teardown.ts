@@ -159,5 +159,7 @@ export const describe = (report: Teardown): string => {
 
 const leftovers = (report: Exited): string => {
   const others = report.signalled.filter((pid) => pid !== report.pid)
-  return others.length === 0 ? "" : `; ${others.length} leftover member(s) terminated in ${Math.round(report.durationMs)} ms`
+  return others.length === 0
+    ? ""
+    : `; ${others.length} leftover member(s) terminated in ${Math.round(report.durationMs)} ms`
 }

@@ -44,7 +44,14 @@ describe("doctor", () => {
           const planted = yield* launcher.launch(cmd("worker"), { SHEPHERD_ID: `${pool.poolId}:999` })
           // A stale entry: the ledger lists it, the pool does not track it.
           const ledger = yield* Ledger
-          yield* ledger.append({ _tag: "Intent", poolId: pool.poolId, shepherdId: `${pool.poolId}:888`, session: "ghost", command: "ghost", at: 0 })
+          yield* ledger.append({
+            _tag: "Intent",
+            poolId: pool.poolId,
+            shepherdId: `${pool.poolId}:888`,
+            session: "ghost",
+            command: "ghost",
+            at: 0
+          })
           // A vanished tree: its processes are gone but the pool was never told.
           yield* os.vanish(lost.pid)
           for (const p of os.alive().filter((p) => p.shepherdId === lost.shepherdId)) yield* os.vanish(p.pid)
@@ -53,7 +60,9 @@ describe("doctor", () => {
           return { report, kept, lost }
         }).pipe(Effect.scoped))
       const { kept, lost, report: r } = report
-      assert.deepStrictEqual(r.comparison.untracked.map((u) => u.shepherdId), [`t-doctor~${r.pool.poolId.split("~")[1]}:999`])
+      assert.deepStrictEqual(r.comparison.untracked.map((u) => u.shepherdId), [
+        `t-doctor~${r.pool.poolId.split("~")[1]}:999`
+      ])
       assert.deepStrictEqual(r.comparison.stale.map((s) => [s.shepherdId, s.alive]), [[`${r.pool.poolId}:888`, []]])
       assert.deepStrictEqual(r.comparison.vanished, [{ shepherdId: lost.shepherdId, pid: lost.pid }])
       assert.deepStrictEqual(r.comparison.unrecorded, [])

@@ -26,7 +26,14 @@ const host: Record<string, string> = {
   HTTPS_PROXY: "http://proxy:3128"
 }
 
-const stripped = ["CLAUDECODE", "CLAUDECODE_X", "CLAUDE_CODE_SESSION", "CLAUDE_CODE_ENTRYPOINT", "MCP_SESSION_ID", "CLAUDE_CODE_FOO"]
+const stripped = [
+  "CLAUDECODE",
+  "CLAUDECODE_X",
+  "CLAUDE_CODE_SESSION",
+  "CLAUDE_CODE_ENTRYPOINT",
+  "MCP_SESSION_ID",
+  "CLAUDE_CODE_FOO"
+]
 const kept = [
   "PATH",
   "HOME",
@@ -90,7 +97,12 @@ describe("EnvPolicy", () => {
   })
 
   it("a custom policy: strip prefixes with preserve prefixes", () => {
-    const policy: EnvPolicy.EnvPolicy = { strip: ["A"], stripPrefixes: ["X_"], preserve: [], preservePrefixes: ["X_KEEP"] }
+    const policy: EnvPolicy.EnvPolicy = {
+      strip: ["A"],
+      stripPrefixes: ["X_"],
+      preserve: [],
+      preservePrefixes: ["X_KEEP"]
+    }
     const { env } = EnvPolicy.apply(policy, { A: "1", AB: "2", X_1: "3", X_KEEP_ME: "4" }, {})
     assert.deepStrictEqual(env, { AB: "2", X_KEEP_ME: "4" })
   })
@@ -117,8 +129,14 @@ describe("EnvPolicy in the pool", () => {
       const os = TestOs.make({ env: host })
       yield* withPool(os, { env: "agent-host" }, (pool) =>
         Effect.gen(function*() {
-          const only = yield* pool.spawn(ChildProcess.make("tool", [], { env: { MODE: "test", TOKEN: Redacted.make("t0k") } }))
-          assert.deepStrictEqual(os.process(only.pid)!.env, { MODE: "test", TOKEN: "t0k", SHEPHERD_ID: only.shepherdId })
+          const only = yield* pool.spawn(
+            ChildProcess.make("tool", [], { env: { MODE: "test", TOKEN: Redacted.make("t0k") } })
+          )
+          assert.deepStrictEqual(os.process(only.pid)!.env, {
+            MODE: "test",
+            TOKEN: "t0k",
+            SHEPHERD_ID: only.shepherdId
+          })
           assert.deepStrictEqual(only.env.inherited, [])
           const extended = yield* pool.spawn(
             ChildProcess.make("tool", [], { env: { CLAUDECODE: "forced-on", MODE: "x" }, extendEnv: true })

@@ -7,11 +7,19 @@ import * as Membership from "../src/Membership.ts"
 import type { Container } from "../src/ProcessTable.ts"
 
 const host: Membership.Host = { pid: 50, bootId: "boot-a" }
-const container: Container = { pgid: 100, shepherdId: "pool:1", leader: { pid: 100, startTime: "1000", bootId: "boot-a" } }
+const container: Container = {
+  pgid: 100,
+  shepherdId: "pool:1",
+  leader: { pid: 100, startTime: "1000", bootId: "boot-a" }
+}
 
 /** A table of observations by pid; a pid not listed is gone. */
 const table = (entries: Record<number, Membership.Observation>): Membership.Observe => (pid) => entries[pid]
-const running = (startTime: string, state = "S", threads?: number): Membership.Observed => ({ startTime, state, threads })
+const running = (startTime: string, state = "S", threads?: number): Membership.Observed => ({
+  startTime,
+  state,
+  threads
+})
 
 const candidate = (over: Partial<Membership.Candidate>): Membership.Candidate => ({
   pgid: 100,
@@ -135,7 +143,10 @@ describe("Membership", () => {
       assert.strictEqual(Membership.liveness(leader, host, table({ 100: running("1001") })), "dead")
       assert.strictEqual(Membership.liveness(leader, host, table({})), "dead")
       assert.strictEqual(Membership.liveness(leader, host, table({ 100: "unreadable" })), "unknown")
-      assert.strictEqual(Membership.liveness({ ...leader, bootId: "boot-b" }, host, table({ 100: running("1000") })), "dead")
+      assert.strictEqual(
+        Membership.liveness({ ...leader, bootId: "boot-b" }, host, table({ 100: running("1000") })),
+        "dead"
+      )
     })
 
     it("a signal goes only to the recorded, live process, never to the host or init", () => {
@@ -145,7 +156,10 @@ describe("Membership", () => {
       const self = { ...leader, pid: host.pid }
       assert.strictEqual(Membership.signalVerdict(self, host, table({ 50: running("1000") })), "not-ours")
       for (const pid of [1, 0, -5]) {
-        assert.strictEqual(Membership.signalVerdict({ ...leader, pid }, host, table({ [pid]: running("1000") })), "not-ours")
+        assert.strictEqual(
+          Membership.signalVerdict({ ...leader, pid }, host, table({ [pid]: running("1000") })),
+          "not-ours"
+        )
       }
     })
   })

@@ -360,7 +360,10 @@ describe("ProcessPool kill state machine", () => {
           const children = os.processes().filter((x) => x.role === "child").map((x) => x.pid)
           assert.sameMembers([...report.value.signalled], children)
           assert.notInclude(report.value.signalled, p.pid)
-          assert.deepStrictEqual(os.signalsSent().map((s) => [s.pid, s.signal]), children.map((pid) => [pid, "SIGTERM"]))
+          assert.deepStrictEqual(
+            os.signalsSent().map((s) => [s.pid, s.signal]),
+            children.map((pid) => [pid, "SIGTERM"])
+          )
           assert.deepStrictEqual(os.alive(), [])
         }))
     }))
@@ -465,13 +468,19 @@ describe("ProcessPool kill state machine", () => {
           const closing = yield* Effect.forkChild(pool.closeSession("s"))
           yield* TestClock.adjust(200)
           const quickReport = yield* quick.teardown
-          assert.isTrue(Option.isSome(quickReport) && quickReport.value._tag === "Forced" && quickReport.value.durationMs === 200)
+          assert.isTrue(
+            Option.isSome(quickReport) && quickReport.value._tag === "Forced" && quickReport.value.durationMs === 200
+          )
           assert.isUndefined(yield* poll(closing))
           yield* TestClock.adjust(4800)
           assert.deepStrictEqual(tags(valueOf(yield* poll(closing))).sort(), ["Forced", "Forced"])
           assert.deepStrictEqual(
             os.signalsSent().map((s) => [s.pid, s.signal, s.at]),
-            [[quick.pid, "SIGINT", 0], [normal.pid, "SIGTERM", 0], [quick.pid, "SIGKILL", 200], [normal.pid, "SIGKILL", 5000]]
+            [[quick.pid, "SIGINT", 0], [normal.pid, "SIGTERM", 0], [quick.pid, "SIGKILL", 200], [
+              normal.pid,
+              "SIGKILL",
+              5000
+            ]]
           )
         }))
     }))
@@ -628,7 +637,11 @@ describe("ProcessPool sessions", () => {
           assert.strictEqual(errorOf(yield* poll(spawning))._tag, "PoolClosed")
           const tree = os.processes()
           assert.strictEqual(tree.length, 1)
-          assert.isAtMost(tree[0]!.startedAt, closedAt, `started at ${tree[0]!.startedAt}, after closeSession returned at ${closedAt}`)
+          assert.isAtMost(
+            tree[0]!.startedAt,
+            closedAt,
+            `started at ${tree[0]!.startedAt}, after closeSession returned at ${closedAt}`
+          )
         }))
     }))
 
@@ -812,7 +825,6 @@ describe("ProcessPool sessions", () => {
       assert.deepStrictEqual(os.signalsSent().map((s) => s.signal), ["SIGTERM"])
     }))
 })
-
 
 describe("ProcessPool reaper", () => {
   it.effect("reapNow terminates a live carrier of the pool's cookie that nothing tracks", () =>

@@ -10,8 +10,7 @@ import { ProcessPool } from "../src/ProcessPool.ts"
 import * as ShepherdConfig from "../src/ShepherdConfig.ts"
 import { TestOs } from "../src/testing.ts"
 
-const withEnv = (env: Record<string, string>) =>
-  Effect.provide(ConfigProvider.layer(ConfigProvider.fromEnv({ env })))
+const withEnv = (env: Record<string, string>) => Effect.provide(ConfigProvider.layer(ConfigProvider.fromEnv({ env })))
 
 const invalid: ReadonlyArray<readonly [string, unknown, string]> = [
   ["slots below 1", { slots: 0 }, "slots"],
@@ -139,9 +138,10 @@ describe("ShepherdConfig.fromEnv", () => {
 
   it.effect("overrides the base config field by field", () =>
     Effect.gen(function*() {
-      const config = yield* ShepherdConfig.fromEnv({ slots: 2, name: "base", kill: { grace: 100, signal: "SIGHUP" } }).pipe(
-        withEnv({ SHEPHERD_SLOTS: "3", SHEPHERD_FORCE_WAIT: "10" })
-      )
+      const config = yield* ShepherdConfig.fromEnv({ slots: 2, name: "base", kill: { grace: 100, signal: "SIGHUP" } })
+        .pipe(
+          withEnv({ SHEPHERD_SLOTS: "3", SHEPHERD_FORCE_WAIT: "10" })
+        )
       assert.strictEqual(config.slots, 3)
       assert.strictEqual(config.name, "base")
       assert.deepStrictEqual(config.kill, { signal: "SIGHUP", graceMs: 100, forceWaitMs: 10 })
@@ -163,7 +163,9 @@ describe("ShepherdConfig.fromEnv", () => {
       assert.strictEqual(signal.field, "kill.signal")
       const grace = yield* Effect.flip(ShepherdConfig.fromEnv().pipe(withEnv({ SHEPHERD_GRACE: "-1" })))
       assert.strictEqual(grace.field, "kill.grace")
-      const cap = yield* Effect.flip(ShepherdConfig.fromEnv().pipe(withEnv({ SHEPHERD_SLOTS: "8", SHEPHERD_HARD_CAP: "4" })))
+      const cap = yield* Effect.flip(
+        ShepherdConfig.fromEnv().pipe(withEnv({ SHEPHERD_SLOTS: "8", SHEPHERD_HARD_CAP: "4" }))
+      )
       assert.strictEqual(cap.field, "hardCap")
     }))
 

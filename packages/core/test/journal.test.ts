@@ -58,7 +58,13 @@ describe("journal", () => {
       yield* Journal.registered(journal, container, 3)
       yield* Journal.released(journal, "p~1:1", "Graceful", "terminated", 4)
       yield* Journal.hostStopped(journal, "p~1", 5)
-      assert.deepStrictEqual(written.map((r) => r._tag), ["HostStarted", "Intent", "Registered", "Exited", "HostStopped"])
+      assert.deepStrictEqual(written.map((r) => r._tag), [
+        "HostStarted",
+        "Intent",
+        "Registered",
+        "Exited",
+        "HostStopped"
+      ])
       assert.isFalse("redacted" in written[1]!)
       assert.deepStrictEqual(calls, ["register p~1:1", "unregister p~1:1"])
       assert.strictEqual((yield* Metric.value(events)).count, 5)

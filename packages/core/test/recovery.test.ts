@@ -15,7 +15,12 @@ const entries = 50_000
 
 const records = (): Array<LedgerRecord> => {
   const poolId = "old~00000000"
-  const out: Array<LedgerRecord> = [{ _tag: "HostStarted", poolId, host: { pid: 4_194_000, startTime: "1", bootId }, at: 1 }]
+  const out: Array<LedgerRecord> = [{
+    _tag: "HostStarted",
+    poolId,
+    host: { pid: 4_194_000, startTime: "1", bootId },
+    at: 1
+  }]
   for (let i = 0; i < entries; i++) {
     const shepherdId = `${poolId}:${i}`
     // Pids the test OS never had: every leader is gone and its group proves nothing.

@@ -18,8 +18,10 @@ const make = (config: ShepherdConfig.ShepherdConfig) =>
 
 /** Takes a slot and counts it as held; returns its release. */
 const takeAndHold = (slots: Slots.Slots, gaveUp: () => Effect.Effect<void> = never) =>
-  Effect.flatMap(Slots.take(slots, request, 0, gaveUp, restore), (acquired) =>
-    acquired ? Effect.succeed(Slots.hold(slots)) : Effect.die(new Error("gave up")))
+  Effect.flatMap(
+    Slots.take(slots, request, 0, gaveUp, restore),
+    (acquired) => acquired ? Effect.succeed(Slots.hold(slots)) : Effect.die(new Error("gave up"))
+  )
 
 describe("slots", () => {
   it.effect("a free slot is taken at once; the next request waits and gets it when the first is released", () =>

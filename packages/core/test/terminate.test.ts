@@ -21,10 +21,14 @@ interface Harness {
   readonly table: ProcessTable["Service"]
   readonly hurry: Deferred.Deferred<void>
   /** Launches `command` as tree `t:<n>` and returns it with its `terminate` input. */
-  readonly launch: (command: string) => Effect.Effect<{
-    readonly launched: Launched
-    readonly run: (policy?: KillPolicy) => ReturnType<typeof terminate>
-  }, never, Scope.Scope>
+  readonly launch: (command: string) => Effect.Effect<
+    {
+      readonly launched: Launched
+      readonly run: (policy?: KillPolicy) => ReturnType<typeof terminate>
+    },
+    never,
+    Scope.Scope
+  >
 }
 
 const harness = <A, E>(
@@ -41,7 +45,9 @@ const harness = <A, E>(
     const launch = (command: string) =>
       Effect.gen(function*() {
         const shepherdId = `t:${++n}`
-        const launched = yield* Effect.orDie(launcher.launch(ChildProcess.make(command, []), { SHEPHERD_ID: shepherdId }))
+        const launched = yield* Effect.orDie(
+          launcher.launch(ChildProcess.make(command, []), { SHEPHERD_ID: shepherdId })
+        )
         const run = (p: KillPolicy = policy) =>
           terminate({
             table,
@@ -70,34 +76,40 @@ describe("terminate", () => {
       })))
 
   it.effect("wakes as soon as a slow TERM handler exits, not on the next poll", () =>
-    harness((os) => os.define("slow", { onTerm: { exitAfterMs: 333, code: 0 } }), ({ launch }) =>
-      Effect.gen(function*() {
-        const { launched, run } = yield* launch("slow")
-        const fiber = yield* Effect.forkChild(run())
-        yield* TestClock.adjust(332)
-        assert.isUndefined(yield* poll(fiber))
-        yield* TestClock.adjust(1)
-        const r = valueOf(yield* poll(fiber))
-        assert.strictEqual(r.outcome._tag, "Graceful")
-        assert.strictEqual(r.durationMs, 333)
-        assert.deepStrictEqual(launched.exitStatus(), { code: 0, signal: null })
-      })))
+    harness(
+      (os) => os.define("slow", { onTerm: { exitAfterMs: 333, code: 0 } }),
+      ({ launch }) =>
+        Effect.gen(function*() {
+          const { launched, run } = yield* launch("slow")
+          const fiber = yield* Effect.forkChild(run())
+          yield* TestClock.adjust(332)
+          assert.isUndefined(yield* poll(fiber))
+          yield* TestClock.adjust(1)
+          const r = valueOf(yield* poll(fiber))
+          assert.strictEqual(r.outcome._tag, "Graceful")
+          assert.strictEqual(r.durationMs, 333)
+          assert.deepStrictEqual(launched.exitStatus(), { code: 0, signal: null })
+        })
+    ))
 
   it.effect("SIGKILLs a TERM-ignoring tree exactly when the grace ends", () =>
-    harness((os) => os.define("stubborn", { onTerm: "ignore", children: 1 }), ({ launch, os }) =>
-      Effect.gen(function*() {
-        const { run } = yield* launch("stubborn")
-        const fiber = yield* Effect.forkChild(run())
-        yield* TestClock.adjust(4999)
-        assert.isUndefined(yield* poll(fiber))
-        assert.isTrue(os.signalsSent().every((s) => s.signal === "SIGTERM"))
-        yield* TestClock.adjust(1)
-        const r = valueOf(yield* poll(fiber))
-        assert.strictEqual(r.outcome._tag, "Forced")
-        assert.strictEqual(r.durationMs, 5000)
-        assert.sameMembers([...r.forced], os.processes().map((p) => p.pid))
-        assert.sameMembers([...r.signalled], os.processes().map((p) => p.pid))
-      })))
+    harness(
+      (os) => os.define("stubborn", { onTerm: "ignore", children: 1 }),
+      ({ launch, os }) =>
+        Effect.gen(function*() {
+          const { run } = yield* launch("stubborn")
+          const fiber = yield* Effect.forkChild(run())
+          yield* TestClock.adjust(4999)
+          assert.isUndefined(yield* poll(fiber))
+          assert.isTrue(os.signalsSent().every((s) => s.signal === "SIGTERM"))
+          yield* TestClock.adjust(1)
+          const r = valueOf(yield* poll(fiber))
+          assert.strictEqual(r.outcome._tag, "Forced")
+          assert.strictEqual(r.durationMs, 5000)
+          assert.sameMembers([...r.forced], os.processes().map((p) => p.pid))
+          assert.sameMembers([...r.signalled], os.processes().map((p) => p.pid))
+        })
+    ))
 
   it.effect("with SIGKILL as the policy's signal there is no graceful phase", () =>
     harness((os) => os.define("stubborn", { onTerm: "ignore" }), ({ launch, os }) =>
@@ -133,35 +145,41 @@ describe("terminate", () => {
       })))
 
   it.effect("a member that survives SIGKILL is Escaped after grace + forceWait", () =>
-    harness((os) => os.define("stuck", { onTerm: "ignore", unkillable: 1 }), ({ launch, os }) =>
-      Effect.gen(function*() {
-        const { launched, run } = yield* launch("stuck")
-        const fiber = yield* Effect.forkChild(run())
-        yield* TestClock.adjust(5999)
-        assert.isUndefined(yield* poll(fiber))
-        yield* TestClock.adjust(1)
-        const r = valueOf(yield* poll(fiber))
-        const stuck = os.alive()
-        assert.strictEqual(stuck.length, 1)
-        assert.deepStrictEqual(r.outcome, { _tag: "Escaped", escaped: [stuck[0]!.pid] })
-        assert.strictEqual(r.durationMs, 6000)
-        assert.include(r.forced, launched.pid)
-        yield* os.exit(stuck[0]!.pid)
-      })))
+    harness(
+      (os) => os.define("stuck", { onTerm: "ignore", unkillable: 1 }),
+      ({ launch, os }) =>
+        Effect.gen(function*() {
+          const { launched, run } = yield* launch("stuck")
+          const fiber = yield* Effect.forkChild(run())
+          yield* TestClock.adjust(5999)
+          assert.isUndefined(yield* poll(fiber))
+          yield* TestClock.adjust(1)
+          const r = valueOf(yield* poll(fiber))
+          const stuck = os.alive()
+          assert.strictEqual(stuck.length, 1)
+          assert.deepStrictEqual(r.outcome, { _tag: "Escaped", escaped: [stuck[0]!.pid] })
+          assert.strictEqual(r.durationMs, 6000)
+          assert.include(r.forced, launched.pid)
+          yield* os.exit(stuck[0]!.pid)
+        })
+    ))
 
   it.effect("a SIGKILL survivor that dies within forceWait still counts as Forced", () =>
-    harness((os) => os.define("stuck", { onTerm: "ignore", unkillable: 1 }), ({ launch, os }) =>
-      Effect.gen(function*() {
-        const { run } = yield* launch("stuck")
-        const fiber = yield* Effect.forkChild(run())
-        yield* TestClock.adjust(5500)
-        const stuck = os.alive()
-        yield* os.exit(stuck[0]!.pid)
-        yield* TestClock.adjust(20)
-        const r = valueOf(yield* poll(fiber))
-        assert.strictEqual(r.outcome._tag, "Forced")
-        assert.isAtMost(r.durationMs, 5520)
-      })))
+    harness(
+      (os) => os.define("stuck", { onTerm: "ignore", unkillable: 1 }),
+      ({ launch, os }) =>
+        Effect.gen(function*() {
+          const { run } = yield* launch("stuck")
+          const fiber = yield* Effect.forkChild(run())
+          yield* TestClock.adjust(5500)
+          const stuck = os.alive()
+          yield* os.exit(stuck[0]!.pid)
+          yield* TestClock.adjust(20)
+          const r = valueOf(yield* poll(fiber))
+          assert.strictEqual(r.outcome._tag, "Forced")
+          assert.isAtMost(r.durationMs, 5520)
+        })
+    ))
 
   it.effect("an unreadable table still ends the leader (our own child) and reports Unverified", () =>
     harness(() => {}, ({ launch, os }) =>
@@ -207,14 +225,17 @@ describe("terminate", () => {
       })))
 
   it.effect("an orphan container (no leader handle) is found by its cookie, or reported Gone", () =>
-    harness((os) => os.define("daemon", { escapedChildren: 1 }), ({ launch, os, table, hurry }) =>
-      Effect.gen(function*() {
-        const { launched } = yield* launch("daemon")
-        const orphan = { pgid: -1, shepherdId: "t:1", leader: launched.identity }
-        const r = yield* terminate({ table, container: orphan, policy, hurry })
-        assert.strictEqual(r.outcome._tag, "Graceful")
-        assert.sameMembers([...r.signalled], os.processes().map((p) => p.pid))
-        const again = yield* terminate({ table, container: orphan, policy, hurry })
-        assert.deepStrictEqual(again.outcome, { _tag: "Gone" })
-      })))
+    harness(
+      (os) => os.define("daemon", { escapedChildren: 1 }),
+      ({ launch, os, table, hurry }) =>
+        Effect.gen(function*() {
+          const { launched } = yield* launch("daemon")
+          const orphan = { pgid: -1, shepherdId: "t:1", leader: launched.identity }
+          const r = yield* terminate({ table, container: orphan, policy, hurry })
+          assert.strictEqual(r.outcome._tag, "Graceful")
+          assert.sameMembers([...r.signalled], os.processes().map((p) => p.pid))
+          const again = yield* terminate({ table, container: orphan, policy, hurry })
+          assert.deepStrictEqual(again.outcome, { _tag: "Gone" })
+        })
+    ))
 })

@@ -41,7 +41,10 @@ export const settle = <A, E>(effect: Effect.Effect<A, E>, ms = 60_000) =>
 
 /** Like `settle`, but returns the success value (and fails the test otherwise). */
 export const settleValue = <A, E>(effect: Effect.Effect<A, E>, ms?: number) =>
-  Effect.flatMap(settle(effect, ms), (exit) => Exit.isSuccess(exit) ? Effect.succeed(exit.value) : Effect.die(exit.cause))
+  Effect.flatMap(
+    settle(effect, ms),
+    (exit) => Exit.isSuccess(exit) ? Effect.succeed(exit.value) : Effect.die(exit.cause)
+  )
 
 /** A fiber's exit if it has completed, after letting every ready fiber run. */
 export const poll = <A, E>(fiber: Fiber.Fiber<A, E>) =>

@@ -55,7 +55,11 @@ export const prometheus = (snapshots: ReadonlyArray<Metric.Metric.Snapshot>): st
       case "Histogram":
         head("histogram")
         for (const [boundary, count] of s.state.buckets) {
-          lines.push(`${name}_bucket${labels(s.attributes, { le: Number.isFinite(boundary) ? String(boundary) : "+Inf" })} ${count}`)
+          lines.push(
+            `${name}_bucket${
+              labels(s.attributes, { le: Number.isFinite(boundary) ? String(boundary) : "+Inf" })
+            } ${count}`
+          )
         }
         lines.push(`${name}_sum${labels(s.attributes)} ${s.state.sum}`)
         lines.push(`${name}_count${labels(s.attributes)} ${s.state.count}`)
@@ -66,7 +70,9 @@ export const prometheus = (snapshots: ReadonlyArray<Metric.Metric.Snapshot>): st
         break
       case "Summary":
         head("summary")
-        for (const [q, v] of s.state.quantiles) lines.push(`${name}${labels(s.attributes, { quantile: String(q) })} ${v ?? "NaN"}`)
+        for (const [q, v] of s.state.quantiles) {
+          lines.push(`${name}${labels(s.attributes, { quantile: String(q) })} ${v ?? "NaN"}`)
+        }
         lines.push(`${name}_sum${labels(s.attributes)} ${s.state.sum}`)
         lines.push(`${name}_count${labels(s.attributes)} ${s.state.count}`)
         break
@@ -96,8 +102,10 @@ export const routes = Layer.mergeAll(
   HttpRouter.add(
     "GET",
     "/metrics",
-    Effect.map(Metric.snapshot, (snapshots) =>
-      HttpServerResponse.text(prometheus(snapshots), { contentType: "text/plain; version=0.0.4" }))
+    Effect.map(
+      Metric.snapshot,
+      (snapshots) => HttpServerResponse.text(prometheus(snapshots), { contentType: "text/plain; version=0.0.4" })
+    )
   )
 )
 
@@ -120,7 +128,9 @@ const maxConnections = 64
  * @since 0.1.0
  * @category layers
  */
-export const layer = (options: { readonly port?: number | undefined; readonly host?: string | undefined } = {}): Layer.Layer<
+export const layer = (
+  options: { readonly port?: number | undefined; readonly host?: string | undefined } = {}
+): Layer.Layer<
   HttpServer.HttpServer,
   HttpServerError.ServeError,
   ProcessPool
@@ -141,6 +151,8 @@ export const layer = (options: { readonly port?: number | undefined; readonly ho
     ))
     return dropConnections.pipe(
       Layer.provideMerge(HttpRouter.serve(routes, { disableLogger: true, disableListenLog: true })),
-      Layer.provideMerge(NodeHttpServer.layer(() => server, { port: options.port ?? 0, host: options.host ?? "127.0.0.1" }))
+      Layer.provideMerge(
+        NodeHttpServer.layer(() => server, { port: options.port ?? 0, host: options.host ?? "127.0.0.1" })
+      )
     )
   }))

@@ -109,7 +109,10 @@ export const make = (options: Options) =>
       catch: (error) =>
         error instanceof LedgerLocked || error instanceof LedgerError
           ? error
-          : new LedgerError({ path: path.resolve(options.path), reason: error instanceof Refused ? error.message : String(error) })
+          : new LedgerError({
+            path: path.resolve(options.path),
+            reason: error instanceof Refused ? error.message : String(error)
+          })
     }),
     (handle) => Effect.sync(() => handle.close())
   ).pipe(
@@ -164,7 +167,9 @@ const open = (options: Options) => {
     if (rewrite && (parsed.badLines > 0 || parsed.tornLine)) {
       // Never dropped: the ledger as found is kept aside (a hard link, so it is never missing) before
       // it is rewritten from what could be parsed.
-      quarantined = `${file}.corrupt-${new Date().toISOString().replace(/[:.]/g, "-")}-${crypto.randomBytes(2).toString("hex")}`
+      quarantined = `${file}.corrupt-${new Date().toISOString().replace(/[:.]/g, "-")}-${
+        crypto.randomBytes(2).toString("hex")
+      }`
       fs.linkSync(file, quarantined)
     }
   } catch (error) {

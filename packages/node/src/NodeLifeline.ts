@@ -64,7 +64,12 @@ const startSentinel = (poolId: string): Sentinel => {
       env: { ...process.env, SHEPHERD_SENTINEL: poolId }
     })
   } catch (error) {
-    return { pid: undefined, stdin: undefined, exited: true, ended: Promise.resolve(`could not start: ${String(error)}`) }
+    return {
+      pid: undefined,
+      stdin: undefined,
+      exited: true,
+      ended: Promise.resolve(`could not start: ${String(error)}`)
+    }
   }
   const sentinel: Sentinel = { pid: child.pid, stdin: child.stdin ?? undefined, exited: false, ended }
   child.on("error", (error) => {
@@ -77,8 +82,7 @@ const startSentinel = (poolId: string): Sentinel => {
   })
   child.unref()
   const stdin = sentinel.stdin
-  stdin?.on("error", () => {})
-  // Neither the process nor its pipe may keep the host's event loop alive.
+  stdin?.on("error", () => {}) // Neither the process nor its pipe may keep the host's event loop alive.
   ;(stdin as unknown as { unref?: () => void } | undefined)?.unref?.()
   return sentinel
 }
@@ -146,7 +150,9 @@ const attach = (poolId: string, policy: KillPolicy) =>
         restarts++
         yield* Metric.update(Metric.withAttributes(restartsMetric, { outcome: "restarted" }), 1)
         yield* Effect.logWarning(
-          `lifeline of pool ${poolId}: ${lastError}; restarted as pid ${current.pid ?? "(none)"} with ${registered.size} container(s)`
+          `lifeline of pool ${poolId}: ${lastError}; restarted as pid ${
+            current.pid ?? "(none)"
+          } with ${registered.size} container(s)`
         )
       }
     })

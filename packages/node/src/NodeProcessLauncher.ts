@@ -49,7 +49,12 @@ const spawnError = (command: ChildProcess.StandardCommand, error: NodeJS.ErrnoEx
   })
 
 const toStdio = (
-  option: ChildProcess.CommandInput | ChildProcess.CommandOutput | ChildProcess.StdinConfig | ChildProcess.StdoutConfig | undefined
+  option:
+    | ChildProcess.CommandInput
+    | ChildProcess.CommandOutput
+    | ChildProcess.StdinConfig
+    | ChildProcess.StdoutConfig
+    | undefined
 ): NodeChildProcess.IOType => {
   if (option === undefined) return "pipe"
   if (typeof option === "string") return option === "overlapped" ? "overlapped" : option
@@ -83,7 +88,8 @@ const launch = Effect.fnUntraced(function*(
     // Node reports a bad cwd as "spawn <cmd> ENOENT", indistinguishable from a missing executable.
     yield* Effect.tryPromise({
       try: () => fs.promises.access(dir),
-      catch: (error) => spawnError(command, error as NodeJS.ErrnoException, `working directory ${dir} is not accessible`)
+      catch: (error) =>
+        spawnError(command, error as NodeJS.ErrnoException, `working directory ${dir} is not accessible`)
     })
     cwd = dir
   }
@@ -135,19 +141,44 @@ const launch = Effect.fnUntraced(function*(
     stdinSink = NodeSink.fromWritable({
       evaluate: () => writable,
       onError: (error) =>
-        PlatformError.systemError({ _tag: "Unknown", module: "ChildProcess", method: "fromWritable(stdin)", description: String(error) }),
+        PlatformError.systemError({
+          _tag: "Unknown",
+          module: "ChildProcess",
+          method: "fromWritable(stdin)",
+          description: String(error)
+        }),
       endOnDone: config?.endOnDone ?? true,
       encoding: config?.encoding ?? "utf-8"
     })
-    const source = Stream.isStream(options.stdin) ? options.stdin : config !== undefined && Stream.isStream(config.stream) ? config.stream : undefined
+    const source = Stream.isStream(options.stdin)
+      ? options.stdin
+      : config !== undefined && Stream.isStream(config.stream)
+      ? config.stream
+      : undefined
     if (source !== undefined) {
       yield* Effect.forkScoped(Effect.ignore(Stream.run(source, stdinSink)))
     }
   }
-  let out: Stream.Stream<Uint8Array, PlatformError.PlatformError> = child.stdout === null ? Stream.empty : outputTap.tap(child.stdout, "stdout")
-  let err: Stream.Stream<Uint8Array, PlatformError.PlatformError> = child.stderr === null ? Stream.empty : outputTap.tap(child.stderr, "stderr")
-  const outSink = typeof options.stdout === "object" ? (Sink.isSink(options.stdout) ? options.stdout : Sink.isSink(options.stdout.stream) ? options.stdout.stream : undefined) : undefined
-  const errSink = typeof options.stderr === "object" ? (Sink.isSink(options.stderr) ? options.stderr : Sink.isSink(options.stderr.stream) ? options.stderr.stream : undefined) : undefined
+  let out: Stream.Stream<Uint8Array, PlatformError.PlatformError> = child.stdout === null
+    ? Stream.empty
+    : outputTap.tap(child.stdout, "stdout")
+  let err: Stream.Stream<Uint8Array, PlatformError.PlatformError> = child.stderr === null
+    ? Stream.empty
+    : outputTap.tap(child.stderr, "stderr")
+  const outSink = typeof options.stdout === "object"
+    ? (Sink.isSink(options.stdout)
+      ? options.stdout
+      : Sink.isSink(options.stdout.stream)
+      ? options.stdout.stream
+      : undefined)
+    : undefined
+  const errSink = typeof options.stderr === "object"
+    ? (Sink.isSink(options.stderr)
+      ? options.stderr
+      : Sink.isSink(options.stderr.stream)
+      ? options.stderr.stream
+      : undefined)
+    : undefined
   if (outSink !== undefined) out = Stream.transduce(out, outSink)
   if (errSink !== undefined) err = Stream.transduce(err, errSink)
 

@@ -157,7 +157,11 @@ export const make = (): ProcessTable["Service"] => {
           const fresh = cache.confirm(pid, entry)
           if (fresh === undefined || !ours(pid)) continue
           if (fresh !== entry && !Membership.carriesPrefix(cache.cookieOf(pid, fresh), prefix)) continue
-          out.push({ identity: { pid, startTime: fresh.startTime, bootId }, shepherdId: cache.cookieOf(pid, fresh)!, pgid: fresh.pgid })
+          out.push({
+            identity: { pid, startTime: fresh.startTime, bootId },
+            shepherdId: cache.cookieOf(pid, fresh)!,
+            pgid: fresh.pgid
+          })
         }
         return out
       },
@@ -202,7 +206,9 @@ let cachedBootId: string | undefined
 export const identify = (pid: number): ProcessIdentity | undefined => {
   try {
     const stat = procfs.readStat(pid)
-    return stat === undefined ? undefined : { pid, startTime: stat.startTime, bootId: cachedBootId ??= procfs.readBootId() }
+    return stat === undefined
+      ? undefined
+      : { pid, startTime: stat.startTime, bootId: cachedBootId ??= procfs.readBootId() }
   } catch {
     return undefined
   }
@@ -270,7 +276,15 @@ export const carriers = (prefix: string): Array<CarrierInfo> => {
     if (stat === undefined || procfs.isDead(stat)) continue
     const shepherdId = procfs.readCookie(pid)
     if (typeof shepherdId !== "string" || !shepherdId.startsWith(prefix)) continue
-    out.push({ pid, ppid: stat.ppid, pgid: stat.pgid, sid: stat.sid, state: stat.state, shepherdId, cmdline: procfs.readCmdline(pid) })
+    out.push({
+      pid,
+      ppid: stat.ppid,
+      pgid: stat.pgid,
+      sid: stat.sid,
+      state: stat.state,
+      shepherdId,
+      cmdline: procfs.readCmdline(pid)
+    })
   }
   return out
 }

@@ -11,7 +11,14 @@ import * as ledgerFile from "../src/internal/ledgerFile.ts"
 
 const host = { pid: 4242, startTime: "100", bootId: "boot" }
 const started: LedgerRecord = { _tag: "HostStarted", poolId: "p~1", host, at: 1 }
-const intent: LedgerRecord = { _tag: "Intent", poolId: "p~1", shepherdId: "p~1:1", session: "s", command: "sleep 1", at: 2 }
+const intent: LedgerRecord = {
+  _tag: "Intent",
+  poolId: "p~1",
+  shepherdId: "p~1:1",
+  session: "s",
+  command: "sleep 1",
+  at: 2
+}
 
 describe("ledgerFile", () => {
   it("encode writes one line per record, and parse reads it back", () => {

@@ -39,69 +39,87 @@ const thrown = (body: () => unknown): unknown => {
 }
 
 describe("ledgerLock", () => {
-  it("readLock tells missing, corrupt and valid locks apart", withDir((file) => {
-    assert.strictEqual(ledgerLock.readLock(`${file}.lock`)._tag, "Missing")
-    writeLock(file, "{half")
-    assert.strictEqual(ledgerLock.readLock(`${file}.lock`)._tag, "Corrupt")
-    writeLock(file, JSON.stringify({ pid: "1", startTime: "1", bootId: "b" }))
-    assert.strictEqual(ledgerLock.readLock(`${file}.lock`)._tag, "Corrupt")
-    writeLock(file, JSON.stringify({ ...self, token: "t" }))
-    const valid = ledgerLock.readLock(`${file}.lock`)
-    assert.strictEqual(valid._tag, "Valid")
-    if (valid._tag === "Valid") assert.deepStrictEqual(ledgerLock.identityOf(valid.owner), self)
-  }))
+  it(
+    "readLock tells missing, corrupt and valid locks apart",
+    withDir((file) => {
+      assert.strictEqual(ledgerLock.readLock(`${file}.lock`)._tag, "Missing")
+      writeLock(file, "{half")
+      assert.strictEqual(ledgerLock.readLock(`${file}.lock`)._tag, "Corrupt")
+      writeLock(file, JSON.stringify({ pid: "1", startTime: "1", bootId: "b" }))
+      assert.strictEqual(ledgerLock.readLock(`${file}.lock`)._tag, "Corrupt")
+      writeLock(file, JSON.stringify({ ...self, token: "t" }))
+      const valid = ledgerLock.readLock(`${file}.lock`)
+      assert.strictEqual(valid._tag, "Valid")
+      if (valid._tag === "Valid") assert.deepStrictEqual(ledgerLock.identityOf(valid.owner), self)
+    })
+  )
 
   it("ownerState: this process with its executable is live; a gone, reused or other-executable owner is not", () => {
     const exe = ledgerLock.exeOf("self")
     assert.strictEqual(ledgerLock.ownerState({ ...self, exe }, self.bootId), "live")
     assert.strictEqual(ledgerLock.ownerState({ ...self, startTime: "1", exe }, self.bootId), "gone")
     assert.strictEqual(ledgerLock.ownerState({ ...self, exe }, "another-boot"), "gone")
-    assert.strictEqual(ledgerLock.ownerState({ pid: 4_194_000, startTime: "1", bootId: self.bootId, exe }, self.bootId), "gone")
+    assert.strictEqual(
+      ledgerLock.ownerState({ pid: 4_194_000, startTime: "1", bootId: self.bootId, exe }, self.bootId),
+      "gone"
+    )
     const other = ledgerLock.ownerState({ ...self, exe: "/usr/bin/not-the-host" }, self.bootId)
     assert.isObject(other)
     assert.include((other as { notAHost: string }).notAHost, "/usr/bin/not-the-host")
   })
 
-  it("acquire creates the lock, a second acquire is LedgerLocked, release removes it", withDir((file) => {
-    const first = ledgerLock.acquire(file, self, fail)
-    assert.isUndefined(first.takeover)
-    const lock = ledgerLock.readLock(`${file}.lock`)
-    assert.strictEqual(lock._tag, "Valid")
-    const second = thrown(() => ledgerLock.acquire(file, self, fail))
-    assert.instanceOf(second, LedgerLocked)
-    assert.strictEqual((second as LedgerLocked).ownerPid, process.pid)
-    first.release()
-    assert.isFalse(fs.existsSync(`${file}.lock`))
-  }))
+  it(
+    "acquire creates the lock, a second acquire is LedgerLocked, release removes it",
+    withDir((file) => {
+      const first = ledgerLock.acquire(file, self, fail)
+      assert.isUndefined(first.takeover)
+      const lock = ledgerLock.readLock(`${file}.lock`)
+      assert.strictEqual(lock._tag, "Valid")
+      const second = thrown(() => ledgerLock.acquire(file, self, fail))
+      assert.instanceOf(second, LedgerLocked)
+      assert.strictEqual((second as LedgerLocked).ownerPid, process.pid)
+      first.release()
+      assert.isFalse(fs.existsSync(`${file}.lock`))
+    })
+  )
 
-  it("a lock of a gone owner is taken over, and the takeover is reported", withDir((file) => {
-    const gone = { pid: 4_194_000, startTime: "1", bootId: self.bootId, token: "old", exe: process.execPath }
-    writeLock(file, JSON.stringify(gone))
-    const taken = ledgerLock.acquire(file, self, fail)
-    assert.deepStrictEqual(taken.tookOverFrom, { pid: gone.pid, startTime: gone.startTime, bootId: gone.bootId })
-    assert.include(taken.takeover!, "is gone")
-    const now = ledgerLock.readLock(`${file}.lock`)
-    assert.isTrue(now._tag === "Valid" && now.owner.pid === process.pid)
-    assert.deepStrictEqual(fs.readdirSync(path.dirname(file)), ["p.ledger.lock"], "nothing left aside")
-    taken.release()
-  }))
+  it(
+    "a lock of a gone owner is taken over, and the takeover is reported",
+    withDir((file) => {
+      const gone = { pid: 4_194_000, startTime: "1", bootId: self.bootId, token: "old", exe: process.execPath }
+      writeLock(file, JSON.stringify(gone))
+      const taken = ledgerLock.acquire(file, self, fail)
+      assert.deepStrictEqual(taken.tookOverFrom, { pid: gone.pid, startTime: gone.startTime, bootId: gone.bootId })
+      assert.include(taken.takeover!, "is gone")
+      const now = ledgerLock.readLock(`${file}.lock`)
+      assert.isTrue(now._tag === "Valid" && now.owner.pid === process.pid)
+      assert.deepStrictEqual(fs.readdirSync(path.dirname(file)), ["p.ledger.lock"], "nothing left aside")
+      taken.release()
+    })
+  )
 
-  it("a young corrupt lock is left alone (LedgerLocked); an old one is taken over", withDir((file) => {
-    writeLock(file, "{half")
-    const young = thrown(() => ledgerLock.acquire(file, self, fail))
-    assert.instanceOf(young, LedgerLocked)
-    assert.include((young as LedgerLocked).reason!, "unreadable")
-    writeLock(file, "{half", 60_000)
-    const taken = ledgerLock.acquire(file, self, fail)
-    assert.include(taken.takeover!, "unreadable")
-    assert.isUndefined(taken.tookOverFrom)
-    taken.release()
-  }))
+  it(
+    "a young corrupt lock is left alone (LedgerLocked); an old one is taken over",
+    withDir((file) => {
+      writeLock(file, "{half")
+      const young = thrown(() => ledgerLock.acquire(file, self, fail))
+      assert.instanceOf(young, LedgerLocked)
+      assert.include((young as LedgerLocked).reason!, "unreadable")
+      writeLock(file, "{half", 60_000)
+      const taken = ledgerLock.acquire(file, self, fail)
+      assert.include(taken.takeover!, "unreadable")
+      assert.isUndefined(taken.tookOverFrom)
+      taken.release()
+    })
+  )
 
-  it("release leaves a lock that is no longer ours", withDir((file) => {
-    const held = ledgerLock.acquire(file, self, fail)
-    writeLock(file, JSON.stringify({ ...self, token: "someone-else" }))
-    held.release()
-    assert.isTrue(fs.existsSync(`${file}.lock`))
-  }))
+  it(
+    "release leaves a lock that is no longer ours",
+    withDir((file) => {
+      const held = ledgerLock.acquire(file, self, fail)
+      writeLock(file, JSON.stringify({ ...self, token: "someone-else" }))
+      held.release()
+      assert.isTrue(fs.existsSync(`${file}.lock`))
+    })
+  )
 })

@@ -111,23 +111,26 @@ const main = async () => {
       ))
     case "shepherd":
       return Effect.runPromise(
-        withPool(poolConfig(ctx, "mem", { slots: n + 10, hardCap: 2 * n + 20, kill: { grace: "1 second" } }), (pool) =>
-          Effect.gen(function*() {
-            for (let i = 0; i < 5; i++) {
-              const warm = yield* Effect.orDie(pool.spawn(sleepCmd, { session: "warm" }))
-              yield* warm.terminate()
-            }
-            yield* pool.closeSession("warm")
-            const before = yield* Effect.promise(heap)
-            // bound to the pool's scope and to the session "mem": alive until the pool closes
-            const pids = yield* Effect.forEach(
-              Array.from({ length: n }),
-              () => Effect.map(Effect.orDie(pool.spawn(sleepCmd, { session: "mem" })), (p) => p.pid),
-              { concurrency }
-            )
-            const after = yield* Effect.promise(heap)
-            return { before, after, pids, perProcess: (after - before) / n }
-          })).pipe(Effect.provideService(References.MinimumLogLevel, "Warn"))
+        withPool(
+          poolConfig(ctx, "mem", { slots: n + 10, hardCap: 2 * n + 20, kill: { grace: "1 second" } }),
+          (pool) =>
+            Effect.gen(function*() {
+              for (let i = 0; i < 5; i++) {
+                const warm = yield* Effect.orDie(pool.spawn(sleepCmd, { session: "warm" }))
+                yield* warm.terminate()
+              }
+              yield* pool.closeSession("warm")
+              const before = yield* Effect.promise(heap)
+              // bound to the pool's scope and to the session "mem": alive until the pool closes
+              const pids = yield* Effect.forEach(
+                Array.from({ length: n }),
+                () => Effect.map(Effect.orDie(pool.spawn(sleepCmd, { session: "mem" })), (p) => p.pid),
+                { concurrency }
+              )
+              const after = yield* Effect.promise(heap)
+              return { before, after, pids, perProcess: (after - before) / n }
+            })
+        ).pipe(Effect.provideService(References.MinimumLogLevel, "Warn"))
       )
     default:
       throw new Error(`unknown variant ${variant}`)

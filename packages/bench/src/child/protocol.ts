@@ -25,7 +25,9 @@ export const runChild = <A>(
       (error, stdout, stderr) => {
         const line = stdout.split("\n").find((l) => l.startsWith(prefix))
         if (error !== null || line === undefined) {
-          reject(new Error(`${script} ${args.join(" ")} failed: ${error?.message ?? "no result"}\n${stderr.slice(-2000)}`))
+          reject(
+            new Error(`${script} ${args.join(" ")} failed: ${error?.message ?? "no result"}\n${stderr.slice(-2000)}`)
+          )
           return
         }
         resolve(JSON.parse(line.slice(prefix.length)) as A)

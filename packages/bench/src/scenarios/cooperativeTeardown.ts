@@ -45,89 +45,97 @@ const timeCloseEffect = (members: Array<Identity>, close: Effect.Effect<unknown>
   })
 
 export const run = (ctx: Ctx): Effect.Effect<ScenarioOutput> =>
-  withPool(poolConfig(ctx, "coop", { slots: 4, kill: { grace: "5 seconds" } }), (pool) =>
-    withEffectSpawner((spawner) =>
-      Effect.gen(function*() {
-        const runs = ctx.quick ? 4 : 15
-        const slowRuns = ctx.quick ? 1 : 5
-        const samples: Record<string, Array<number>> = {
-          "raw kill(-pgid, SIGTERM) + /proc poll": [],
-          "Shepherd session close": [],
-          "tree-kill (SIGTERM, ps discovery)": [],
-          "Effect scope close": [],
-          "Effect handle.kill()": []
-        }
-        const effectCmd = ChildProcess.make("sh", ["-c", trees.cooperative], quiet)
-
-        const raw = Effect.promise(async () => {
-          const child = NodeChildProcess.spawn("sh", ["-c", trees.cooperative], { stdio: "ignore", detached: true })
-          const members = await awaitTree(() => groupMembers(child.pid!))
-          return timeClose(members, async () => process.kill(-child.pid!, "SIGTERM"))
-        })
-
-        const withTreeKill = Effect.promise(async () => {
-          const child = NodeChildProcess.spawn("sh", ["-c", trees.cooperative], { stdio: "ignore", detached: true })
-          const members = await awaitTree(() => groupMembers(child.pid!))
-          return timeClose(
-            members,
-            () => new Promise<void>((resolve, reject) => treeKill(child.pid!, "SIGTERM", (e) => e ? reject(e) : resolve()))
-          )
-        })
-
-        let sessionNo = 0
-        const shepherd = Effect.gen(function*() {
-          const id = `coop-${++sessionNo}`
-          const managed = yield* Effect.orDie(pool.spawn(sh(trees.cooperative), { session: id }))
-          const members = yield* Effect.promise(() => awaitTree(() => membersById(managed.shepherdId)))
-          return yield* timeCloseEffect(members, pool.closeSession(id))
-        }).pipe(Effect.scoped)
-
-        const effectScope = Effect.gen(function*() {
-          const scope = yield* Scope.make()
-          const handle = yield* Effect.orDie(Scope.provide(scope)(spawner.spawn(effectCmd)))
-          const members = yield* Effect.promise(() => awaitTree(() => groupMembers(handle.pid)))
-          return yield* timeCloseEffect(members, Scope.close(scope, Exit.void))
-        })
-
-        const effectKill = Effect.gen(function*() {
-          const scope = yield* Scope.make()
-          const handle = yield* Effect.orDie(Scope.provide(scope)(spawner.spawn(effectCmd)))
-          const members = yield* Effect.promise(() => awaitTree(() => groupMembers(handle.pid)))
-          const ms = yield* timeCloseEffect(members, Effect.ignore(handle.kill()))
-          yield* Scope.close(scope, Exit.void)
-          return ms
-        })
-
-        const contenders: Array<[string, Effect.Effect<number>, number]> = [
-          ["raw kill(-pgid, SIGTERM) + /proc poll", raw, runs],
-          ["Shepherd session close", shepherd, runs],
-          ["tree-kill (SIGTERM, ps discovery)", withTreeKill, runs],
-          ["Effect scope close", effectScope, slowRuns],
-          ["Effect handle.kill()", effectKill, slowRuns]
-        ]
-        // warm-up
-        yield* raw
-        yield* shepherd
-        for (let r = 0; r < runs; r++) {
-          for (const [name, measure, n] of contenders) {
-            if (r < n) samples[name]!.push(yield* measure)
+  withPool(
+    poolConfig(ctx, "coop", { slots: 4, kill: { grace: "5 seconds" } }),
+    (pool) =>
+      withEffectSpawner((spawner) =>
+        Effect.gen(function*() {
+          const runs = ctx.quick ? 4 : 15
+          const slowRuns = ctx.quick ? 1 : 5
+          const samples: Record<string, Array<number>> = {
+            "raw kill(-pgid, SIGTERM) + /proc poll": [],
+            "Shepherd session close": [],
+            "tree-kill (SIGTERM, ps discovery)": [],
+            "Effect scope close": [],
+            "Effect handle.kill()": []
           }
-        }
-        const rows = msRows(scenario, samples)
-        const shepherdMedian = median(samples["Shepherd session close"]!)
-        const targets: Array<Target> = [{
-          id: "2",
-          goal: "Shepherd session close: median ≤ 20 ms to every member gone",
-          measured: `${fmt(shepherdMedian)} ms (Effect scope close ${fmt(median(samples["Effect scope close"]!))} ms)`,
-          met: shepherdMedian <= 20
-        }]
-        log(`2: ${Object.entries(samples).map(([n, s]) => `${n} ${fmt(median(s))} ms`).join(", ")}`)
-        return {
-          rows,
-          targets,
-          notes: [
-            `2: ${runs} runs (Effect contenders ${slowRuns}, they take ~1 s each); time from the close call until /proc shows all 3 members dead or zombie (polled every 1 ms).`
+          const effectCmd = ChildProcess.make("sh", ["-c", trees.cooperative], quiet)
+
+          const raw = Effect.promise(async () => {
+            const child = NodeChildProcess.spawn("sh", ["-c", trees.cooperative], { stdio: "ignore", detached: true })
+            const members = await awaitTree(() => groupMembers(child.pid!))
+            return timeClose(members, async () => process.kill(-child.pid!, "SIGTERM"))
+          })
+
+          const withTreeKill = Effect.promise(async () => {
+            const child = NodeChildProcess.spawn("sh", ["-c", trees.cooperative], { stdio: "ignore", detached: true })
+            const members = await awaitTree(() => groupMembers(child.pid!))
+            return timeClose(
+              members,
+              () =>
+                new Promise<void>((resolve, reject) =>
+                  treeKill(child.pid!, "SIGTERM", (e) => e ? reject(e) : resolve())
+                )
+            )
+          })
+
+          let sessionNo = 0
+          const shepherd = Effect.gen(function*() {
+            const id = `coop-${++sessionNo}`
+            const managed = yield* Effect.orDie(pool.spawn(sh(trees.cooperative), { session: id }))
+            const members = yield* Effect.promise(() => awaitTree(() => membersById(managed.shepherdId)))
+            return yield* timeCloseEffect(members, pool.closeSession(id))
+          }).pipe(Effect.scoped)
+
+          const effectScope = Effect.gen(function*() {
+            const scope = yield* Scope.make()
+            const handle = yield* Effect.orDie(Scope.provide(scope)(spawner.spawn(effectCmd)))
+            const members = yield* Effect.promise(() => awaitTree(() => groupMembers(handle.pid)))
+            return yield* timeCloseEffect(members, Scope.close(scope, Exit.void))
+          })
+
+          const effectKill = Effect.gen(function*() {
+            const scope = yield* Scope.make()
+            const handle = yield* Effect.orDie(Scope.provide(scope)(spawner.spawn(effectCmd)))
+            const members = yield* Effect.promise(() => awaitTree(() => groupMembers(handle.pid)))
+            const ms = yield* timeCloseEffect(members, Effect.ignore(handle.kill()))
+            yield* Scope.close(scope, Exit.void)
+            return ms
+          })
+
+          const contenders: Array<[string, Effect.Effect<number>, number]> = [
+            ["raw kill(-pgid, SIGTERM) + /proc poll", raw, runs],
+            ["Shepherd session close", shepherd, runs],
+            ["tree-kill (SIGTERM, ps discovery)", withTreeKill, runs],
+            ["Effect scope close", effectScope, slowRuns],
+            ["Effect handle.kill()", effectKill, slowRuns]
           ]
-        }
-      })
-    ))
+          // warm-up
+          yield* raw
+          yield* shepherd
+          for (let r = 0; r < runs; r++) {
+            for (const [name, measure, n] of contenders) {
+              if (r < n) samples[name]!.push(yield* measure)
+            }
+          }
+          const rows = msRows(scenario, samples)
+          const shepherdMedian = median(samples["Shepherd session close"]!)
+          const targets: Array<Target> = [{
+            id: "2",
+            goal: "Shepherd session close: median ≤ 20 ms to every member gone",
+            measured: `${fmt(shepherdMedian)} ms (Effect scope close ${
+              fmt(median(samples["Effect scope close"]!))
+            } ms)`,
+            met: shepherdMedian <= 20
+          }]
+          log(`2: ${Object.entries(samples).map(([n, s]) => `${n} ${fmt(median(s))} ms`).join(", ")}`)
+          return {
+            rows,
+            targets,
+            notes: [
+              `2: ${runs} runs (Effect contenders ${slowRuns}, they take ~1 s each); time from the close call until /proc shows all 3 members dead or zombie (polled every 1 ms).`
+            ]
+          }
+        })
+      )
+  )

@@ -30,17 +30,23 @@ const membersOfGroups = (pgids: ReadonlySet<number>): Array<Identity> => {
   const out: Array<Identity> = []
   for (const pid of listPids()) {
     const s = readStat(pid)
-    if (s !== undefined && pgids.has(s.pgid) && s.state !== "Z" && s.state !== "X") out.push({ pid, startTime: s.startTime })
+    if (s !== undefined && pgids.has(s.pgid) && s.state !== "Z" && s.state !== "X") {
+      out.push({ pid, startTime: s.startTime })
+    }
   }
   return out
 }
 
 const awaitCount = async (find: () => Array<Identity>, n: number): Promise<Array<Identity>> => {
   let found: Array<Identity> = []
-  const ok = await waitFor(() => {
-    found = find()
-    return found.length >= n
-  }, 30_000, 10)
+  const ok = await waitFor(
+    () => {
+      found = find()
+      return found.length >= n
+    },
+    30_000,
+    10
+  )
   if (!ok) throw new Error(`expected ${n} processes, found ${found.length}`)
   return found
 }
@@ -139,7 +145,9 @@ export const run = (ctx: Ctx): Effect.Effect<ScenarioOutput> => {
               label: `N = ${n} × 1 process`,
               effect: n <= (ctx.quick ? 100 : 300)
             })),
-            ...(ctx.quick ? [] : [{ n: 300, script: trees.ignoresTermPair, perTree: 2, label: "N = 300 × 2 processes", effect: false }])
+            ...(ctx.quick
+              ? []
+              : [{ n: 300, script: trees.ignoresTermPair, perTree: 2, label: "N = 300 × 2 processes", effect: false }])
           ]
           for (const c of cases) {
             const scenario = `3. forced teardown, grace ${graceMs} ms, ${c.label}`
@@ -156,7 +164,14 @@ export const run = (ctx: Ctx): Effect.Effect<ScenarioOutput> => {
               }
             }
             for (const [variant, s] of Object.entries(samples)) {
-              rows.push({ scenario, variant, unit: "ms − grace", better: "lower", samples: s, baseline: variant.startsWith("raw") })
+              rows.push({
+                scenario,
+                variant,
+                unit: "ms − grace",
+                better: "lower",
+                samples: s,
+                baseline: variant.startsWith("raw")
+              })
             }
             if (c.perTree === 1) shepherdBySize.set(c.n, median(samples["Shepherd session close"]!))
             log(`3 ${c.label}: ${Object.entries(samples).map(([n, s]) => `${n} ${fmt(median(s))} ms`).join(", ")}`)
@@ -177,7 +192,9 @@ export const run = (ctx: Ctx): Effect.Effect<ScenarioOutput> => {
             targets.push({
               id: "3 (growth)",
               goal: "linear growth in N (100 → 300 → 1000)",
-              measured: `${fmt(at100)} / ${fmt(at300)} / ${fmt(at1000)} ms; ${fmt(slopeLow)} then ${fmt(slopeHigh)} ms per tree`,
+              measured: `${fmt(at100)} / ${fmt(at300)} / ${fmt(at1000)} ms; ${fmt(slopeLow)} then ${
+                fmt(slopeHigh)
+              } ms per tree`,
               met: slopeHigh <= Math.max(2 * slopeLow, 0.2)
             })
           }

@@ -12,7 +12,6 @@ import * as path from "node:path"
 import { fmt, log, median, type Row, type ScenarioOutput, since, type Target } from "../harness.ts"
 import type { Ctx } from "../pools.ts"
 
-
 /** The records of `count` processes: every intent and registration, then every exit. */
 const records = (count: number, run: number): Array<LedgerRecord> => {
   const poolId = `b-ledger~${run.toString(16).padStart(8, "0")}`
@@ -75,7 +74,9 @@ export const run = (ctx: Ctx): Effect.Effect<ScenarioOutput> =>
         const ledger = yield* Effect.orDie(NodeLedger.make({ path: file }))
         for (const e of events) yield* Effect.orDie(ledger.append(e))
       }))
-      samples["NodeLedger.append (intents written at once, the rest batched per turn)"]!.push(events.length / (since(start) / 1000))
+      samples["NodeLedger.append (intents written at once, the rest batched per turn)"]!.push(
+        events.length / (since(start) / 1000)
+      )
       if (r < seedRuns) {
         const seedFile = path.join(ctx.tmpDir, `b-seed-${r}.json`)
         const t = performance.now()
@@ -105,7 +106,9 @@ export const run = (ctx: Ctx): Effect.Effect<ScenarioOutput> =>
       rows,
       targets,
       notes: [
-        `5: the ledger time includes opening it (lock file, replay, first compaction) and the compactions it does on its own; ${runs} runs (seed ${seedRuns}). Files in ${path.dirname(ctx.tmpDir)} (the same disk for both).`
+        `5: the ledger time includes opening it (lock file, replay, first compaction) and the compactions it does on its own; ${runs} runs (seed ${seedRuns}). Files in ${
+          path.dirname(ctx.tmpDir)
+        } (the same disk for both).`
       ]
     }
   })

@@ -49,7 +49,9 @@ export const run = (ctx: Ctx): Effect.Effect<ScenarioOutput> =>
     const targets: Array<Target> = [{
       id: "7",
       goal: `Shepherd ≤ 20 KiB of JS heap per tracked live process (N = ${n})`,
-      measured: `${fmt(shepherd)} KiB (execa ${fmt(median(samples.get("execa")!))}, Effect ${fmt(median(samples.get("effect")!))}, raw ${fmt(median(samples.get("raw")!))})`,
+      measured: `${fmt(shepherd)} KiB (execa ${fmt(median(samples.get("execa")!))}, Effect ${
+        fmt(median(samples.get("effect")!))
+      }, raw ${fmt(median(samples.get("raw")!))})`,
       met: shepherd <= 20,
       note: ctx.quick ? "quick mode measures N = 100" : undefined
     }]

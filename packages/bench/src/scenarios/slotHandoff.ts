@@ -137,7 +137,9 @@ export const run = (ctx: Ctx): Effect.Effect<ScenarioOutput> => {
         const targets: Array<Target> = [{
           id: "4",
           goal: "hand-off median ≤ 5 ms",
-          measured: `${fmt(m)} ms (raw floor ${fmt(median(samples["raw FIFO queue, next spawn from the exit event"]!))} ms)`,
+          measured: `${fmt(m)} ms (raw floor ${
+            fmt(median(samples["raw FIFO queue, next spawn from the exit event"]!))
+          } ms)`,
           met: m <= 5
         }]
         log(`4: ${Object.entries(samples).map(([n, s]) => `${n} ${fmt(median(s))} ms`).join(", ")}`)

@@ -36,7 +36,11 @@ export const run = (ctx: Ctx): Effect.Effect<ScenarioOutput> =>
         runChild<Result>(script, [String(heapMiB), String(count), ctx.tmpDir], ["--max-old-space-size=4096"], 90_000)
       )
       results.push(r)
-      log(`8 ${heapMiB} MiB (rss ${fmt(r.rss / 2 ** 20)} MiB, allocated in ${fmt(r.allocMs)} ms): raw ${fmt(median(r.raw))} ms, Shepherd blocked ${fmt(median(r.shepherdBlocked))} ms, pool.spawn ${fmt(median(r.shepherd))} ms`)
+      log(
+        `8 ${heapMiB} MiB (rss ${fmt(r.rss / 2 ** 20)} MiB, allocated in ${fmt(r.allocMs)} ms): raw ${
+          fmt(median(r.raw))
+        } ms, Shepherd blocked ${fmt(median(r.shepherdBlocked))} ms, pool.spawn ${fmt(median(r.shepherd))} ms`
+      )
     }
     const label = (mib: number) => mib >= 1024 ? `${mib / 1024} GiB` : `${mib} MiB`
     for (const r of results) {
@@ -74,7 +78,9 @@ export const run = (ctx: Ctx): Effect.Effect<ScenarioOutput> =>
     }
     notes.push(
       `8: ${count} spawns per contender and size, one child per size; heap grown with arrays of doubles in 512 KiB pieces ` +
-        `(allocation took ${results.map((r) => `${label(r.heapMiB)} ${fmt(r.allocMs / 1000)} s`).join(", ")}; RSS ${results.map((r) => `${fmt(r.rss / 2 ** 20)} MiB`).join(", ")}).` +
+        `(allocation took ${results.map((r) => `${label(r.heapMiB)} ${fmt(r.allocMs / 1000)} s`).join(", ")}; RSS ${
+          results.map((r) => `${fmt(r.rss / 2 ** 20)} MiB`).join(", ")
+        }).` +
         (ctx.quick ? " Quick mode skips 2 GiB (about 5 s of allocation)." : "")
     )
     return { rows, targets: [], notes }

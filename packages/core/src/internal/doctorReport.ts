@@ -54,8 +54,9 @@ export const make = (sources: Sources): Effect.Effect<Doctor.DoctorReport> =>
     const now = yield* Clock.currentTimeMillis
     const states = [...registry.sessions.values()].flatMap((s) => [...s.processes])
     // One coalesced scan serves every tree's member list.
-    const membersOf = yield* Effect.forEach(states, (p) =>
-      Effect.orElseSucceed(table.members(p.container), () => []), { concurrency: "unbounded" })
+    const membersOf = yield* Effect.forEach(states, (p) => Effect.orElseSucceed(table.members(p.container), () => []), {
+      concurrency: "unbounded"
+    })
     const described = new Map<string, ReadonlyArray<Member>>()
     for (const [i, p] of states.entries()) {
       const infos = yield* Effect.forEach(membersOf[i]!, (identity) => table.inspect(identity))

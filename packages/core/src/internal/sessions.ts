@@ -236,9 +236,10 @@ const logClose = (session: string) => (reports: ReadonlyArray<Teardown.Teardown>
   const counts = new Map<string, number>()
   for (const r of reports) counts.set(r._tag, (counts.get(r._tag) ?? 0) + 1)
   const slowest = Math.round(Math.max(...reports.map((r) => r.durationMs)))
-  const line = `session ${session} closed: ${reports.length} tree(s) (${
-    [...counts].map(([tag, n]) => `${n} ${tag}`).join(", ")
-  }), ` +
+  const line =
+    `session ${session} closed: ${reports.length} tree(s) (${
+      [...counts].map(([tag, n]) => `${n} ${tag}`).join(", ")
+    }), ` +
     `slowest ${slowest} ms`
   return (counts.has("Forced") || counts.has("Escaped") || counts.has("Unverified")
     ? Effect.logInfo(line)
@@ -329,7 +330,10 @@ export const processes = (registry: Registry): ReadonlyArray<ManagedProcess> =>
  * @since 0.1.0
  * @category resource management
  */
-export const shutdown = (registry: Registry, journal: Journal.Journal): Effect.Effect<ReadonlyArray<Teardown.Teardown>> =>
+export const shutdown = (
+  registry: Registry,
+  journal: Journal.Journal
+): Effect.Effect<ReadonlyArray<Teardown.Teardown>> =>
   Effect.suspend(() => {
     if (registry.shutdown !== undefined) return Deferred.await(registry.shutdown)
     const done = Deferred.makeUnsafe<ReadonlyArray<Teardown.Teardown>>()
@@ -340,7 +344,9 @@ export const shutdown = (registry: Registry, journal: Journal.Journal): Effect.E
       concurrency: "unbounded"
     }).pipe(
       Effect.map((all) => all.flat()),
-      Effect.tap(() => Effect.flatMap(Clock.currentTimeMillis, (at) => Journal.hostStopped(journal, registry.poolId, at))),
+      Effect.tap(() =>
+        Effect.flatMap(Clock.currentTimeMillis, (at) => Journal.hostStopped(journal, registry.poolId, at))
+      ),
       Effect.tap((reports) => Deferred.succeed(done, reports)),
       Effect.withSpan("ProcessPool.shutdown", { attributes: { poolId: registry.poolId } }),
       Effect.uninterruptible

@@ -124,7 +124,8 @@ export const terminateMany = (
     const isAlive = (t: Tree, m: ProcessIdentity): Effect.Effect<boolean> =>
       isLeader(t, m) ? Effect.succeed(leaderAlive(t)) : t.input.table.isAlive(m)
     const hurried = (t: Tree) =>
-      Deferred.isDoneUnsafe(t.input.hurry) || (t.input.escalate !== undefined && Deferred.isDoneUnsafe(t.input.escalate))
+      Deferred.isDoneUnsafe(t.input.hurry) ||
+      (t.input.escalate !== undefined && Deferred.isDoneUnsafe(t.input.escalate))
 
     /** Fresh scans of `some` trees (coalesced by the table); on failure what is known stands. */
     const rescan = (some: ReadonlyArray<Tree>, fallback: (t: Tree) => ReadonlyArray<ProcessIdentity>) =>
@@ -275,7 +276,10 @@ export const terminateMany = (
               } else {
                 const escaped: Array<ProcessIdentity> = []
                 for (const m of found) if (yield* t.input.table.isAlive(m)) escaped.push(m)
-                yield* finish(t, escaped.length > 0 ? { _tag: "Escaped", escaped: escaped.map((m) => m.pid) } : emptied(t))
+                yield* finish(
+                  t,
+                  escaped.length > 0 ? { _tag: "Escaped", escaped: escaped.map((m) => m.pid) } : emptied(t)
+                )
               }
             }
           } else {

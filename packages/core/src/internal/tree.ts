@@ -145,7 +145,10 @@ export const launch = (ctx: Context, request: Request): Effect.Effect<ManagedPro
         })
       }
     }
-    const procScope = yield* Scope.fork(yield* Sessions.parallelChildOf(ctx.registry, request.callerScope), "sequential")
+    const procScope = yield* Scope.fork(
+      yield* Sessions.parallelChildOf(ctx.registry, request.callerScope),
+      "sequential"
+    )
     const launched = yield* ctx.launcher.launch(command, env).pipe(
       Scope.provide(procScope),
       Effect.catch((error) =>
@@ -155,10 +158,20 @@ export const launch = (ctx: Context, request: Request): Effect.Effect<ManagedPro
             Effect.andThen(
               Effect.flatMap(Clock.currentTimeMillis, (at) =>
                 Journal.exited(ctx.journal, shepherdId, "SpawnFailed", error.message, at)),
-              Effect.sync(() => ctx.trees.tracked.delete(shepherdId))
+              Effect.sync(() =>
+                ctx.trees.tracked.delete(shepherdId)
+              )
             )
           ),
-          Effect.fail(new SpawnError({ session: sessionId, command: display, kind: "Launch", reason: error.message, cause: error }))
+          Effect.fail(
+            new SpawnError({
+              session: sessionId,
+              command: display,
+              kind: "Launch",
+              reason: error.message,
+              cause: error
+            })
+          )
         )
       )
     )
@@ -313,8 +326,7 @@ const toReport = (
 }
 
 /** Per-tree log lines are built only when they would be written. */
-const debugEnabled = (minimum: string): boolean =>
-  minimum === "Debug" || minimum === "Trace" || minimum === "All"
+const debugEnabled = (minimum: string): boolean => minimum === "Debug" || minimum === "Trace" || minimum === "All"
 
 const logReport = (report: Teardown.Teardown) =>
   Effect.flatMap(References.MinimumLogLevel, (minimum) => {

@@ -59,7 +59,12 @@ export const readLedgerFile = (file: string, owner: "ours" | "any" = "ours"): Fo
   if (fd === undefined) return { text: "", exists: false, version: "none" }
   try {
     const stat = fs.fstatSync(fd)
-    return { text: fs.readFileSync(fd, "utf8"), exists: true, version: `${stat.ino}:${stat.size}:${stat.mtimeMs}`, uid: stat.uid }
+    return {
+      text: fs.readFileSync(fd, "utf8"),
+      exists: true,
+      version: `${stat.ino}:${stat.size}:${stat.mtimeMs}`,
+      uid: stat.uid
+    }
   } finally {
     fs.closeSync(fd)
   }

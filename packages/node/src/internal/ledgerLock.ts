@@ -141,8 +141,12 @@ export const acquire = (
         ownerPid: -1,
         owner: host,
         reason: state._tag === "Corrupt"
-          ? `the lock ${lockFile} is unreadable and only ${Math.round(state.ageMs / 1000)} s old (a host may be creating it); ` +
-            `it is taken over once ${corruptLockGraceMs / 1000} s old, or remove it if no Shepherd host uses this ledger`
+          ? `the lock ${lockFile} is unreadable and only ${
+            Math.round(state.ageMs / 1000)
+          } s old (a host may be creating it); ` +
+            `it is taken over once ${
+              corruptLockGraceMs / 1000
+            } s old, or remove it if no Shepherd host uses this ledger`
           : `another host took the lock ${lockFile} over at the same time; retry`
       })
   const createLock = (): boolean => {
@@ -159,7 +163,9 @@ export const acquire = (
     }
   }
   const sameLock = (a: LockState, b: LockState) =>
-    a._tag === "Valid" ? b._tag === "Valid" && ProcessIdentity.same(a.owner, b.owner) && a.owner.token === b.owner.token : b._tag === "Corrupt"
+    a._tag === "Valid"
+      ? b._tag === "Valid" && ProcessIdentity.same(a.owner, b.owner) && a.owner.token === b.owner.token
+      : b._tag === "Corrupt"
   if (!createLock()) {
     const judged = readLock(lockFile)
     if (judged._tag === "Corrupt" && judged.ageMs < corruptLockGraceMs) throw locked(judged)

@@ -55,5 +55,8 @@ export const snapshot = (file: string): Effect.Effect<Snapshot, LedgerError> =>
       }
     },
     catch: (error) =>
-      new LedgerError({ path: path.resolve(file), reason: error instanceof Refused ? error.message : `cannot read: ${String(error)}` })
+      new LedgerError({
+        path: path.resolve(file),
+        reason: error instanceof Refused ? error.message : `cannot read: ${String(error)}`
+      })
   })

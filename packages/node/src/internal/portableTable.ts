@@ -40,7 +40,9 @@ export const make = (): ProcessTable["Service"] => {
     isAlive: (identity) => Effect.sync(() => alive(identity)),
     signal: (identity, signal) =>
       Effect.sync((): SignalResult => {
-        if (identity.pid === process.pid || identity.pid === -process.pid || Math.abs(identity.pid) <= 1) return "not-ours"
+        if (
+          identity.pid === process.pid || identity.pid === -process.pid || Math.abs(identity.pid) <= 1
+        ) return "not-ours"
         try {
           process.kill(identity.pid, signal)
           return "sent"

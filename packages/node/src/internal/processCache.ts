@@ -77,7 +77,12 @@ export const make = (self: number, hostCookie: string | undefined) => {
   }
 
   /** Brings `entry` (the cached view of `pid`, if any) up to date with `stat`; returns the entry to use. */
-  const observe = (pid: number, stat: procfs.Stat, entry: Known | undefined, changed: Array<[number, Known]>): Known => {
+  const observe = (
+    pid: number,
+    stat: procfs.Stat,
+    entry: Known | undefined,
+    changed: Array<[number, Known]>
+  ): Known => {
     if (entry === undefined || entry.startTime !== stat.startTime) {
       const fresh = learn(stat)
       changed.push([pid, fresh])

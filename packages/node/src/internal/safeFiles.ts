@@ -23,7 +23,9 @@ export class Refused extends Error {}
 /** Why `stat` (of `name`) is not a file or directory of ours, if it is not. */
 export const distrust = (name: string, stat: fs.Stats, kind: "file" | "directory"): string | undefined => {
   if (stat.isSymbolicLink()) return `${name} is a symlink: point the ledger at the real ${kind}`
-  if (kind === "file" && !stat.isFile()) return `${name} is not a regular file (${describeType(stat)}): remove it or choose another path`
+  if (kind === "file" && !stat.isFile()) {
+    return `${name} is not a regular file (${describeType(stat)}): remove it or choose another path`
+  }
   if (kind === "directory" && !stat.isDirectory()) return `${name} is not a directory`
   // Windows has neither owners nor mode bits in this sense.
   if (euid === undefined) return undefined
@@ -40,7 +42,15 @@ export const distrust = (name: string, stat: fs.Stats, kind: "file" | "directory
 }
 
 const describeType = (stat: fs.Stats) =>
-  stat.isFIFO() ? "a FIFO" : stat.isSocket() ? "a socket" : stat.isDirectory() ? "a directory" : stat.isCharacterDevice() || stat.isBlockDevice() ? "a device" : "not a file"
+  stat.isFIFO()
+    ? "a FIFO"
+    : stat.isSocket()
+    ? "a socket"
+    : stat.isDirectory()
+    ? "a directory"
+    : stat.isCharacterDevice() || stat.isBlockDevice()
+    ? "a device"
+    : "not a file"
 
 /**
  * Opens an existing file without following a symlink or blocking on a FIFO,
@@ -54,7 +64,9 @@ export const openOwned = (file: string, flags: number, owner: "ours" | "any" = "
   } catch (error) {
     const code = (error as NodeJS.ErrnoException).code
     if (code === "ENOENT") return undefined
-    if (code === "ELOOP" || code === "EMLINK") throw new Refused(`${file} is a symlink: point the ledger at the real file`)
+    if (code === "ELOOP" || code === "EMLINK") {
+      throw new Refused(`${file} is a symlink: point the ledger at the real file`)
+    }
     throw error
   }
   const stat = fs.fstatSync(fd)
@@ -231,7 +243,9 @@ export const prepareDirectory = (dir: string) => {
     // statfs is not available everywhere: the checks below still apply
   }
   const pseudo = fsType === undefined ? undefined : pseudoFileSystems.get(fsType)
-  if (pseudo !== undefined) throw new Refused(`${existing} is on the ${pseudo} pseudo file system, which cannot hold a ledger`)
+  if (pseudo !== undefined) {
+    throw new Refused(`${existing} is on the ${pseudo} pseudo file system, which cannot hold a ledger`)
+  }
   checkAncestors(existing === dir ? path.dirname(dir) : existing)
   if (existing !== dir) {
     try {

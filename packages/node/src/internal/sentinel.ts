@@ -152,7 +152,11 @@ process.stdin.on("data", (chunk: string) => {
       graceMs = Number(c)
       forceWaitMs = Number(d)
     } else if (op === "+" && a !== undefined && d !== undefined && /^\d+$/.test(d)) {
-      containers.set(a, { shepherdId: a, pgid: Number(b), leader: { pid: Number(c), startTime: d, bootId: host.bootId } })
+      containers.set(a, {
+        shepherdId: a,
+        pgid: Number(b),
+        leader: { pid: Number(c), startTime: d, bootId: host.bootId }
+      })
     } else if (op === "-" && a !== undefined) {
       containers.delete(a)
     } else if (op === "BYE") {
