@@ -165,20 +165,17 @@ const launch = Effect.fnUntraced(function*(
   let err: Stream.Stream<Uint8Array, PlatformError.PlatformError> = child.stderr === null
     ? Stream.empty
     : outputTap.tap(child.stderr, "stderr")
-  const outSink = typeof options.stdout === "object"
-    ? (Sink.isSink(options.stdout)
-      ? options.stdout
-      : Sink.isSink(options.stdout.stream)
-      ? options.stdout.stream
-      : undefined)
-    : undefined
-  const errSink = typeof options.stderr === "object"
-    ? (Sink.isSink(options.stderr)
-      ? options.stderr
-      : Sink.isSink(options.stderr.stream)
-      ? options.stderr.stream
-      : undefined)
-    : undefined
+  // An output option may be a Sink, or a config whose `stream` is one.
+  const sinkOf = (option: ChildProcess.CommandOptions["stdout"]) =>
+    typeof option !== "object"
+      ? undefined
+      : Sink.isSink(option)
+      ? option
+      : Sink.isSink(option.stream)
+      ? option.stream
+      : undefined
+  const outSink = sinkOf(options.stdout)
+  const errSink = sinkOf(options.stderr)
   if (outSink !== undefined) out = Stream.transduce(out, outSink)
   if (errSink !== undefined) err = Stream.transduce(err, errSink)
 
