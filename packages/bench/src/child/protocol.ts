@@ -10,17 +10,22 @@ export const report = (value: unknown): void => {
   process.stdout.write(`${prefix}${JSON.stringify(value)}\n`)
 }
 
-/** Runs `node [flags] script args`, bounded by `timeoutMs`; resolves to the reported value. */
+/**
+ * Runs `node [flags] script args`, bounded by `timeoutMs`; resolves to the reported value.
+ * `wrapper` (e.g. `["tini", "-s", "--"]`) is a command that runs node as its child.
+ */
 export const runChild = <A>(
   script: string,
   args: ReadonlyArray<string>,
   flags: ReadonlyArray<string>,
-  timeoutMs: number
+  timeoutMs: number,
+  wrapper: ReadonlyArray<string> = []
 ): Promise<A> =>
   new Promise<A>((resolve, reject) => {
+    const argv = [...wrapper, process.execPath, ...flags, script, ...args]
     NodeChildProcess.execFile(
-      process.execPath,
-      [...flags, script, ...args],
+      argv[0]!,
+      argv.slice(1),
       { timeout: timeoutMs, killSignal: "SIGKILL", maxBuffer: 16 * 1024 * 1024 },
       (error, stdout, stderr) => {
         const line = stdout.split("\n").find((l) => l.startsWith(prefix))
