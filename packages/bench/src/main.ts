@@ -1,14 +1,19 @@
 /**
- * `pnpm bench [--quick] [--only=1,3] [--self-test-leak]`: runs the scenarios,
- * prints a markdown table, writes packages/bench/results/latest.json, and fails
- * loudly (exit code 1) if any process it started, or any process of a `b-...`
- * pool, survives. `--self-test-leak` deliberately leaks one `sleep` to show
- * that the check works.
+ * `pnpm bench [--quick] [--only=1,3] [--self-test-leak] [--max-load-factor=8]`:
+ * runs the scenarios, prints a markdown table, writes
+ * packages/bench/results/latest.json, and fails loudly (exit code 1) if any
+ * process of this run survives a scenario (see sweep.ts for "of this run";
+ * other `b-*` carriers are reported and left alone). Time limits scale with
+ * the measured load (runner.ts); past `--max-load-factor` the run stops with
+ * "machine too loaded to measure" and exit code 3 (`--limit-scale=0.05` shrinks
+ * the limits to exercise that path). `--self-test-leak`
+ * deliberately leaks one `sleep` to show that the check works.
  */
 import * as NodeRuntime from "@effect/platform-node/NodeRuntime"
 import * as NodeChildProcess from "node:child_process"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
+import * as crypto from "node:crypto"
 import * as References from "effect/References"
 import * as fs from "node:fs"
 import * as os from "node:os"
@@ -27,7 +32,8 @@ import {
   writeJson
 } from "./harness.ts"
 import type { Ctx } from "./pools.ts"
-import { carriers, type Carrier, isAlive, killAll, listPids, markerName, runCarriers, waitFor } from "./procs.ts"
+import { carriers, listPids, markerName } from "./procs.ts"
+import { type Load, measureLoad, runWithLimit } from "./runner.ts"
 import * as cooperativeTeardown from "./scenarios/cooperativeTeardown.ts"
 import * as forcedTeardown from "./scenarios/forcedTeardown.ts"
 import * as ledger from "./scenarios/ledger.ts"
@@ -36,11 +42,12 @@ import * as reaper from "./scenarios/reaper.ts"
 import * as slotHandoff from "./scenarios/slotHandoff.ts"
 import * as spawnThroughput from "./scenarios/spawnThroughput.ts"
 import * as spawnVsHeap from "./scenarios/spawnVsHeap.ts"
+import { classify, type Ownership, ownPoolIds, sweep, sweepSync } from "./sweep.ts"
 
 interface Scenario {
   readonly id: string
   readonly title: string
-  /** Upper bound of the scenario's run time; it is interrupted (and fails the run) past it. */
+  /** Run time on an idle machine, with room; multiplied by the load factor, it is the scenario's limit (interrupted and failed past it). */
   readonly budgetMs: { readonly full: number; readonly quick: number }
   readonly run: (ctx: Ctx) => Effect.Effect<ScenarioOutput>
 }
@@ -76,46 +83,22 @@ const leakOne: Scenario = {
 const args = process.argv.slice(2)
 const quick = args.includes("--quick")
 const only = args.find((a) => a.startsWith("--only="))?.slice("--only=".length).split(",")
-const runId = `${process.pid}-${Date.now().toString(36)}`
-// Every child of this process (whoever spawns it) inherits the marker: that is how leaks are found.
+const maxLoadArg = args.find((a) => a.startsWith("--max-load-factor="))?.slice("--max-load-factor=".length)
+/** Past this factor (limits × 8, e.g. load 16 on 2 cores) the figures mean little: stop, exit code 3. */
+const maxLoadFactor = maxLoadArg === undefined ? 8 : Number(maxLoadArg)
+/** Multiplies every scenario's limit (default 1): `--limit-scale=0.05` exercises the limit path on purpose. */
+const limitScaleArg = args.find((a) => a.startsWith("--limit-scale="))?.slice("--limit-scale=".length)
+const limitScale = limitScaleArg === undefined ? 1 : Number(limitScaleArg)
+const runId = `${process.pid}-${crypto.randomUUID().slice(0, 8)}`
+// Set before anything is spawned: every child of this process that inherits its environment (raw, execa,
+// Effect, Shepherd's members and its sentinel) carries the marker; see sweep.ts for the other two rules.
 process.env[markerName] = runId
+const own: Ownership = { runId, poolIds: ownPoolIds, descendants: true }
 const resultsFile = path.join(path.dirname(fileURLToPath(import.meta.url)), "..", "results", "latest.json")
-
-/** Processes this run started, or of a `b-` pool, or a `b-` pool's sentinel, that are still alive. */
-const leftovers = (): Array<Carrier> => {
-  const seen = new Set<number>()
-  const out: Array<Carrier> = []
-  const add = (list: Array<Carrier>) => {
-    for (const c of list) {
-      if (!seen.has(c.pid)) {
-        seen.add(c.pid)
-        out.push(c)
-      }
-    }
-  }
-  add(runCarriers(runId))
-  add(carriers("SHEPHERD_ID", (v) => v.startsWith("b-")))
-  add(carriers("SHEPHERD_SENTINEL", (v) => v.startsWith("b-")))
-  return out
-}
-
-/** Waits briefly for processes on their way out (sentinels saying goodbye), then reports and kills the rest. */
-const sweep = (where: string): Effect.Effect<Array<string>> =>
-  Effect.promise(async () => {
-    let left = leftovers()
-    await waitFor(
-      () => {
-        left = left.filter(isAlive)
-        return left.length === 0
-      },
-      3_000,
-      20
-    )
-    if (left.length === 0) return []
-    const lines = left.map((c) => `${where}: pid ${c.pid} ${c.cmdline}`)
-    killAll(left)
-    return lines
-  })
+const fmtLoad = (l: Load) =>
+  `load factor ${l.factor.toFixed(2)} (1-min load ${l.perCore.toFixed(2)}/core, CPU contention ${
+    l.contention.toFixed(2)
+  })`
 
 const program = Effect.gen(function*() {
   const started = performance.now()
@@ -123,74 +106,97 @@ const program = Effect.gen(function*() {
   const ctx: Ctx = { quick, runId, tmpDir }
   const machine = machineInfo()
   const loadAtStart = os.loadavg()
+  const loads: Record<string, Load> = { start: measureLoad() }
+  let factor = loads["start"]!.factor
+  let tooLoaded: string | undefined
   const processesAtStart = listPids().length
   log(`${quick ? "quick" : "full"} run ${runId} on ${machine.cpuModel} × ${machine.cores}, node ${machine.node}`)
+  log(`at start: ${fmtLoad(loads["start"]!)}; limits × ${factor.toFixed(2)}`)
   const rows: Array<Row> = []
   const targets: Array<Target> = []
   const notes: Array<string> = []
   const failures: Array<string> = []
   const leaks: Array<string> = []
+  const foreign = new Set<string>()
   const timings: Record<string, number> = {}
   yield* Effect.addFinalizer(() => Effect.sync(() => fs.rmSync(tmpDir, { recursive: true, force: true })))
 
-  // A hard bound on the whole run, whatever a scenario does: kill what this run started and exit.
+  // A hard bound on the whole run (scaled by the load factor), whatever a scenario does: kill what is
+  // provably this run's, pass after pass, and exit.
   const deadlineMs = quick ? 120_000 : 480_000
-  const watchdog = setTimeout(() => {
-    const left = leftovers()
-    killAll(left)
+  const watchdog = setInterval(() => {
+    if (performance.now() - started <= deadlineMs * factor) return
+    const killed = sweepSync(own)
     process.stderr.write(
-      `\nBENCHMARK FAILED: the run exceeded ${deadlineMs / 1000} s; killed ${left.length} process(es)\n`
+      `\nBENCHMARK FAILED: the run exceeded ${Math.round(deadlineMs * factor / 1000)} s (${
+        deadlineMs / 1000
+      } s × load factor ${factor.toFixed(2)}); killed ${killed} process(es) of this run\n`
     )
     process.exit(2)
-  }, deadlineMs)
+  }, 1_000)
   watchdog.unref()
-  yield* Effect.addFinalizer(() => Effect.sync(() => clearTimeout(watchdog)))
+  yield* Effect.addFinalizer(() => Effect.sync(() => clearInterval(watchdog)))
 
   for (const scenario of args.includes("--self-test-leak") ? [...scenarios, leakOne] : scenarios) {
     if (only !== undefined && !only.includes(scenario.id) && scenario !== leakOne) continue
+    // The outside load: the 1-min average read before this run started (later ones hold this run's own
+    // work), and the CPU this process gets now (a hog started meanwhile shows there).
+    const load = measureLoad(loadAtStart[0])
+    loads[scenario.id] = load
+    factor = Math.max(1, load.factor)
+    if (!(factor <= maxLoadFactor)) {
+      tooLoaded = `machine too loaded to measure: ${fmtLoad(load)} > ${maxLoadFactor} before scenario ${scenario.id}`
+      log(tooLoaded)
+      break
+    }
     const budget = quick ? scenario.budgetMs.quick : scenario.budgetMs.full
-    log(`scenario ${scenario.id}: ${scenario.title} (budget ${budget / 1000} s)`)
+    const limit = Math.round(budget * factor * limitScale)
+    log(`scenario ${scenario.id}: ${scenario.title} (limit ${(limit / 1000).toFixed(0)} s; ${fmtLoad(load)})`)
     const t0 = performance.now()
-    const exit = yield* scenario.run(ctx).pipe(
-      Effect.timeoutOrElse({
-        duration: budget,
-        orElse: () => Effect.die(new Error(`scenario ${scenario.id} exceeded its budget of ${budget} ms`))
-      }),
-      Effect.exit
-    )
+    const { exit, sweep: swept } = yield* runWithLimit(scenario.run(ctx), limit, own, `after scenario ${scenario.id}`)
     timings[scenario.id] = Math.round(performance.now() - t0)
-    if (Exit.isSuccess(exit)) {
+    if (exit !== undefined && Exit.isSuccess(exit)) {
       rows.push(...exit.value.rows)
       targets.push(...exit.value.targets)
       notes.push(...exit.value.notes)
     } else {
-      const message = `scenario ${scenario.id} failed: ${String(exit.cause)}`
+      const message = exit === undefined
+        ? `scenario ${scenario.id} exceeded its limit of ${(limit / 1000).toFixed(0)} s (${
+          budget / 1000
+        } s × load factor ${factor.toFixed(2)}); stopped, and its processes swept`
+        : `scenario ${scenario.id} failed: ${String(exit.cause)}`
       failures.push(message)
       log(message)
     }
-    const leaked = yield* sweep(`after scenario ${scenario.id}`)
-    if (leaked.length > 0) {
-      leaks.push(...leaked)
-      log(`LEAK after scenario ${scenario.id}: ${leaked.length} process(es)`)
+    for (const line of swept.foreign) {
+      if (!foreign.has(line.slice(line.indexOf("pid ")))) log(line)
+      foreign.add(line.slice(line.indexOf("pid ")))
+    }
+    if (swept.killed.length > 0) {
+      leaks.push(...swept.killed)
+      log(`LEAK after scenario ${scenario.id}: ${swept.killed.length} process(es)`)
     }
   }
 
-  // The final check, by /proc: nothing carrying a b- SHEPHERD_ID and nothing this run started.
-  const finalLeft = leftovers()
+  // The final check, by /proc: nothing of this run alive (other b-* carriers are reported, left alone).
+  const final = classify(own)
+  const finalLeft = final.ours
+  for (const c of final.foreign) foreign.add(`pid ${c.pid} ${c.cmdline} (${c.value}): not ours: left alone`)
   const shepherdLeft = carriers("SHEPHERD_ID", () => true)
   const summaries = summarize(rows)
   const elapsedMs = Math.round(performance.now() - started)
   const problems = [...failures, ...leaks, ...finalLeft.map((c) => `survivor at the end: pid ${c.pid} ${c.cmdline}`)]
   const report = {
-    passed: problems.length === 0,
+    passed: problems.length === 0 && tooLoaded === undefined,
     problems,
+    stoppedEarly: tooLoaded,
     mode: quick ? "quick" : "full",
     runId,
     machine,
     elapsedMs,
     scenarioMs: timings,
     // Other work on the machine skews every figure: recorded so that a noisy run can be recognised.
-    load: { atStart: loadAtStart, atEnd: os.loadavg(), processesAtStart },
+    load: { atStart: loadAtStart, atEnd: os.loadavg(), processesAtStart, maxLoadFactor, beforeScenario: loads },
     rows: summaries,
     targets,
     notes,
@@ -198,6 +204,7 @@ const program = Effect.gen(function*() {
     cleanup: {
       leaks,
       finalLeftovers: finalLeft.map((c) => ({ pid: c.pid, cmdline: c.cmdline })),
+      notOursLeftAlone: [...foreign],
       otherShepherdCarriers: shepherdLeft.filter((c) => !c.value.startsWith("b-")).length
     }
   }
@@ -230,15 +237,28 @@ const program = Effect.gen(function*() {
       ""
     )
   }
+  if (foreign.size > 0) {
+    out.push(
+      `${foreign.size} live process(es) carry a b-* SHEPHERD_ID or sentinel of another run (not this run's marker, pools or descendants); reported, not signalled:`,
+      "",
+      ...[...foreign].map((f) => `- ${f}`),
+      ""
+    )
+  }
   out.push(`JSON: ${path.relative(process.cwd(), resultsFile)}`)
   process.stdout.write(`${out.join("\n")}\n`)
 
   if (problems.length > 0) {
-    killAll(finalLeft)
+    yield* Effect.promise(() => sweep(own, "at the end", 0))
     process.stderr.write(`\nBENCHMARK FAILED:\n${problems.map((p) => `  - ${p}`).join("\n")}\n`)
     return yield* Effect.die(new Error(`${problems.length} problem(s)`))
   }
-  log(`clean: no survivor carrying SHEPHERD_ID=b-* or ${markerName}=${runId}`)
+  if (tooLoaded !== undefined) {
+    process.stderr.write(`\n${tooLoaded}; stopped early, nothing of this run left behind (exit code 3)\n`)
+    process.exitCode = 3
+    return
+  }
+  log(`clean: no survivor of this run (${markerName}=${runId}, its pools, its descendants)`)
 })
 
 program.pipe(

@@ -14,6 +14,7 @@ import { ChildProcessSpawner } from "effect/process/ChildProcessSpawner"
 import type * as Scope from "effect/Scope"
 import * as path from "node:path"
 import { shepherdCarriers } from "./procs.ts"
+import { ownPoolIds } from "./sweep.ts"
 
 /** What every scenario gets. */
 export interface Ctx {
@@ -59,6 +60,8 @@ export const usePool = <A, E, LE>(
   let prefix: string | undefined
   return Effect.gen(function*() {
     const pool = yield* ProcessPool
+    // The leak sweep counts this pool's members and sentinel as this run's (see sweep.ts).
+    ownPoolIds.add(pool.poolId)
     prefix = `${pool.poolId}:`
     return yield* body(pool)
   }).pipe(
