@@ -11,6 +11,13 @@
  * Contenders: Shepherd session close; the floor (raw: SIGTERM every detached
  * group, sleep the grace, SIGKILL every group, wait for every `exit` event);
  * Effect's ChildProcess in a "parallel" scope with `forceKillAfter: 200 millis`.
+ *
+ * Fairness: every variant is warmed up once (N = 20, not recorded) and the
+ * variants' order rotates from run to run (and from size to size), so that
+ * none always runs first or last. The clock starts only when every process of
+ * every tree is present in /proc with SIGTERM ignored (`SigIgn` of
+ * /proc/<pid>/status): a tree still between `fork` and `trap` would die of the
+ * SIGTERM and make the close look fast.
  */
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
@@ -25,6 +32,22 @@ import { awaitGone, type Identity, listPids, readStat, shepherdCarriers, waitFor
 const graceMs = 200
 const spawnConcurrency = 8
 
+/** SIGTERM (15) is in the process's ignored set: its `trap '' TERM` has run (or it inherited one). */
+const ignoresTerm = (pid: number): boolean => {
+  let status: string
+  try {
+    status = fs.readFileSync(`/proc/${pid}/status`, "latin1")
+  } catch {
+    return false
+  }
+  const line = status.split("\n").find((l) => l.startsWith("SigIgn:"))
+  return line !== undefined && (BigInt(`0x${line.slice(7).trim()}`) & (1n << 14n)) !== 0n
+}
+
+/** Ready members: live, with SIGTERM ignored, and still the same process once the status was read. */
+const ready = (ids: ReadonlyArray<Identity>): Array<Identity> =>
+  ids.filter((id) => ignoresTerm(id.pid) && readStat(id.pid)?.startTime === id.startTime)
+
 /** Live processes in any of the given process groups (one /proc pass). */
 const membersOfGroups = (pgids: ReadonlySet<number>): Array<Identity> => {
   const out: Array<Identity> = []
@@ -37,17 +60,18 @@ const membersOfGroups = (pgids: ReadonlySet<number>): Array<Identity> => {
   return out
 }
 
+/** Waits until `n` of the processes `find` lists are ready (present, SIGTERM ignored). */
 const awaitCount = async (find: () => Array<Identity>, n: number): Promise<Array<Identity>> => {
   let found: Array<Identity> = []
   const ok = await waitFor(
     () => {
-      found = find()
+      found = ready(find())
       return found.length >= n
     },
     30_000,
     10
   )
-  if (!ok) throw new Error(`expected ${n} processes, found ${found.length}`)
+  if (!ok) throw new Error(`expected ${n} processes with SIGTERM ignored, found ${found.length}`)
   return found
 }
 
@@ -71,7 +95,7 @@ export const run = (ctx: Ctx): Effect.Effect<ScenarioOutput> => {
             Effect.gen(function*() {
               const id = `forced-${++sessionNo}`
               const prefix = `${pool.poolId}:`
-              const before = shepherdCarriers(prefix).length
+              const before = ready(shepherdCarriers(prefix)).length
               yield* Effect.forEach(
                 Array.from({ length: n }),
                 () => Effect.orDie(pool.spawn(sh(script), { session: id })),
@@ -149,18 +173,29 @@ export const run = (ctx: Ctx): Effect.Effect<ScenarioOutput> => {
               ? []
               : [{ n: 300, script: trees.ignoresTermPair, perTree: 2, label: "N = 300 × 2 processes", effect: false }])
           ]
+          const rawName = "raw SIGTERM, grace, SIGKILL per group"
+          const shepherdName = "Shepherd session close"
+          const effectName = "Effect parallel scope, forceKillAfter 200 ms"
+          const variants: Record<string, (n: number, script: string, perTree: number) => Effect.Effect<number>> = {
+            [rawName]: raw,
+            [shepherdName]: shepherd,
+            [effectName]: effect
+          }
+          // warm-up (not recorded): JIT, the pool's first reaper tick and table cache, Effect's spawner
+          for (const variant of Object.values(variants)) yield* variant(20, trees.ignoresTermSingle, 1)
+          let rotation = 0
           for (const c of cases) {
             const scenario = `3. forced teardown, grace ${graceMs} ms, ${c.label}`
-            const samples: Record<string, Array<number>> = {
-              "raw SIGTERM, grace, SIGKILL per group": [],
-              "Shepherd session close": []
-            }
-            if (c.effect) samples["Effect parallel scope, forceKillAfter 200 ms"] = []
+            const samples: Record<string, Array<number>> = { [rawName]: [], [shepherdName]: [] }
+            if (c.effect) samples[effectName] = []
             for (let r = 0; r < runsFor(c.n, c.perTree); r++) {
-              samples["raw SIGTERM, grace, SIGKILL per group"]!.push(yield* raw(c.n, c.script, c.perTree))
-              samples["Shepherd session close"]!.push(yield* shepherd(c.n, c.script, c.perTree))
-              if (c.effect && r < 2) {
-                samples["Effect parallel scope, forceKillAfter 200 ms"]!.push(yield* effect(c.n, c.script, c.perTree))
+              // Effect runs at most twice per size (it is the slowest to spawn at N = 300)
+              const names = [rawName, shepherdName, ...(c.effect && r < 2 ? [effectName] : [])]
+              // rotate the order per run (and carry the rotation across sizes): no variant always goes first
+              const shift = rotation++
+              for (let k = 0; k < names.length; k++) {
+                const name = names[(k + shift) % names.length]!
+                samples[name]!.push(yield* variants[name]!(c.n, c.script, c.perTree))
               }
             }
             for (const [variant, s] of Object.entries(samples)) {
@@ -204,7 +239,8 @@ export const run = (ctx: Ctx): Effect.Effect<ScenarioOutput> => {
             notes: [
               `3: one process per tree (\`sh -c "trap '' TERM; exec sleep 1000"\`: the sleep inherits the ignored SIGTERM), so N = 1000 is 1000 processes (pid_max ${readPidMax()}, well within limits); ` +
               (ctx.quick ? "" : "the 2-process tree of test/scale.test.ts at N = 300 for comparison. ") +
-              `${runs} run(s) per size (2 at N = 1000 and for the 2-process trees); spawns ${spawnConcurrency} at a time (not timed). ` +
+              `${runs} run(s) per size (2 at N = 1000 and for the 2-process trees), variant order rotated per run, one warm-up of each variant at N = 20; ` +
+              `the clock starts once every process is in /proc with SIGTERM ignored; spawns ${spawnConcurrency} at a time (not timed). ` +
               `Effect (forceKillAfter 200 ms, parallel scope) only at N ≤ ${ctx.quick ? 100 : 300}, 2 runs at most.`
             ]
           }
