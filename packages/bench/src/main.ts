@@ -119,7 +119,9 @@ const program = Effect.gen(function*() {
   const notes: Array<string> = []
   const failures: Array<string> = []
   const leaks: Array<string> = []
+  /** Other runs' b-* carriers seen (reported, never signalled); the report lists the first `shownForeign`. */
   const foreign = new Set<string>()
+  const shownForeign = 20
   const timings: Record<string, number> = {}
   yield* Effect.addFinalizer(() => Effect.sync(() => fs.rmSync(tmpDir, { recursive: true, force: true })))
 
@@ -171,9 +173,15 @@ const program = Effect.gen(function*() {
       failures.push(message)
       log(message)
     }
-    for (const line of swept.foreign) {
-      if (!foreign.has(line.slice(line.indexOf("pid ")))) log(line)
-      foreign.add(line.slice(line.indexOf("pid ")))
+    // Another run's scenario may hold a thousand b-* processes: a count and a few examples in the log.
+    const fresh = swept.foreign.map((line) => line.slice(line.indexOf("pid "))).filter((f) => !foreign.has(f))
+    for (const f of fresh) foreign.add(f)
+    if (fresh.length > 0) {
+      log(
+        `after scenario ${scenario.id}: ${fresh.length} b-* carrier(s) of another run, not ours: left alone, e.g. ${
+          fresh.slice(0, 3).join("; ")
+        }`
+      )
     }
     if (swept.killed.length > 0) {
       leaks.push(...swept.killed)
@@ -207,7 +215,8 @@ const program = Effect.gen(function*() {
     cleanup: {
       leaks,
       finalLeftovers: finalLeft.map((c) => ({ pid: c.pid, cmdline: c.cmdline })),
-      notOursLeftAlone: [...foreign],
+      notOursLeftAloneCount: foreign.size,
+      notOursLeftAlone: [...foreign].slice(0, shownForeign),
       otherShepherdCarriers: shepherdLeft.filter((c) => !c.value.startsWith("b-")).length
     }
   }
@@ -244,7 +253,8 @@ const program = Effect.gen(function*() {
     out.push(
       `${foreign.size} live process(es) carry a b-* SHEPHERD_ID or sentinel of another run (not this run's marker, pools or descendants); reported, not signalled:`,
       "",
-      ...[...foreign].map((f) => `- ${f}`),
+      ...[...foreign].slice(0, shownForeign).map((f) => `- ${f}`),
+      ...(foreign.size > shownForeign ? [`- … and ${foreign.size - shownForeign} more`] : []),
       ""
     )
   }
