@@ -12,21 +12,28 @@ export const report = (value: unknown): void => {
 
 /**
  * Runs `node [flags] script args`, bounded by `timeoutMs`; resolves to the reported value.
- * `wrapper` (e.g. `["tini", "-s", "--"]`) is a command that runs node as its child.
+ * `wrapper` (e.g. `["tini", "-s", "--"]`) is a command that runs node as its child; `signal`
+ * aborts the run (the child is killed).
  */
 export const runChild = <A>(
   script: string,
   args: ReadonlyArray<string>,
   flags: ReadonlyArray<string>,
   timeoutMs: number,
-  wrapper: ReadonlyArray<string> = []
+  wrapper: ReadonlyArray<string> = [],
+  signal?: AbortSignal
 ): Promise<A> =>
   new Promise<A>((resolve, reject) => {
     const argv = [...wrapper, process.execPath, ...flags, script, ...args]
     NodeChildProcess.execFile(
       argv[0]!,
       argv.slice(1),
-      { timeout: timeoutMs, killSignal: "SIGKILL", maxBuffer: 16 * 1024 * 1024 },
+      {
+        timeout: timeoutMs,
+        killSignal: "SIGKILL",
+        maxBuffer: 16 * 1024 * 1024,
+        ...(signal === undefined ? {} : { signal })
+      },
       (error, stdout, stderr) => {
         const line = stdout.split("\n").find((l) => l.startsWith(prefix))
         if (error !== null || line === undefined) {

@@ -27,6 +27,7 @@ import treeKill from "tree-kill"
 import { runChild } from "../child/protocol.ts"
 import { fmt, log, median, msRows, type ScenarioOutput, type Target } from "../harness.ts"
 import { type Ctx, poolConfig, quiet, sh, trees, withEffectSpawner, withPool } from "../pools.ts"
+import { measureLoad } from "../runner.ts"
 import { awaitGone, groupMembers, type Identity, membersById, waitFor } from "../procs.ts"
 
 const scenario = "2. cooperative teardown, 3-process tree"
@@ -137,7 +138,9 @@ export const measure = (ctx: Ctx, runs: number, slowRuns: number): Effect.Effect
             yield* effectKill
           }
           for (let r = 0; r < runs; r++) {
-            for (const [name, measure, n] of contenders) {
+            // rotate the order so that no contender always runs first
+            for (let k = 0; k < contenders.length; k++) {
+              const [name, measure, n] = contenders[(k + r) % contenders.length]!
               if (r < n) samples[name]!.push(yield* measure)
             }
           }
@@ -173,12 +176,14 @@ export const run = (ctx: Ctx): Effect.Effect<ScenarioOutput> =>
     const effectHere = Math.min(median(here[names.effectScope]!), median(here[names.effectKill]!))
     let reaping: Samples | undefined
     if (onPath("tini")) {
-      reaping = yield* Effect.promise(() =>
-        runChild<Samples>(childScript, [String(ctx.quick), ctx.tmpDir, String(runs)], [], ctx.quick ? 20_000 : 60_000, [
+      // the child's own limit, stretched by the load like the scenario's (interrupting the scenario kills it too)
+      const limitMs = (ctx.quick ? 20_000 : 60_000) * measureLoad().factor
+      reaping = yield* Effect.promise((signal) =>
+        runChild<Samples>(childScript, [String(ctx.quick), ctx.tmpDir, String(runs)], [], limitMs, [
           "tini",
           "-s",
           "--"
-        ])
+        ], signal)
       )
       rows.push(...msRows(`${scenario}, reaping init (tini -s)`, reaping))
       notes.push(
