@@ -297,6 +297,21 @@ describe.skipIf(!canChoosePid)("trust: a leaderless process group", () => {
   })
 })
 
+/**
+ * Waits until `pid` runs with `SHEPHERD_ID=cookie`: a background job of a shell shows the shell's
+ * environment until it execs, and the table remembers the cookie a process had when first read.
+ */
+const execed = async (pid: number, cookie: string) => {
+  const carries = () => {
+    try {
+      return fs.readFileSync(`/proc/${pid}/environ`, "latin1").split("\0").includes(`SHEPHERD_ID=${cookie}`)
+    } catch {
+      return false
+    }
+  }
+  assert.isTrue(await waitUntil(carries, 60_000), `pid ${pid} execs with its cookie`)
+}
+
 describe.skipIf(!canChoosePid)("trust: a pid reused between two scans", () => {
   it("a carrier born at a pid the table knew as another process is found at the next scan", async () => {
     try {
@@ -328,6 +343,7 @@ describe.skipIf(!canChoosePid)("trust: a pid reused between two scans", () => {
         started.push(reborn)
       }
       assert.strictEqual(reborn, before.pid, "the pid was handed out again")
+      await execed(reborn!, "t-reuse~1:1")
       const found = (await run(table.carriers("t-reuse~1:"))).map((c) => c.identity.pid)
       assert.include(found, reborn, "the cache did not take the new process for the old one")
     } finally {
@@ -389,6 +405,7 @@ describe.skipIf(!canChoosePid)("trust: a pid reused after the pid counter wrappe
         if (reborn !== pid) process.kill(reborn, "SIGKILL")
       }
       assert.strictEqual(reborn, pid, "the pid was handed out again after the wrap")
+      await execed(reborn!, "t-wrap~1:1")
       const found = (await run(table.carriers("t-wrap~1:"))).map((c) => c.identity.pid)
       assert.include(found, reborn, "the cache did not take the new process for the old one")
     } finally {
