@@ -29,7 +29,7 @@ export const runChild = <A>(
       argv[0]!,
       argv.slice(1),
       {
-        timeout: timeoutMs,
+        timeout: Math.ceil(timeoutMs), // Node wants an integer; a load-scaled limit is not one
         killSignal: "SIGKILL",
         maxBuffer: 16 * 1024 * 1024,
         ...(signal === undefined ? {} : { signal })
