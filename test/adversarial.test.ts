@@ -143,7 +143,7 @@ describe("adversarial: the doctor's HTTP server", () => {
         if (last !== undefined && last !== "") closedByServer = Number(last)
       })
       // Until the server holds (nearly) all of them, or has dropped those beyond what it keeps.
-      yield* Effect.promise(() => waitUntil(() => fds() - before >= flood - 20 || closedByServer >= flood / 2, 10_000))
+      yield* Effect.promise(() => waitUntil(() => fds() - before >= flood - 20 || closedByServer >= flood / 2, 60_000))
       const held = fds() - before
       assert.isBelow(held, flood / 2, `the host holds ${held} descriptors for ${flood} idle connections`)
     }).pipe(
@@ -246,7 +246,7 @@ describe("adversarial: what the CLI prints", () => {
           } catch {
             return false
           }
-        }, 5_000),
+        }, 60_000),
         "the process has exec'd"
       )
       const bin = path.join(path.dirname(new URL(import.meta.url).pathname), "..", "packages", "cli", "src", "bin.ts")
@@ -323,7 +323,7 @@ describe.runIf(asRoot)("adversarial: `shepherd reap` on a full disk", () => {
           } catch {
             return false
           }
-        }, 5_000)
+        }, 60_000)
       )
       const bootId = procfs.readBootId()
       const records: Array<LedgerRecord> = [{
@@ -383,7 +383,7 @@ describe.runIf(asRoot)("adversarial: hosts in two pid namespaces", () => {
       host.stdout!.on("data", (chunk: Buffer) => {
         out += chunk.toString()
       })
-      assert.isTrue(await waitUntil(() => out.includes("\n"), 10_000), "the namespaced host opened its ledger")
+      assert.isTrue(await waitUntil(() => out.includes("\n"), 60_000), "the namespaced host opened its ledger")
       assert.include(out, "\"opened\":true")
       const second = await Effect.runPromise(Effect.result(Effect.scoped(NodeLedger.make({ path: file }))))
       assert.strictEqual(second._tag, "Failure", "a second host took over the lock of a live host")
@@ -415,7 +415,7 @@ describe.runIf(asRoot)("adversarial: root looks at another user's ledger", () =>
       host.stdout!.on("data", (chunk: Buffer) => {
         out += chunk.toString()
       })
-      assert.isTrue(await waitUntil(() => out.includes("\n"), 10_000), "the host opened its ledger")
+      assert.isTrue(await waitUntil(() => out.includes("\n"), 60_000), "the host opened its ledger")
       assert.include(out, "\"opened\":true")
       const snapshot = await Effect.runPromise(NodeLedger.snapshot(file))
       assert.strictEqual(snapshot.owner?.identity.pid, host.pid)

@@ -11,7 +11,7 @@ import * as procfs from "../src/internal/procfs.ts"
 
 const hasProc = fs.existsSync("/proc/self/stat")
 
-const waitUntil = async (check: () => boolean, ms = 10_000) => {
+const waitUntil = async (check: () => boolean, ms = 60_000) => {
   const deadline = Date.now() + ms
   while (!check()) {
     if (Date.now() > deadline) throw new Error("timed out")
