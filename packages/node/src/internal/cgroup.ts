@@ -19,6 +19,8 @@ import type * as Scope from "effect/Scope"
 import * as fs from "node:fs"
 import { baseOf, type Detection, detect as detectUnsafe, type DetectOptions, type Usable } from "./cgroupDetect.ts"
 import * as CgroupFs from "./cgroupFs.ts"
+import * as CgroupMembers from "./cgroupMembers.ts"
+import * as CgroupNames from "./cgroupNames.ts"
 
 export {
   baseOf,
@@ -31,17 +33,9 @@ export {
   type Unusable,
   type Usable
 } from "./cgroupDetect.ts"
-export {
-  type Cgroup,
-  decodeName,
-  encodeName,
-  isIntact,
-  type PoolEntry,
-  poolDirName,
-  sessionDirName,
-  sentinelDirName,
-  treeDirName
-} from "./cgroupFs.ts"
+export { type Cgroup, isIntact } from "./cgroupFs.ts"
+export { parsePopulated, type PoolEntry } from "./cgroupMembers.ts"
+export { decodeName, encodeName, poolDirName, sentinelDirName, sessionDirName, treeDirName } from "./cgroupNames.ts"
 export { type CommandLine, placementFailedCode, shell, wrap, wrapThroughFd } from "./cgroupPlacement.ts"
 
 /**
@@ -112,7 +106,7 @@ export interface PoolCgroups {
  * @category layout
  */
 export const createPool = Effect.fn("Cgroup.createPool")(function*(usable: Usable, poolId: string) {
-  const name = CgroupFs.poolDirName(poolId)
+  const name = CgroupNames.poolDirName(poolId)
   const base = yield* attempt("createPool", usable.base, () => baseOf(usable))
   if (base.dev !== usable.dev) {
     return yield* new CgroupError({
@@ -125,8 +119,8 @@ export const createPool = Effect.fn("Cgroup.createPool")(function*(usable: Usabl
   const pool = yield* attempt("createPool", `${usable.base}/${name}`, () => CgroupFs.createUnsafe(base, name))
   const sentinel = yield* attempt(
     "createPool",
-    `${pool.path}/${CgroupFs.sentinelDirName}`,
-    () => CgroupFs.createUnsafe(pool, CgroupFs.sentinelDirName)
+    `${pool.path}/${CgroupNames.sentinelDirName}`,
+    () => CgroupFs.createUnsafe(pool, CgroupNames.sentinelDirName)
   ).pipe(Effect.tapError(() => Effect.ignore(attempt("createPool", pool.path, () => CgroupFs.removeOnceUnsafe(pool)))))
   return { pool, sentinel } satisfies PoolCgroups
 })
@@ -138,7 +132,7 @@ export const createPool = Effect.fn("Cgroup.createPool")(function*(usable: Usabl
  * @category layout
  */
 export const createSession = Effect.fn("Cgroup.createSession")(function*(pool: CgroupFs.Cgroup, sessionId: string) {
-  const name = CgroupFs.sessionDirName(sessionId)
+  const name = CgroupNames.sessionDirName(sessionId)
   return yield* attempt("createSession", `${pool.path}/${name}`, () => CgroupFs.createUnsafe(pool, name))
 })
 
@@ -149,7 +143,7 @@ export const createSession = Effect.fn("Cgroup.createSession")(function*(pool: C
  * @category layout
  */
 export const createTree = Effect.fn("Cgroup.createTree")(function*(session: CgroupFs.Cgroup, seq: number) {
-  const name = yield* attempt("createTree", session.path, () => CgroupFs.treeDirName(seq))
+  const name = yield* attempt("createTree", session.path, () => CgroupNames.treeDirName(seq))
   return yield* attempt("createTree", `${session.path}/${name}`, () => CgroupFs.createUnsafe(session, name))
 })
 
@@ -207,7 +201,7 @@ export const remove = Effect.fn("Cgroup.remove")(
  */
 export const listPools = Effect.fn("Cgroup.listPools")(function*(usable: Usable) {
   const base = yield* attempt("listPools", usable.base, () => baseOf(usable))
-  return yield* attempt("listPools", usable.base, () => CgroupFs.listPoolsUnsafe(base))
+  return yield* attempt("listPools", usable.base, () => CgroupMembers.listPoolsUnsafe(base))
 })
 
 /**
@@ -220,7 +214,7 @@ export const members = (
   cgroup: CgroupFs.Cgroup,
   options?: { readonly recursive?: boolean | undefined }
 ): Effect.Effect<ReadonlyArray<number>, CgroupError> =>
-  attempt("members", cgroup.path, () => CgroupFs.procsUnsafe(cgroup, options?.recursive === true))
+  attempt("members", cgroup.path, () => CgroupMembers.procsUnsafe(cgroup, options?.recursive === true))
 
 /**
  * Whether a live process is in `cgroup` or below it (`populated` of `cgroup.events`).
@@ -229,7 +223,7 @@ export const members = (
  * @category members
  */
 export const populated = (cgroup: CgroupFs.Cgroup): Effect.Effect<boolean, CgroupError> =>
-  attempt("populated", cgroup.path, () => CgroupFs.populatedUnsafe(cgroup))
+  attempt("populated", cgroup.path, () => CgroupMembers.populatedUnsafe(cgroup))
 
 /** Our cgroup no longer exists: it was empty when it went (a populated cgroup cannot be removed). */
 const isGone = (error: unknown) =>
@@ -262,7 +256,7 @@ export const awaitEmpty = (
       if (finished) return
       let empty: boolean
       try {
-        empty = !CgroupFs.populatedUnsafe(cgroup)
+        empty = !CgroupMembers.populatedUnsafe(cgroup)
       } catch (error) {
         if (!isGone(error)) {
           stop()
@@ -303,7 +297,7 @@ export const kill = (cgroup: CgroupFs.Cgroup): Effect.Effect<"killed" | "gone", 
   Effect.try({
     try: () => {
       try {
-        CgroupFs.killUnsafe(cgroup)
+        CgroupMembers.killUnsafe(cgroup)
         return "killed" as const
       } catch (error) {
         if (error instanceof CgroupFs.CgroupFailure && error.reason === "NotFound") return "gone" as const
@@ -320,7 +314,7 @@ export const kill = (cgroup: CgroupFs.Cgroup): Effect.Effect<"killed" | "gone", 
  * @category placement
  */
 export const place = (leaf: CgroupFs.Cgroup, pid: number): Effect.Effect<void, CgroupError> =>
-  attempt("place", leaf.path, () => CgroupFs.placeUnsafe(leaf, pid))
+  attempt("place", leaf.path, () => CgroupMembers.placeUnsafe(leaf, pid))
 
 /**
  * A directory descriptor of `leaf` (checked to be the recorded leaf) for `wrapThroughFd`, closed when

@@ -13,7 +13,8 @@
  */
 import * as fs from "node:fs"
 import * as path from "node:path"
-import { type Cgroup, errnoOf, inCgroupFs, O_DIRECTORY, O_NOFOLLOW, O_RDONLY, probeName } from "./cgroupFs.ts"
+import { type Cgroup, errnoOf, inCgroupFs, O_DIRECTORY, O_NOFOLLOW, O_RDONLY } from "./cgroupFs.ts"
+import { probeName } from "./cgroupNames.ts"
 
 /**
  * One cgroup2 mount, as `/proc/self/mountinfo` lists it.

@@ -1,8 +1,7 @@
 /**
  * Cgroup v2 primitives on the file system, synchronous and free of Effect
- * (the lifeline sentinel loads them): the names of our cgroups, creating and
- * removing them, their members (`cgroup.procs`), `populated` (`cgroup.events`),
- * `cgroup.kill`, and moving a pid into a cgroup.
+ * (the lifeline sentinel loads them): creating, listing and removing our
+ * cgroups, each checked to be the one we created.
  *
  * **Identity.** A cgroup of ours is recorded with the `st_dev`/`st_ino` it had
  * when we created it (kernfs numbers cgroups with 64-bit ids that are not
@@ -15,7 +14,6 @@
  *
  * @since 0.1.0
  */
-import * as crypto from "node:crypto"
 import * as fs from "node:fs"
 import { writeAll } from "./safeFiles.ts"
 
@@ -103,7 +101,8 @@ const reasonOf = (code: string | undefined): FailureReason => {
   }
 }
 
-const fail = (what: string, path: string, error: unknown): never => {
+/** @internal */
+export const fail = (what: string, path: string, error: unknown): never => {
   if (error instanceof CgroupFailure) throw error
   const code = errnoOf(error)
   throw new CgroupFailure(reasonOf(code), path, `${what} ${path}: ${code ?? String(error)}`)
@@ -111,87 +110,6 @@ const fail = (what: string, path: string, error: unknown): never => {
 
 /** @internal */
 export const inCgroupFs = (stat: fs.BigIntStats, dev: bigint): boolean => stat.dev === dev
-
-/** The name of a probe cgroup: never taken for a pool's (those start with `shepherd-`). */
-export const probeName = (): string => `probe.shepherd-${process.pid}-${crypto.randomBytes(4).toString("hex")}`
-
-// Names: letters, digits and `-` stand for themselves; every other byte of the UTF-8 text is
-// `_xx` (lowercase hex), so the encoding is reversible and never holds `/`, `.`, a space or a
-// newline. A name that would pass 200 characters is cut and ends in `_h` and a hash (not reversible).
-const maxName = 200
-
-/**
- * The file-name-safe form of an id (pool or session).
- *
- * @since 0.1.0
- * @category names
- */
-export const encodeName = (id: string): string => {
-  let out = ""
-  for (const byte of Buffer.from(id, "utf8")) {
-    const c = String.fromCharCode(byte)
-    out += /[A-Za-z0-9-]/.test(c) ? c : `_${byte.toString(16).padStart(2, "0")}`
-  }
-  if (out.length <= maxName) return out
-  const hash = crypto.createHash("sha256").update(id).digest("hex").slice(0, 16)
-  return `${out.slice(0, maxName - 18).replace(/_[0-9a-f]?$/, "")}_h${hash}`
-}
-
-/**
- * The id an `encodeName` result stands for; `undefined` for a name it cannot have made (or a cut one).
- *
- * @since 0.1.0
- * @category names
- */
-export const decodeName = (name: string): string | undefined => {
-  if (!/^(?:[A-Za-z0-9-]|_[0-9a-f]{2})*$/.test(name)) return undefined
-  const bytes: Array<number> = []
-  for (let i = 0; i < name.length; i++) {
-    if (name[i] === "_") {
-      bytes.push(parseInt(name.slice(i + 1, i + 3), 16))
-      i += 2
-    } else {
-      bytes.push(name.charCodeAt(i))
-    }
-  }
-  const id = Buffer.from(bytes).toString("utf8")
-  return encodeName(id) === name ? id : undefined
-}
-
-/**
- * @since 0.1.0
- * @category names
- */
-export const poolPrefix = "shepherd-"
-
-/**
- * @since 0.1.0
- * @category names
- */
-export const poolDirName = (poolId: string): string => `${poolPrefix}${encodeName(poolId)}`
-
-/**
- * @since 0.1.0
- * @category names
- */
-export const sessionDirName = (sessionId: string): string => `s-${encodeName(sessionId)}`
-
-/**
- * @since 0.1.0
- * @category names
- */
-export const treeDirName = (seq: number): string => {
-  if (!Number.isSafeInteger(seq) || seq < 0) throw new CgroupFailure("BadName", String(seq), `bad tree number ${seq}`)
-  return `t-${seq}`
-}
-
-/**
- * The sentinel's leaf in a pool's cgroup.
- *
- * @since 0.1.0
- * @category names
- */
-export const sentinelDirName = "sentinel"
 
 /**
  * Runs `f` with a path to `cgroup` that cannot be swapped under it: the directory opened without
@@ -318,8 +236,8 @@ export const childrenUnsafe = (cgroup: Cgroup): Array<Cgroup> =>
     }
     return out
   })
-
-const readIn = (dir: string, file: string): string => {
+/** @internal */
+export const readIn = (dir: string, file: string): string => {
   const fd = fs.openSync(`${dir}/${file}`, O_RDONLY | O_NOFOLLOW)
   try {
     return fs.readFileSync(fd, "latin1")
@@ -328,149 +246,12 @@ const readIn = (dir: string, file: string): string => {
   }
 }
 
-const writeIn = (dir: string, file: string, text: string): void => {
+/** @internal */
+export const writeIn = (dir: string, file: string, text: string): void => {
   const fd = fs.openSync(`${dir}/${file}`, O_WRONLY | O_NOFOLLOW)
   try {
     writeAll(fd, Buffer.from(text, "latin1"))
   } finally {
     fs.closeSync(fd)
   }
-}
-
-const collectProcs = (dir: string, out: Array<number>, recursive: boolean): void => {
-  for (const line of readIn(dir, "cgroup.procs").split("\n")) if (line !== "") out.push(Number(line))
-  if (!recursive) return
-  for (const entry of fs.readdirSync(dir, { withFileTypes: true })) {
-    if (!entry.isDirectory()) continue
-    try {
-      collectProcs(`${dir}/${entry.name}`, out, true)
-    } catch (error) {
-      if (errnoOf(error) !== "ENOENT") throw error // a child cgroup removed meanwhile was empty
-    }
-  }
-}
-
-/**
- * The pids in `cgroup` (and, when `recursive`, in every cgroup below it). Zombies are not listed.
- * A pid read here is ours by construction: only our wrapper and our post-spawn placement move
- * processes into our cgroups, and their descendants cannot leave (unless they may write
- * `cgroup.procs` elsewhere: root, or the delegated user).
- *
- * @since 0.1.0
- * @category members
- */
-export const procsUnsafe = (cgroup: Cgroup, recursive = false): Array<number> =>
-  withVerified(cgroup, (dir) => {
-    const out: Array<number> = []
-    try {
-      collectProcs(dir, out, recursive)
-    } catch (error) {
-      return fail("cannot read the members of cgroup", cgroup.path, error)
-    }
-    return out
-  })
-
-/**
- * Parses `populated` from a `cgroup.events` text.
- *
- * @since 0.1.0
- * @category members
- */
-export const parsePopulated = (events: string): boolean | undefined => {
-  const match = /^populated ([01])$/m.exec(events)
-  return match === null ? undefined : match[1] === "1"
-}
-
-/**
- * Whether any live process is in `cgroup` or below it (`cgroup.events`; zombies do not count).
- *
- * @since 0.1.0
- * @category members
- */
-export const populatedUnsafe = (cgroup: Cgroup): boolean =>
-  withVerified(cgroup, (dir) => {
-    let text: string
-    try {
-      text = readIn(dir, "cgroup.events")
-    } catch (error) {
-      return fail("cannot read cgroup.events of", cgroup.path, error)
-    }
-    const populated = parsePopulated(text)
-    if (populated === undefined) throw new CgroupFailure("NotCgroup", cgroup.path, `no populated in ${cgroup.path}`)
-    return populated
-  })
-
-/**
- * SIGKILLs every process in `cgroup` and below it, atomically with respect to forks
- * (`cgroup.kill`, Linux 5.14+). Refused (`Swapped`) when the path holds another cgroup.
- *
- * @since 0.1.0
- * @category teardown
- */
-export const killUnsafe = (cgroup: Cgroup): void =>
-  withVerified(cgroup, (dir) => {
-    try {
-      writeIn(dir, "cgroup.kill", "1")
-    } catch (error) {
-      fail("cannot write cgroup.kill of", cgroup.path, error)
-    }
-  })
-
-/**
- * Moves process `pid` (with its threads) into `cgroup`. Its descendants forked before the move stay
- * where they are: that is the race of post-spawn placement.
- *
- * @since 0.1.0
- * @category placement
- */
-export const placeUnsafe = (cgroup: Cgroup, pid: number): void =>
-  withVerified(cgroup, (dir) => {
-    try {
-      writeIn(dir, "cgroup.procs", String(pid))
-    } catch (error) {
-      fail(`cannot move pid ${pid} into cgroup`, cgroup.path, error)
-    }
-  })
-
-/**
- * A pool's cgroup found under a base.
- *
- * @since 0.1.0
- * @category models
- */
-export interface PoolEntry {
-  /** The pool's id, when the name is one `poolDirName` makes reversibly. */
-  readonly poolId: string | undefined
-  readonly cgroup: Cgroup
-  /** Whether a live process is in it (its sentinel's leaf included). */
-  readonly populated: boolean
-  /** Whether a live process is in its sentinel's leaf (`false` when it has none). */
-  readonly sentinelAlive: boolean
-}
-
-/**
- * The pools' cgroups under `base` (ours and other hosts', dead or alive): what recovery and
- * `shepherd reap` look at.
- *
- * @since 0.1.0
- * @category layout
- */
-export const listPoolsUnsafe = (base: Cgroup): Array<PoolEntry> => {
-  const out: Array<PoolEntry> = []
-  for (const cgroup of childrenUnsafe(base)) {
-    const name = cgroup.path.slice(cgroup.path.lastIndexOf("/") + 1)
-    if (!name.startsWith(poolPrefix)) continue
-    try {
-      const sentinel = childrenUnsafe(cgroup).find((c) => c.path.endsWith(`/${sentinelDirName}`))
-      out.push({
-        poolId: decodeName(name.slice(poolPrefix.length)),
-        cgroup,
-        populated: populatedUnsafe(cgroup),
-        sentinelAlive: sentinel !== undefined && populatedUnsafe(sentinel)
-      })
-    } catch {
-      // removed meanwhile
-    }
-  }
-  return out
 }

@@ -25,7 +25,8 @@
  *
  * @since 0.1.0
  */
-import { type Cgroup, CgroupFailure, placeUnsafe } from "./cgroupFs.ts"
+import { type Cgroup, CgroupFailure } from "./cgroupFs.ts"
+import { placeUnsafe } from "./cgroupMembers.ts"
 
 /**
  * The shell the wrapper runs (absolute: the child's `PATH` may be anything).
