@@ -8,6 +8,10 @@
  * "machine too loaded to measure" and exit code 3 (`--limit-scale=0.05` shrinks
  * the limits to exercise that path). `--self-test-leak`
  * deliberately leaks one `sleep` to show that the check works.
+ *
+ * Killed from outside, the run still leaves nothing: on SIGTERM or SIGINT it
+ * interrupts the scenario and sweeps before exiting (exit code 130); on
+ * SIGKILL its watchdog process (watchdog.ts) kills what carries the marker.
  */
 import * as NodeRuntime from "@effect/platform-node/NodeRuntime"
 import * as NodeChildProcess from "node:child_process"
@@ -43,6 +47,7 @@ import * as slotHandoff from "./scenarios/slotHandoff.ts"
 import * as spawnThroughput from "./scenarios/spawnThroughput.ts"
 import * as spawnVsHeap from "./scenarios/spawnVsHeap.ts"
 import { classify, type Ownership, ownPoolIds, sweep, sweepSync } from "./sweep.ts"
+import { startWatchdog } from "./watchdog.ts"
 
 interface Scenario {
   readonly id: string
@@ -93,7 +98,6 @@ const runId = `${process.pid}-${crypto.randomUUID().slice(0, 8)}`
 // Set before anything is spawned: every child of this process that inherits its environment (raw, execa,
 // Effect, Shepherd's members and its sentinel) carries the marker; see sweep.ts for the other two rules.
 process.env[markerName] = runId
-const own: Ownership = { runId, poolIds: ownPoolIds, descendants: true }
 const resultsFile = path.join(path.dirname(fileURLToPath(import.meta.url)), "..", "results", "latest.json")
 const fmtLoad = (l: Load) =>
   `load factor ${l.factor.toFixed(2)} (1-min load ${l.perCore.toFixed(2)}/core, CPU contention ${
@@ -102,6 +106,21 @@ const fmtLoad = (l: Load) =>
 
 const program = Effect.gen(function*() {
   const started = performance.now()
+  // First of all, before any scenario: the watchdog process that kills this run's processes should this
+  // one die without cleaning up (SIGKILL, a crash); spared by this run's own sweeps.
+  const watchdog = startWatchdog(runId)
+  const own: Ownership = { runId, poolIds: ownPoolIds, descendants: true, spare: [watchdog.identity] }
+  // Runs last (finalizers run in reverse): after an interruption (SIGTERM, SIGINT) or a failure, one more
+  // sweep (the scenario's was done by runWithLimit); then the watchdog is told that this run is done.
+  yield* Effect.addFinalizer((exit) =>
+    Effect.promise(async () => {
+      if (!Exit.isSuccess(exit)) {
+        const swept = await sweep(own, "at exit", 0)
+        if (swept.killed.length > 0) log(`at exit: killed ${swept.killed.length} process(es) of this run`)
+      }
+      watchdog.done()
+    })
+  )
   const tmpDir = fs.mkdtempSync(path.join(os.tmpdir(), "shepherd-bench-"))
   const ctx: Ctx = { quick, runId, tmpDir }
   const machine = machineInfo()
@@ -128,9 +147,10 @@ const program = Effect.gen(function*() {
   // A hard bound on the whole run (scaled by the load factor), whatever a scenario does: kill what is
   // provably this run's, pass after pass, and exit.
   const deadlineMs = quick ? 120_000 : 480_000
-  const watchdog = setInterval(() => {
+  const deadline = setInterval(() => {
     if (performance.now() - started <= deadlineMs * deadlineFactor) return
     const killed = sweepSync(own)
+    watchdog.done()
     process.stderr.write(
       `\nBENCHMARK FAILED: the run exceeded ${Math.round(deadlineMs * deadlineFactor / 1000)} s (${
         deadlineMs / 1000
@@ -138,8 +158,8 @@ const program = Effect.gen(function*() {
     )
     process.exit(2)
   }, 1_000)
-  watchdog.unref()
-  yield* Effect.addFinalizer(() => Effect.sync(() => clearInterval(watchdog)))
+  deadline.unref()
+  yield* Effect.addFinalizer(() => Effect.sync(() => clearInterval(deadline)))
 
   for (const scenario of args.includes("--self-test-leak") ? [...scenarios, leakOne] : scenarios) {
     if (only !== undefined && !only.includes(scenario.id) && scenario !== leakOne) continue

@@ -8,14 +8,15 @@
  * per core, and multiplies the scenario's limit by the larger of the two. Past
  * `maxLoadFactor` the run stops: "machine too loaded to measure", exit code 3.
  *
- * Whether the scenario ends, fails or hits its limit, the same sweep runs
- * after it (sweep.ts): a scenario interrupted at its limit leaves nothing of
- * this run alive.
+ * Whether the scenario ends, fails, hits its limit or the run is interrupted
+ * by a signal, the same sweep runs after it (sweep.ts): a scenario stopped
+ * early leaves nothing of this run alive.
  */
 import * as Effect from "effect/Effect"
 import type * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
 import * as os from "node:os"
+import { log } from "./harness.ts"
 import { type Ownership, sweep, type SweepResult } from "./sweep.ts"
 
 /** Wall time ÷ CPU time of a short busy loop (median of three): ≈ 1 on an idle machine, ≈ (load + 1) ÷ cores when busy. */
@@ -64,28 +65,41 @@ export interface Limited<A> {
 /**
  * Runs `body` for at most `limitMs`; past it, interrupts it (waiting at most
  * `interruptMs` for its finalizers), and in every case sweeps this run's
- * processes afterwards.
+ * processes afterwards. When the run itself is interrupted (a signal), the
+ * scenario is interrupted too (waiting at most `signalMs`) and swept at once.
  */
 export const runWithLimit = <A>(
   body: Effect.Effect<A>,
   limitMs: number,
   own: Ownership,
   where: string,
-  interruptMs = 10_000
+  interruptMs = 10_000,
+  signalMs = 2_000
 ): Effect.Effect<Limited<A>> =>
   Effect.gen(function*() {
     const fiber = yield* Effect.forkDetach(body)
+    // The interruption runs the scenario's finalizers (pools close, scopes kill their children); a
+    // finalizer stuck on a loaded machine must not hold the run: the sweep after it kills what is left.
+    const stop = (ms: number) =>
+      Effect.gen(function*() {
+        yield* Effect.forkDetach(Fiber.interrupt(fiber))
+        yield* Fiber.await(fiber).pipe(Effect.timeoutOrElse({ duration: ms, orElse: () => Effect.succeed(undefined) }))
+      })
     const exit = yield* Fiber.await(fiber).pipe(
-      Effect.timeoutOrElse({ duration: limitMs, orElse: () => Effect.succeed(undefined) })
-    )
-    if (exit === undefined) {
-      // The interruption runs the scenario's finalizers (pools close, scopes kill their children); a
-      // finalizer stuck on a loaded machine must not hold the run: the sweep below kills what is left.
-      yield* Effect.forkDetach(Fiber.interrupt(fiber))
-      yield* Fiber.await(fiber).pipe(
-        Effect.timeoutOrElse({ duration: interruptMs, orElse: () => Effect.succeed(undefined) })
+      Effect.timeoutOrElse({ duration: limitMs, orElse: () => Effect.succeed(undefined) }),
+      // The run itself is interrupted (SIGTERM, SIGINT: runMain interrupts the main fiber): the scenario
+      // runs detached, so stop it too, briefly, and kill what it left before the run's own finalizers.
+      Effect.onInterrupt(() =>
+        Effect.andThen(
+          stop(signalMs),
+          Effect.promise(async () => {
+            const swept = await sweep(own, `${where} (interrupted)`, 0)
+            log(`interrupted: killed ${swept.killed.length} process(es) of this run ${where}`)
+          })
+        )
       )
-    }
+    )
+    if (exit === undefined) yield* stop(interruptMs)
     const swept = yield* Effect.promise(() => sweep(own, where))
     return { exit, sweep: swept }
   })

@@ -16,7 +16,7 @@
  * to someone else (another bench run, another user): it is reported and left
  * alone, never signalled.
  */
-import { type Carrier, cmdline, envVar, isAlive, listPids, markerName, readStat } from "./procs.ts"
+import { type Carrier, cmdline, envVar, type Identity, isAlive, listPids, markerName, readStat } from "./procs.ts"
 
 /** What this run owns. */
 export interface Ownership {
@@ -25,6 +25,8 @@ export interface Ownership {
   readonly poolIds: ReadonlySet<string>
   /** Whether live descendants of this process count as ours (main: yes). */
   readonly descendants: boolean
+  /** Processes of this run never to be signalled by the sweep (main: the run's watchdog process, see watchdog.ts). */
+  readonly spare?: ReadonlyArray<Identity> | undefined
 }
 
 /** Pool ids of pools built in this process (filled by `usePool`). */
@@ -49,6 +51,7 @@ const ownsByPool = (poolIds: ReadonlySet<string>, id: string | undefined, sentin
 /** One pass over `/proc`: this run's live processes, and other `b-*` carriers. */
 export const classify = (own: Ownership): Classified => {
   const self = process.pid
+  const spared = new Set((own.spare ?? []).map((id) => `${id.pid}/${id.startTime}`))
   const stats = new Map<number, { ppid: number; startTime: string; state: string }>()
   for (const pid of listPids()) {
     if (pid === self) continue
@@ -66,7 +69,7 @@ export const classify = (own: Ownership): Classified => {
   const ours: Array<Carrier> = []
   const foreign: Array<Carrier> = []
   for (const [pid, s] of stats) {
-    if (dead(s.state)) continue
+    if (dead(s.state) || spared.has(`${pid}/${s.startTime}`)) continue
     const marker = envVar(pid, markerName)
     const id = envVar(pid, "SHEPHERD_ID")
     const sentinel = envVar(pid, "SHEPHERD_SENTINEL")
