@@ -48,11 +48,11 @@ export const run = (ctx: Ctx): Effect.Effect<ScenarioOutput> =>
     const shepherd = median(samples.get("shepherd")!)
     const targets: Array<Target> = [{
       id: "7",
-      goal: `Shepherd ≤ 20 KiB of JS heap per tracked live process (N = ${n})`,
+      goal: `Shepherd ≤ 8 KiB of JS heap per tracked live process (N = ${n})`,
       measured: `${fmt(shepherd)} KiB (execa ${fmt(median(samples.get("execa")!))}, Effect ${
         fmt(median(samples.get("effect")!))
       }, raw ${fmt(median(samples.get("raw")!))})`,
-      met: shepherd <= 20,
+      met: shepherd <= 8,
       note: ctx.quick ? "quick mode measures N = 100" : undefined
     }]
     log(`7: ${variants.map(([v]) => `${v} ${fmt(median(samples.get(v)!))} KiB`).join(", ")}`)
