@@ -1,0 +1,237 @@
+/**
+ * 9. Under load: does Shepherd keep its ratio to raw when every core is busy?
+ *
+ * Scenario 1's sequential spawn→exit throughput (raw `child_process.spawn` vs
+ * Shepherd `pool.spawn`, the same contenders, exported from
+ * spawnThroughput.ts) and scenario 4's slot hand-off (raw FIFO queue vs
+ * Shepherd `slots: 1`, from slotHandoff.ts), measured twice: on the quiet
+ * machine, then while a CPU hog keeps every core busy — one
+ * `sh -c 'while :; do :; done'` per core, started by this scenario, carrying
+ * the run's marker (it inherits the environment) so that every sweep and the
+ * run's watchdog own them, and stopped (SIGKILL, then gone from /proc, not
+ * even a zombie) when the scenario ends, fails or is interrupted, so that the
+ * load the runner measures before the next scenario is not this one's.
+ *
+ * Fairness: raw and Shepherd alternate run by run (the order rotates), so
+ * both see the same load; each phase starts with a warm-up of both contenders
+ * (not recorded), the loaded one after the hogs are running. The target
+ * compares Shepherd's ratio to raw under load with its ratio on the quiet
+ * machine, both from the same run.
+ */
+import * as Effect from "effect/Effect"
+import * as NodeChildProcess from "node:child_process"
+import * as os from "node:os"
+import { fmt, log, median, type Row, type ScenarioOutput, since, type Target } from "../harness.ts"
+import { type Ctx, usePool, withPool } from "../pools.ts"
+import { cmdline, type Identity, identify, isAlive, readStat, waitFor } from "../procs.ts"
+import { contention } from "../runner.ts"
+import { handoffPool, rawHandoff, shepherdHandoff } from "./slotHandoff.ts"
+import { rawRunner, shepherdRunner, spawnPoolConfig } from "./spawnThroughput.ts"
+
+const hogScript = "while :; do :; done"
+/** How much worse Shepherd's ratio to raw may get under load. */
+const tolerance = 1.5
+
+/** Starts one busy loop per core and waits until each has exec'd; their identities. */
+const startHogs = (count: number): Effect.Effect<Array<Identity>> =>
+  Effect.promise(async () => {
+    const hogs: Array<Identity> = []
+    for (let i = 0; i < count; i++) {
+      // inherits the environment, so it carries the run's marker; a process group of its own
+      const child = NodeChildProcess.spawn("sh", ["-c", hogScript], { stdio: "ignore", detached: true })
+      child.on("error", () => {
+        // reported below: it never shows up in /proc
+      })
+      const id = child.pid === undefined ? undefined : identify(child.pid)
+      if (id !== undefined) hogs.push(id)
+    }
+    const ready = await waitFor(
+      () => hogs.length === count && hogs.every((h) => isAlive(h) && cmdline(h.pid).includes(hogScript)),
+      10_000,
+      5
+    )
+    if (!ready) {
+      stopNow(hogs)
+      throw new Error(`the CPU hog did not start: ${hogs.length} of ${count} busy loops`)
+    }
+    return hogs
+  })
+
+const stopNow = (hogs: ReadonlyArray<Identity>): void => {
+  for (const h of hogs) {
+    if (!isAlive(h)) continue
+    try {
+      process.kill(h.pid, "SIGKILL")
+    } catch {
+      // gone
+    }
+  }
+}
+
+/** SIGKILLs the busy loops and waits until they have left /proc (reaped, not zombies). */
+const stopHogs = (hogs: ReadonlyArray<Identity>): Effect.Effect<void> =>
+  Effect.promise(async () => {
+    stopNow(hogs)
+    const inProc = (h: Identity) => readStat(h.pid)?.startTime === h.startTime
+    const gone = await waitFor(() => !hogs.some(inProc), 10_000, 5)
+    if (!gone) throw new Error(`the CPU hog did not leave /proc: ${hogs.filter(inProc).map((h) => h.pid).join(", ")}`)
+  })
+
+type Phase = "quiet" | "loaded"
+
+interface PhaseSamples {
+  readonly spawnRaw: Array<number>
+  readonly spawnShepherd: Array<number>
+  readonly handoffRaw: Array<number>
+  readonly handoffShepherd: Array<number>
+}
+
+export const run = (ctx: Ctx): Effect.Effect<ScenarioOutput> => {
+  const count = ctx.quick ? 25 : 100
+  const spawnRuns = ctx.quick ? 4 : 5
+  const handoffRuns = ctx.quick ? 16 : 40
+  const cores = Math.max(1, os.cpus().length)
+  const marks: Array<number> = []
+  return withPool(
+    spawnPoolConfig(ctx),
+    (spawnPool) =>
+      usePool(handoffPool(ctx, marks, "load-handoff"), (slotPool) =>
+        Effect.gen(function*() {
+          const spawnShepherd = shepherdRunner(spawnPool)
+          const handoffShepherd = shepherdHandoff(slotPool, marks)
+
+          const measure = (phase: Phase) =>
+            Effect.gen(function*() {
+              const s: PhaseSamples = { spawnRaw: [], spawnShepherd: [], handoffRaw: [], handoffShepherd: [] }
+              // warm-up (not recorded): JIT, the pools' first ticks, and the load settling in
+              yield* rawRunner(10, 1)
+              yield* spawnShepherd(10, 1)
+              yield* rawHandoff
+              yield* handoffShepherd
+              const spawnOnce = (runner: typeof rawRunner, into: Array<number>) =>
+                Effect.gen(function*() {
+                  const start = performance.now()
+                  yield* runner(count, 1)
+                  into.push(count / (since(start) / 1000))
+                })
+              for (let r = 0; r < spawnRuns; r++) {
+                // alternate which contender goes first: both see the same load
+                const pair = [spawnOnce(rawRunner, s.spawnRaw), spawnOnce(spawnShepherd, s.spawnShepherd)]
+                for (const e of r % 2 === 0 ? pair : pair.reverse()) yield* e
+              }
+              for (let r = 0; r < handoffRuns; r++) {
+                const pair = [
+                  Effect.map(rawHandoff, (ms) => void s.handoffRaw.push(ms)),
+                  Effect.map(handoffShepherd, (ms) => void s.handoffShepherd.push(ms))
+                ]
+                for (const e of r % 2 === 0 ? pair : pair.reverse()) yield* e
+              }
+              log(
+                `9 ${phase}: spawn→exit raw ${fmt(median(s.spawnRaw))}/s, Shepherd ${
+                  fmt(median(s.spawnShepherd))
+                }/s; hand-off raw ${fmt(median(s.handoffRaw))} ms, Shepherd ${fmt(median(s.handoffShepherd))} ms`
+              )
+              return s
+            })
+
+          const quiet = yield* measure("quiet")
+          let loadedContention = Number.NaN
+          const loaded = yield* Effect.acquireUseRelease(
+            startHogs(cores),
+            () =>
+              Effect.gen(function*() {
+                // the CPU this process gets with the hog running (≈ 1 when idle), recorded as evidence of the load
+                loadedContention = contention()
+                return yield* measure("loaded")
+              }),
+            stopHogs
+          )
+
+          const load = `${cores} busy loop(s)`
+          const rows: Array<Row> = []
+          const spawnScenario = "9. under load: spawn→exit /bin/true, sequential"
+          const handoffScenario = "9. under load: slot hand-off"
+          for (const [phase, s] of [["quiet", quiet], ["loaded", loaded]] as const) {
+            const when = phase === "quiet" ? "quiet" : `loaded (${load})`
+            rows.push(
+              {
+                scenario: spawnScenario,
+                group: `9-spawn-${phase}`,
+                variant: `raw child_process.spawn, ${when}`,
+                unit: "spawns/s",
+                better: "higher",
+                samples: s.spawnRaw,
+                baseline: true
+              },
+              {
+                scenario: spawnScenario,
+                group: `9-spawn-${phase}`,
+                variant: `Shepherd pool.spawn, ${when}`,
+                unit: "spawns/s",
+                better: "higher",
+                samples: s.spawnShepherd
+              }
+            )
+          }
+          for (const [phase, s] of [["quiet", quiet], ["loaded", loaded]] as const) {
+            const when = phase === "quiet" ? "quiet" : `loaded (${load})`
+            rows.push(
+              {
+                scenario: handoffScenario,
+                group: `9-handoff-${phase}`,
+                variant: `raw FIFO queue, ${when}`,
+                unit: "ms",
+                better: "lower",
+                samples: s.handoffRaw,
+                baseline: true
+              },
+              {
+                scenario: handoffScenario,
+                group: `9-handoff-${phase}`,
+                variant: `Shepherd slots: 1, ${when}`,
+                unit: "ms",
+                better: "lower",
+                samples: s.handoffShepherd
+              }
+            )
+          }
+
+          const ratio = (a: Array<number>, b: Array<number>) => median(a) / median(b)
+          const spawnQuiet = ratio(quiet.spawnShepherd, quiet.spawnRaw)
+          const spawnLoaded = ratio(loaded.spawnShepherd, loaded.spawnRaw)
+          const handoffQuiet = ratio(quiet.handoffShepherd, quiet.handoffRaw)
+          const handoffLoaded = ratio(loaded.handoffShepherd, loaded.handoffRaw)
+          const targets: Array<Target> = [
+            {
+              id: "9 (spawn→exit)",
+              goal: `under load (${load}), Shepherd's throughput ratio to raw ≥ its quiet ratio ÷ ${tolerance}`,
+              measured: `${fmt(spawnQuiet)}× raw quiet, ${fmt(spawnLoaded)}× raw loaded (${
+                fmt(spawnLoaded / spawnQuiet)
+              } of quiet)`,
+              met: spawnLoaded >= spawnQuiet / tolerance
+            },
+            {
+              id: "9 (hand-off)",
+              goal: `under load (${load}), Shepherd's hand-off latency ratio to raw ≤ ${tolerance} × its quiet ratio`,
+              measured: `${fmt(handoffQuiet)}× raw quiet, ${fmt(handoffLoaded)}× raw loaded (${
+                fmt(handoffLoaded / handoffQuiet)
+              } × quiet)`,
+              met: handoffLoaded <= tolerance * handoffQuiet
+            }
+          ]
+          return {
+            rows,
+            targets,
+            notes: [
+              `9: the contenders of scenarios 1 (sequential, ${count} spawns per run, ${spawnRuns} runs per phase) and 4 (${handoffRuns} hand-offs per phase), ` +
+              `first on the quiet machine, then with \`sh -c '${hogScript}'\` × ${cores} (one per core, same priority, carrying the run marker; ` +
+              `CPU contention seen by the bench with them running: ${
+                fmt(loadedContention)
+              }, ≈ 1 when idle); raw and Shepherd alternate run by run, ` +
+              "a warm-up of both in each phase; the busy loops are SIGKILLed and gone from /proc before the scenario returns " +
+              "(they also raise the 1-minute load average printed at the end)."
+            ]
+          }
+        }))
+  )
+}
