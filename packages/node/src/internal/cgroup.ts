@@ -4,20 +4,21 @@
  * placement, members, "tree empty" as an event, `cgroup.kill`, removal.
  * Not wired into the pool yet.
  *
- * The synchronous primitives live in `cgroupDetect.ts`, `cgroupFs.ts` and
- * `cgroupPlacement.ts` (free of Effect, for the lifeline sentinel); this
- * module re-exports what a caller needs and wraps the fallible steps as
- * Effects that fail with `CgroupError`.
+ * The synchronous primitives live in `cgroupMounts.ts`, `cgroupDetect.ts`,
+ * `cgroupNames.ts`, `cgroupFs.ts`, `cgroupMembers.ts` and `cgroupPlacement.ts`
+ * (free of Effect, for the lifeline sentinel); this module re-exports what a
+ * caller needs and wraps the fallible steps as Effects that fail with
+ * `CgroupError`.
  *
  * @since 0.1.0
  */
 import * as Clock from "effect/Clock"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
-import * as Schema from "effect/Schema"
 import type * as Scope from "effect/Scope"
 import * as fs from "node:fs"
 import { baseOf, type Detection, detect as detectUnsafe, type DetectOptions, type Usable } from "./cgroupDetect.ts"
+import { attempt, CgroupError, toError } from "./cgroupError.ts"
 import * as CgroupFs from "./cgroupFs.ts"
 import * as CgroupMembers from "./cgroupMembers.ts"
 import * as CgroupNames from "./cgroupNames.ts"
@@ -27,57 +28,15 @@ export {
   type Detection,
   detect as detectUnsafe,
   type DetectOptions,
-  type Mount,
-  parseMountInfo,
-  parseOwnCgroup,
   type Unusable,
   type Usable
 } from "./cgroupDetect.ts"
+export { CgroupError } from "./cgroupError.ts"
 export { type Cgroup, isIntact } from "./cgroupFs.ts"
 export { parsePopulated, type PoolEntry } from "./cgroupMembers.ts"
+export { type Mount, parseMountInfo, parseOwnCgroup } from "./cgroupMounts.ts"
 export { decodeName, encodeName, poolDirName, sentinelDirName, sessionDirName, treeDirName } from "./cgroupNames.ts"
 export { type CommandLine, placementFailedCode, shell, wrap, wrapThroughFd } from "./cgroupPlacement.ts"
-
-/**
- * A cgroup operation failed; `reason` classifies it (`Swapped`: the path holds another cgroup than
- * the one we created, and nothing was done to it).
- *
- * @since 0.1.0
- * @category errors
- */
-export class CgroupError extends Schema.TaggedError<CgroupError>()("CgroupError", {
-  operation: Schema.String,
-  path: Schema.String,
-  reason: Schema.Literals([
-    "NotFound",
-    "AlreadyExists",
-    "PermissionDenied",
-    "Busy",
-    "Swapped",
-    "NotCgroup",
-    "NoSuchProcess",
-    "BadName",
-    "Unknown"
-  ]),
-  detail: Schema.String
-}) {
-  override get message(): string {
-    return `cgroup ${this.operation} failed (${this.reason}): ${this.detail}`
-  }
-}
-
-const toError = (operation: string, path: string) => (error: unknown): CgroupError =>
-  error instanceof CgroupFs.CgroupFailure
-    ? new CgroupError({ operation, path: error.path, reason: error.reason, detail: error.message })
-    : new CgroupError({
-      operation,
-      path,
-      reason: "Unknown",
-      detail: error instanceof Error ? error.message : String(error)
-    })
-
-const attempt = <A>(operation: string, path: string, f: () => A): Effect.Effect<A, CgroupError> =>
-  Effect.try({ try: f, catch: toError(operation, path) })
 
 /**
  * Detects whether cgroup v2 containment is usable, and where (see `cgroupDetect.ts`).

@@ -14,23 +14,10 @@
 import * as fs from "node:fs"
 import * as path from "node:path"
 import { type Cgroup, errnoOf, inCgroupFs, O_DIRECTORY, O_NOFOLLOW, O_RDONLY } from "./cgroupFs.ts"
+import { commonAncestor, locate, type Mount, parseMountInfo, parseOwnCgroup } from "./cgroupMounts.ts"
 import { probeName } from "./cgroupNames.ts"
 
-/**
- * One cgroup2 mount, as `/proc/self/mountinfo` lists it.
- *
- * @since 0.1.0
- * @category models
- */
-export interface Mount {
-  /** Where it is mounted (`/sys/fs/cgroup`, `/sys/fs/cgroup/unified` in a hybrid layout). */
-  readonly mountPoint: string
-  /** The cgroup of the hierarchy shown at the mount point (`/` unless bind-mounted or namespaced). */
-  readonly root: string
-  /** The device number of the mount (`major:minor` as `stat` reports `st_dev`). */
-  readonly dev: bigint
-  readonly readOnly: boolean
-}
+export type { Mount } from "./cgroupMounts.ts"
 
 /**
  * Cgroup v2 containment is possible, below `base`.
@@ -73,67 +60,6 @@ export interface Unusable {
  */
 export type Detection = Usable | Unusable
 
-/** The `\ooo` escapes of mountinfo (space, tab, newline, backslash). */
-const unescape = (field: string): string =>
-  field.replace(/\\([0-7]{3})/g, (_, oct: string) => String.fromCharCode(parseInt(oct, 8)))
-
-/** glibc's `makedev`, as Node reports `st_dev`. */
-const makedev = (major: bigint, minor: bigint): bigint =>
-  ((major & 0xfffff000n) << 32n) | ((major & 0xfffn) << 8n) | ((minor & 0xffffff00n) << 12n) | (minor & 0xffn)
-
-/**
- * The cgroup2 mounts listed in a mountinfo text (see proc(5): the fields after ` - ` are the file
- * system type, the source and the super options).
- *
- * @since 0.1.0
- * @category parsing
- */
-export const parseMountInfo = (text: string): Array<Mount> => {
-  const out: Array<Mount> = []
-  for (const line of text.split("\n")) {
-    const dash = line.indexOf(" - ")
-    if (dash < 0) continue
-    const [fsType] = line.slice(dash + 3).split(" ")
-    if (fsType !== "cgroup2") continue
-    const fields = line.slice(0, dash).split(" ")
-    const [majorMinor, root, mountPoint, options] = [fields[2], fields[3], fields[4], fields[5]]
-    if (majorMinor === undefined || root === undefined || mountPoint === undefined || options === undefined) continue
-    const [major, minor] = majorMinor.split(":")
-    if (major === undefined || minor === undefined || !/^\d+$/.test(major) || !/^\d+$/.test(minor)) continue
-    out.push({
-      mountPoint: unescape(mountPoint),
-      root: unescape(root),
-      dev: makedev(BigInt(major), BigInt(minor)),
-      readOnly: options.split(",").includes("ro")
-    })
-  }
-  return out
-}
-
-/**
- * The host's v2 cgroup from a `/proc/<pid>/cgroup` text (the `0::<path>` line); `undefined` when
- * there is none (a pure v1 host), or when that cgroup was removed (` (deleted)`).
- *
- * @since 0.1.0
- * @category parsing
- */
-export const parseOwnCgroup = (text: string): string | undefined => {
-  for (const line of text.split("\n")) {
-    if (!line.startsWith("0::")) continue
-    const cgroup = line.slice(3)
-    return cgroup.startsWith("/") && !cgroup.endsWith(" (deleted)") ? cgroup : undefined
-  }
-  return undefined
-}
-
-/** Where cgroup `cgroup` (a path in the hierarchy) appears under `mount`, if the mount shows it. */
-const locate = (mount: Mount, cgroup: string): string | undefined => {
-  const root = mount.root === "/" ? "" : mount.root
-  if (cgroup !== root && !cgroup.startsWith(`${root}/`)) return undefined
-  const rest = cgroup.slice(root.length)
-  return rest === "" || rest === "/" ? mount.mountPoint : path.join(mount.mountPoint, rest)
-}
-
 const describe = (error: unknown) => errnoOf(error) ?? (error instanceof Error ? error.message : String(error))
 
 const readControllers = (base: string): Array<string> => {
@@ -147,14 +73,15 @@ const readControllers = (base: string): Array<string> => {
 /**
  * Why `base` cannot hold our cgroups, or `undefined` when it can: it must be a real directory (no
  * symlink on the way) in the cgroup2 file system of `mount`, where this process may create a cgroup
- * that has `cgroup.kill` and type `domain`, and move processes into it (`cgroup.procs` writable
- * there and in `base`, the common ancestor of the host's cgroup and ours when `base` is the host's).
- * The probe cgroup is removed again.
+ * that has `cgroup.kill` and type `domain`, and move processes into it: `cgroup.procs` writable
+ * there and in `ancestor`, the nearest common ancestor of the host's cgroup and `base` (moving a
+ * process needs write access to the common ancestor of where it is and where it goes; default
+ * `base`). The probe cgroup is removed again.
  *
  * @since 0.1.0
  * @category probing
  */
-export const probe = (base: string, mount: Mount): string | undefined => {
+export const probe = (base: string, mount: Mount, ancestor: string = base): string | undefined => {
   let real: string
   try {
     real = fs.realpathSync(base)
@@ -196,7 +123,7 @@ export const probe = (base: string, mount: Mount): string | undefined => {
     }
     const type = fs.readFileSync(path.join(probeDir, "cgroup.type"), "latin1").trim()
     if (type !== "domain") return `cgroups created in ${base} are of type "${type}", not "domain"`
-    for (const procs of [path.join(probeDir, "cgroup.procs"), path.join(base, "cgroup.procs")]) {
+    for (const procs of [path.join(probeDir, "cgroup.procs"), path.join(ancestor, "cgroup.procs")]) {
       try {
         fs.accessSync(procs, fs.constants.W_OK)
       } catch {
@@ -269,7 +196,7 @@ export const detect = (options: DetectOptions = {}): Detection => {
       ? `${candidate.base} is not below a cgroup2 mount (${
         mounts.map((m) => m.mountPoint).join(", ") || "there is none"
       })`
-      : probe(candidate.base, candidate.mount)
+      : probe(candidate.base, candidate.mount, commonAncestor(candidate.mount, candidate.base, ownCgroup))
     if (reason !== undefined) {
       tried.push({ base: candidate.base, reason })
       continue
