@@ -20,6 +20,7 @@ import * as crypto from "node:crypto"
 import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
+import { fileURLToPath } from "node:url"
 import * as Cgroup from "../packages/node/src/internal/cgroup.ts"
 import { eventually } from "./harness.ts"
 import { type ProcInfo, processes } from "./support.ts"
@@ -409,6 +410,47 @@ describe(`cgroup containment on real processes${needsCgroups}`, () => {
           const after = yield* entry()
           assert.isTrue(after?.sentinelAlive)
           assert.isTrue(after?.populated)
+        })
+      )
+  )
+
+  // An unprivileged user (nobody) run with setpriv, once inside a cgroup delegated to it (chowned as
+  // systemd's Delegate=yes does) and once not.
+  const canDropPrivileges = process.geteuid?.() === 0 && fs.existsSync("/usr/bin/setpriv")
+  it.live.skipIf(usable === undefined || !canDropPrivileges)(
+    `an unprivileged user: usable in a delegated subtree, not outside it${
+      canDropPrivileges ? "" : " (skipped: needs root and setpriv)"
+    }`,
+    () =>
+      withFixture(({ mark, pool }) =>
+        Effect.gen(function*() {
+          const nobody = 65534
+          const fixture = fileURLToPath(new URL("./fixtures/cgroupDelegated.ts", import.meta.url))
+          const asNobody = ["--reuid", String(nobody), "--regid", String(nobody), "--clear-groups"]
+          const run = (command: string, args: ReadonlyArray<string>) => {
+            const r = NodeChildProcess.spawnSync(command, [...args], { encoding: "utf8", timeout: 60_000 })
+            assert.strictEqual(r.status, 0, r.stderr)
+            return JSON.parse(r.stdout) as Record<string, unknown>
+          }
+          const node = [process.execPath, fixture, mark.sleep]
+          for (const file of ["", "/cgroup.procs", "/cgroup.subtree_control", "/cgroup.threads"]) {
+            fs.chownSync(`${pool.path}${file}`, nobody, nobody)
+          }
+          const line = Cgroup.wrap(pool, "/usr/bin/setpriv", [...asNobody, ...node])
+          const delegated = run(line.command, line.args)
+          assert.deepInclude(delegated, {
+            uid: nobody,
+            tag: "Usable",
+            base: pool.path,
+            source: "delegated",
+            members: 2,
+            emptied: true,
+            removed: "removed"
+          })
+          const outside = run("/usr/bin/setpriv", [...asNobody, ...node])
+          assert.deepInclude(outside, { uid: nobody, tag: "Unusable" })
+          assert.include(String(outside.reason), "not writable")
+          assert.deepStrictEqual(survivorsOf(mark).map(show), [])
         })
       )
   )
