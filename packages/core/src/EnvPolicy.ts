@@ -96,6 +96,28 @@ export const strips = (policy: EnvPolicy, name: string): boolean => {
 const matchesStrip = (policy: EnvPolicy, name: string): boolean =>
   policy.strip.includes(name) || policy.stripPrefixes.some((p) => name.startsWith(p))
 
+/** What a policy does to one inherited name: 0 keep, 1 strip, 2 keep although a strip rule matches (preserved). */
+type Decision = 0 | 1 | 2
+
+// A policy is immutable data: its decision per name is computed once (a host's environment has a few
+// dozen names, and every spawn would otherwise test each against every rule).
+const decisions = new WeakMap<EnvPolicy, Map<string, Decision>>()
+
+const decide = (policy: EnvPolicy, name: string): Decision => {
+  let cache = decisions.get(policy)
+  if (cache === undefined) {
+    cache = new Map()
+    decisions.set(policy, cache)
+  }
+  let decision = cache.get(name)
+  if (decision === undefined) {
+    decision = strips(policy, name) ? 1 : matchesStrip(policy, name) ? 2 : 0
+    // Bounded: a host that invents variable names without end keeps at most this many decisions.
+    if (cache.size < 4096) cache.set(name, decision)
+  }
+  return decision
+}
+
 /**
  * Builds a child's environment: `inherited` (the host's environment, when the
  * command inherits) filtered by the policy, then `explicit` on top, where an
@@ -116,11 +138,12 @@ export const apply = (
   for (const name in inherited) {
     const value = inherited[name]
     if (value === undefined) continue
-    if (strips(policy, name)) {
+    const decision = decide(policy, name)
+    if (decision === 1) {
       stripped.push(name)
       continue
     }
-    if (matchesStrip(policy, name)) preserved.push(name)
+    if (decision === 2) preserved.push(name)
     kept.push(name)
     env[name] = value
   }

@@ -45,6 +45,19 @@ export interface Launched {
    * lookup needed); `false` once the child has been reaped. Optional.
    */
   readonly signal?: ((signal: Signal) => boolean) | undefined
+  /**
+   * Whether the leader provably has no descendant right now (nothing but the
+   * launcher's own children was forked since its fork), so that no scan is
+   * needed to find its tree's other members. `false` means "not proven", and
+   * is always a correct answer. Optional.
+   */
+  readonly alone?: (() => boolean) | undefined
+  /**
+   * Calls `f` once, synchronously, as soon as the leader's exit is known (after
+   * `exitStatus` is set). Lets the pool react to an exit without a fiber per
+   * process waiting on `exit`. Optional.
+   */
+  readonly onExit?: ((f: () => void) => void) | undefined
   /** The I/O half of an Effect `ChildProcessHandle`. */
   readonly io: Pick<ChildProcessHandle, "stdin" | "stdout" | "stderr" | "all" | "getInputFd" | "getOutputFd">
 }

@@ -36,7 +36,7 @@ import * as Reaper from "./Reaper.ts"
 import * as ShepherdConfig from "./ShepherdConfig.ts"
 import type * as ShepherdError from "./ShepherdError.ts"
 import type { InvalidConfig, PoolClosed } from "./ShepherdError.ts"
-import type * as Teardown from "./Teardown.ts"
+import * as Teardown from "./Teardown.ts"
 
 /**
  * Options of one spawn.
@@ -211,13 +211,13 @@ const make = Effect.fnUntraced(function*(config: ShepherdConfig.Resolved) {
   const poolId = `${config.name}~${globalThis.crypto.randomUUID().slice(0, 8)}`
   // Every metric update of this pool carries its id.
   const attributes = { pool: poolId }
-  const metric = <S>(m: Metric.Metric<number, S>) => Metric.withAttributes(m, attributes)
-  const slots = yield* Slots.make(config, metric(Metrics.slotWaiters))
+  const metrics = Metrics.forPool(attributes)
+  const slots = yield* Slots.make(config, metrics.slotWaiters)
   const watchers = yield* FiberSet.make<unknown, never>()
   const hurry = yield* Deferred.make<void>()
   const startedAt = yield* Clock.currentTimeMillis
   const bootId = ledger?.host.bootId ?? "unknown"
-  const journal = Journal.make(ledger, metric(Metrics.ledgerEvents))
+  const journal = Journal.make(ledger, metrics.ledgerEvents)
   const trees = Tree.makeTrees()
   const reaperOptions: Reaper.Options = {
     poolId,
@@ -250,12 +250,19 @@ const make = Effect.fnUntraced(function*(config: ShepherdConfig.Resolved) {
     slots,
     trees,
     watchers,
+    runWatcher: yield* FiberSet.runtime(watchers)<never>(),
     metrics: {
       attributes,
-      spawned: metric(Metrics.spawned),
-      running: metric(Metrics.running),
-      slotWait: metric(Metrics.slotWait),
-      teardownDuration: metric(Metrics.teardownDuration)
+      spawned: metrics.spawned,
+      running: metrics.running,
+      slotWait: metrics.slotWait,
+      teardownDuration: metrics.teardownDuration,
+      exited: Object.fromEntries(
+        Teardown.Outcome.literals.map((outcome) => [outcome, metrics.exitedBy(outcome)])
+      ) as Record<
+        Teardown.Outcome,
+        Metric.Metric<number, unknown>
+      >
     }
   }
   const spawn = Spawn.make(ctx)

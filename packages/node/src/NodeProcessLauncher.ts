@@ -22,6 +22,7 @@ import * as Stream from "effect/Stream"
 import * as NodeChildProcess from "node:child_process"
 import * as fs from "node:fs"
 import { identify } from "./NodeProcessTable.ts"
+import * as forkWitness from "./internal/forkWitness.ts"
 import * as outputTap from "./internal/outputTap.ts"
 
 const unwrap = (value: CommandLine.Word): string => Redacted.isRedacted(value) ? Redacted.value(value) : value
@@ -99,6 +100,8 @@ const launch = Effect.fnUntraced(function*(
 
   const exited = Deferred.makeUnsafe<ExitStatus>()
   let status: ExitStatus | undefined
+  let onExit: (() => void) | undefined
+  const before = forkWitness.mark()
   const child = yield* Effect.callback<NodeChildProcess.ChildProcess, PlatformError.PlatformError>((resume) => {
     const child = NodeChildProcess.spawn(command.command, command.args.map(unwrap), {
       cwd,
@@ -109,6 +112,7 @@ const launch = Effect.fnUntraced(function*(
       shell: options.shell,
       windowsHide: true
     })
+    if (child.pid !== undefined) forkWitness.forked(child.pid)
     child.on("error", (error: NodeJS.ErrnoException) => {
       if (child.pid === undefined) {
         resume(Effect.fail(spawnError(command, error, `${display}: ${error.code ?? error.message}`)))
@@ -117,6 +121,7 @@ const launch = Effect.fnUntraced(function*(
     child.on("exit", (code, signal) => {
       status = { code, signal }
       Deferred.doneUnsafe(exited, Exit.succeed(status))
+      onExit?.()
     })
     child.on("spawn", () => resume(Effect.succeed(child)))
   })
@@ -185,6 +190,11 @@ const launch = Effect.fnUntraced(function*(
     identity,
     exit: Deferred.await(exited),
     exitStatus: () => status,
+    onExit: (f) => {
+      if (status !== undefined) f()
+      else onExit = f
+    },
+    alone: () => forkWitness.alone(before, pid, env.SHEPHERD_ID ?? ""),
     // Node refuses (returns false) once it has reaped the child, so this never reaches a reused pid.
     signal: (signal) => status === undefined && child.kill(signal),
     io: {

@@ -22,6 +22,7 @@ import * as ShepherdConfig from "../ShepherdConfig.ts"
 import { type SpawnFailure, SpawnError } from "../ShepherdError.ts"
 import * as Sessions from "./sessions.ts"
 import * as Slots from "./slots.ts"
+import * as Tracing from "./tracing.ts"
 import * as Tree from "./tree.ts"
 
 /**
@@ -49,7 +50,7 @@ export const make = (ctx: Context): (
   const spawnFailed = (error: SpawnFailure) =>
     Metric.update(Metric.withAttributes(Metrics.spawnFailures, { ...ctx.metrics.attributes, reason: error._tag }), 1)
 
-  return Effect.fn("ProcessPool.spawn")(function*(
+  const spawn = Effect.fnUntraced(function*(
     command: ChildProcess.Command,
     options?: SpawnOptions
   ): Effect.fn.Return<ManagedProcess, SpawnFailure, Scope.Scope> {
@@ -59,7 +60,9 @@ export const make = (ctx: Context): (
     const display = command._tag === "StandardCommand"
       ? CommandLine.display([command.command, ...command.args])
       : "<pipeline>"
-    yield* Effect.annotateCurrentSpan({ session: sessionId, command: display })
+    if (Tracing.observed(yield* Effect.fiber)) {
+      yield* Effect.annotateCurrentSpan({ session: sessionId, command: display })
+    }
     if (command._tag !== "StandardCommand") {
       return yield* new SpawnError({
         session: sessionId,
@@ -130,4 +133,5 @@ export const make = (ctx: Context): (
         }))))
     )
   }, Effect.tapError(spawnFailed))
+  return (command, options) => Tracing.span(spawn(command, options), "ProcessPool.spawn", () => ({}))
 }

@@ -40,6 +40,8 @@ export interface Input {
     readonly exit: Effect.Effect<ExitStatus>
     /** Signals the unreaped child directly (see `Launched.signal`). */
     readonly signal?: ((signal: Signal) => boolean) | undefined
+    /** Whether the leader provably has no descendant (see `Launched.alone`): no scan is needed. */
+    readonly alone?: (() => boolean) | undefined
   } | undefined
   /** Completed when the host demands an immediate kill (a second signal): the grace ends at once. */
   readonly hurry: Deferred.Deferred<void>
@@ -77,9 +79,23 @@ interface Tree {
  * Snapshot each container's members, signal them, wait until none is alive or
  * the grace ends, SIGKILL what is left and what a fresh scan finds forked
  * meanwhile, and wait up to `forceWaitMs` more. "Alive" comes from the process
- * table, where a zombie is dead; "none alive" is always confirmed by a scan.
+ * table, where a zombie is dead; "none alive" is always confirmed by a scan, or
+ * by the launcher's proof that the leader has no descendant (`Launched.alone`).
  */
-export const terminate = (input: Input): Effect.Effect<Result> => Effect.map(terminateMany([input]), (rs) => rs[0]!)
+export const terminate = (input: Input): Effect.Effect<Result> =>
+  Effect.suspend(() => {
+    // The common end of a tree: its leader exited and provably left nobody behind.
+    const status = input.leader?.exitStatus()
+    if (status !== undefined && input.leader?.alone?.() === true) {
+      return Effect.map(Clock.currentTimeMillis, (end) => ({
+        outcome: { _tag: "Exited", status },
+        signalled: [],
+        forced: [],
+        durationMs: input.since === undefined ? 0 : end - input.since
+      }))
+    }
+    return Effect.map(terminateMany([input]), (rs) => rs[0]!)
+  })
 
 /**
  * `terminate` for many trees at once (a session or a pool closing): one fiber
@@ -130,14 +146,20 @@ export const terminateMany = (
     /** Fresh scans of `some` trees (coalesced by the table); on failure what is known stands. */
     const rescan = (some: ReadonlyArray<Tree>, fallback: (t: Tree) => ReadonlyArray<ProcessIdentity>) =>
       Effect.forEach(some, (t) =>
-        Effect.map(Effect.result(t.input.table.members(t.input.container)), (r) => {
-          if (r._tag === "Success") {
-            t.unverified = undefined // a complete view again
-            return withLeader(t, r.success)
-          }
-          t.unverified = r.failure.reason
-          return fallback(t)
-        }), { concurrency: "unbounded" })
+        // A leader proven alone is the whole tree: nothing to scan for.
+        t.input.leader?.alone?.() === true ?
+          Effect.sync(() => {
+            t.unverified = undefined
+            return withLeader(t, [])
+          }) :
+          Effect.map(Effect.result(t.input.table.members(t.input.container)), (r) => {
+            if (r._tag === "Success") {
+              t.unverified = undefined // a complete view again
+              return withLeader(t, r.success)
+            }
+            t.unverified = r.failure.reason
+            return fallback(t)
+          }), { concurrency: "unbounded" })
 
     const sendAll = (t: Tree, targets: ReadonlyArray<ProcessIdentity>, signal: Signal) =>
       Effect.forEach(targets, (identity) => {

@@ -19,7 +19,6 @@ import * as Scope from "effect/Scope"
 import * as EnvPolicy from "../EnvPolicy.ts"
 import * as KillPolicy from "../KillPolicy.ts"
 import type { ManagedProcess } from "../ManagedProcess.ts"
-import * as Metrics from "../Metrics.ts"
 import type { Launched, ProcessLauncher } from "../ProcessLauncher.ts"
 import type { Container, ProcessTable } from "../ProcessTable.ts"
 import { type PoolClosed, SpawnError } from "../ShepherdError.ts"
@@ -27,6 +26,7 @@ import * as Teardown from "../Teardown.ts"
 import * as Handle from "./handle.ts"
 import * as Journal from "./journal.ts"
 import * as Sessions from "./sessions.ts"
+import * as Tracing from "./tracing.ts"
 import { type Input as TerminateInput, type Result as TerminateResult, terminate } from "./terminate.ts"
 
 /**
@@ -45,6 +45,8 @@ export interface Context {
   readonly registry: Sessions.Registry
   /** The leaders' exit watchers. */
   readonly watchers: FiberSet.FiberSet<unknown, never>
+  /** Runs an effect at once as a fiber of `watchers` (from a launcher's exit callback). */
+  readonly runWatcher: (effect: Effect.Effect<unknown>) => unknown
   readonly trees: Trees
   /** The pool's metrics, with its id as attribute. */
   readonly metrics: {
@@ -53,6 +55,8 @@ export interface Context {
     readonly running: Metric.Metric<number, unknown>
     readonly slotWait: Metric.Metric<number, unknown>
     readonly teardownDuration: Metric.Metric<number, unknown>
+    /** `Metrics.exited` per outcome. */
+    readonly exited: Readonly<Record<Teardown.Outcome, Metric.Metric<number, unknown>>>
   }
 }
 
@@ -195,7 +199,12 @@ export const launch = (ctx: Context, request: Request): Effect.Effect<ManagedPro
         table: ctx.table,
         container,
         policy: kill,
-        leader: { exitStatus: launched.exitStatus, exit: launched.exit, signal: launched.signal },
+        leader: {
+          exitStatus: launched.exitStatus,
+          exit: launched.exit,
+          signal: launched.signal,
+          alone: launched.alone
+        },
         hurry: ctx.hurry,
         escalate,
         since
@@ -204,37 +213,38 @@ export const launch = (ctx: Context, request: Request): Effect.Effect<ManagedPro
 
     /** Turns the raw result into the report and does the bookkeeping of a tree that is gone. */
     const finish = (r: TerminateResult): Effect.Effect<Teardown.Teardown> =>
-      Effect.succeed(r).pipe(
-        Effect.map((r) => toReport(r, launched, shepherdId, sessionId, display, running?.signal ?? policy.signal)),
-        Effect.tap((report) =>
-          Effect.gen(function*() {
-            if (Teardown.isGone(report)) {
-              const at = yield* Clock.currentTimeMillis
-              yield* Journal.released(ctx.journal, shepherdId, report._tag, Teardown.describe(report), at)
-            }
-            // Escaped or Unverified: the ledger entry and the lifeline stay, and the reaper
-            // (to which the tree is now untracked) keeps trying.
-            session.processes.delete(state)
-            Sessions.forgetIfIdle(ctx.registry, session)
-            ctx.trees.tracked.delete(shepherdId)
-            ctx.trees.recent.push({ report, at: yield* Clock.currentTimeMillis })
-            if (ctx.trees.recent.length > recentLimit) ctx.trees.recent.shift()
-            ctx.trees.live--
-            yield* Metric.update(ctx.metrics.running, ctx.trees.live)
-            yield* Metric.update(
-              Metric.withAttributes(Metrics.exited, { ...ctx.metrics.attributes, outcome: report._tag }),
-              1
-            )
-            yield* Metric.update(ctx.metrics.teardownDuration, report.durationMs)
+      Tracing.span(
+        Effect.uninterruptible(Effect.withFiber((fiber) => {
+          const report = toReport(r, launched, shepherdId, sessionId, display, running?.signal ?? policy.signal)
+          const at = fiber.getRef(Clock.Clock).currentTimeMillisUnsafe()
+          session.processes.delete(state)
+          Sessions.forgetIfIdle(ctx.registry, session)
+          ctx.trees.tracked.delete(shepherdId)
+          ctx.trees.recent.push({ report, at })
+          if (ctx.trees.recent.length > recentLimit) ctx.trees.recent.shift()
+          ctx.trees.live--
+          const context = fiber.context
+          ctx.metrics.running.updateUnsafe(ctx.trees.live, context)
+          ctx.metrics.exited[report._tag].updateUnsafe(1, context)
+          ctx.metrics.teardownDuration.updateUnsafe(report.durationMs, context)
+          return Effect.andThen(
+            // Escaped or Unverified: the ledger entry and the lifeline stay, and the reaper (to which
+            // the tree is now untracked) keeps trying.
+            Teardown.isGone(report)
+              ? Journal.released(ctx.journal, shepherdId, report._tag, Teardown.describe(report), at)
+              : Effect.void,
             // The slot first: whoever awaits the report may spawn again at once.
-            yield* releaseSlot
-            Deferred.doneUnsafe(done, Exit.succeed(report))
-          })
-        ),
-        Effect.tap(logReport),
-        Effect.tap(() => Scope.close(procScope, Exit.void)),
-        Effect.withSpan("ProcessPool.teardown", { attributes: { shepherdId, pid: launched.pid } }),
-        Effect.uninterruptible
+            Effect.andThen(
+              releaseSlot,
+              Effect.suspend(() => {
+                Deferred.doneUnsafe(done, Exit.succeed(report))
+                return Effect.andThen(logReport(report), Effect.as(Scope.close(procScope, Exit.void), report))
+              })
+            )
+          )
+        })),
+        "ProcessPool.teardown",
+        () => ({ shepherdId, pid: launched.pid })
       )
 
     const stopWith = (kill: KillPolicy.KillPolicy): Effect.Effect<Teardown.Teardown> =>
@@ -285,12 +295,15 @@ export const launch = (ctx: Context, request: Request): Effect.Effect<ManagedPro
     }
     session.processes.add(state)
     ctx.trees.live++
-    yield* Metric.update(ctx.metrics.running, ctx.trees.live)
-    yield* Metric.update(ctx.metrics.spawned, 1)
-    yield* Metric.update(ctx.metrics.slotWait, slotWaitMs)
+    const context = (yield* Effect.fiber).context
+    ctx.metrics.running.updateUnsafe(ctx.trees.live, context)
+    ctx.metrics.spawned.updateUnsafe(1, context)
+    ctx.metrics.slotWait.updateUnsafe(slotWaitMs, context)
     yield* Scope.addFinalizer(procScope, stop)
-    // Natural exit: clean up what the leader left behind and return the slot at once.
-    yield* FiberSet.run(ctx.watchers, Effect.andThen(launched.exit, stop))
+    // Natural exit: clean up what the leader left behind and return the slot at once (from the
+    // launcher's exit callback when it has one: no fiber per process waits for the exit).
+    if (launched.onExit !== undefined) launched.onExit(() => ctx.runWatcher(stop))
+    else yield* FiberSet.run(ctx.watchers, Effect.andThen(launched.exit, stop))
     if (ctx.registry.closing || session.closed !== undefined) {
       // The session began closing while we were launching: its close (which waited for
       // this launch) tears the tree down; the caller gets PoolClosed.
