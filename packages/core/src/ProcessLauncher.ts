@@ -54,8 +54,8 @@ export interface Launched {
   readonly alone?: (() => boolean) | undefined
   /**
    * Calls `f` once, synchronously, as soon as the leader's exit is known (after
-   * `exitStatus` is set). Lets the pool react to an exit without a fiber per
-   * process waiting on `exit`. Optional.
+   * `exitStatus` is set; at once if it is known already). Lets the pool react
+   * to an exit without a fiber per process waiting on `exit`. Optional.
    */
   readonly onExit?: ((f: () => void) => void) | undefined
   /** The I/O half of an Effect `ChildProcessHandle`. */

@@ -100,7 +100,7 @@ const launch = Effect.fnUntraced(function*(
 
   const exited = Deferred.makeUnsafe<ExitStatus>()
   let status: ExitStatus | undefined
-  let onExit: (() => void) | undefined
+  const onExit: Array<() => void> = []
   const before = forkWitness.mark()
   const child = yield* Effect.callback<NodeChildProcess.ChildProcess, PlatformError.PlatformError>((resume) => {
     const child = NodeChildProcess.spawn(command.command, command.args.map(unwrap), {
@@ -121,7 +121,7 @@ const launch = Effect.fnUntraced(function*(
     child.on("exit", (code, signal) => {
       status = { code, signal }
       Deferred.doneUnsafe(exited, Exit.succeed(status))
-      onExit?.()
+      for (const f of onExit.splice(0)) f()
     })
     child.on("spawn", () => resume(Effect.succeed(child)))
   })
@@ -192,7 +192,7 @@ const launch = Effect.fnUntraced(function*(
     exitStatus: () => status,
     onExit: (f) => {
       if (status !== undefined) f()
-      else onExit = f
+      else onExit.push(f)
     },
     alone: () => forkWitness.alone(before, pid, env.SHEPHERD_ID ?? ""),
     // Node refuses (returns false) once it has reaped the child, so this never reaches a reused pid.

@@ -68,7 +68,7 @@ describe.runIf(hasClock)("forkWitness", () => {
   it("proves a leader that forked nothing alone, also after other leaders of the launcher", async () => {
     // Another process may fork meanwhile (a parallel test); that only makes one attempt unproven.
     let proven = 0
-    for (let attempt = 0; attempt < 10 && proven === 0; attempt++) {
+    for (let attempt = 0; attempt < 30 && proven === 0; attempt++) {
       const first = spawnLeader("exit 0")
       const second = spawnLeader("exit 0")
       await Promise.all([first.exited, second.exited])

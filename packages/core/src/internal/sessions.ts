@@ -215,7 +215,7 @@ export const closeState = (
               claimed.filter((input) => input !== undefined),
               (i, result) => Effect.asVoid(mine[i]!.finish(result))
             ),
-            Effect.forEach(trees, (p) => p.awaitDone, { concurrency: "unbounded" })
+            Effect.forEach(trees, (p) => p.awaitDone)
           )
         })
       )),

@@ -42,6 +42,8 @@ export interface Input {
     readonly signal?: ((signal: Signal) => boolean) | undefined
     /** Whether the leader provably has no descendant (see `Launched.alone`): no scan is needed. */
     readonly alone?: (() => boolean) | undefined
+    /** Calls back once the leader has exited (see `Launched.onExit`); without it a fiber waits on `exit`. */
+    readonly onExit?: ((f: () => void) => void) | undefined
   } | undefined
   /** Completed when the host demands an immediate kill (a second signal): the grace ends at once. */
   readonly hurry: Deferred.Deferred<void>
@@ -50,8 +52,29 @@ export interface Input {
    * periods end at the same instant and their scans coalesce. Default: now.
    */
   readonly since?: number | undefined
-  /** Completed when a stronger kill of this one tree is asked for while its teardown runs. */
-  readonly escalate?: Deferred.Deferred<void> | undefined
+  /** Fired when a stronger kill of this one tree is asked for while its teardown runs. */
+  readonly escalate?: Escalation | undefined
+}
+
+/**
+ * A request to cut one tree's grace short. A callback, not a `Deferred`: a
+ * session closing hundreds of trees would otherwise keep a fiber per tree
+ * waiting on it.
+ */
+export class Escalation {
+  fired = false
+  private listener: (() => void) | undefined
+  /** Idempotent. */
+  fire(): void {
+    if (this.fired) return
+    this.fired = true
+    this.listener?.()
+  }
+  /** The one driver of this tree's teardown listens (called at once if fired already). */
+  listen(f: () => void): void {
+    this.listener = f
+    if (this.fired) f()
+  }
 }
 
 // Liveness is polled from the process table; start fast (a cooperative tree is
@@ -137,53 +160,89 @@ export const terminateMany = (
       leaderAlive(t) && !list.some((m) => m.pid === t.input.container.leader.pid)
         ? [t.input.container.leader, ...list]
         : list
-    const isAlive = (t: Tree, m: ProcessIdentity): Effect.Effect<boolean> =>
-      isLeader(t, m) ? Effect.succeed(leaderAlive(t)) : t.input.table.isAlive(m)
-    const hurried = (t: Tree) =>
-      Deferred.isDoneUnsafe(t.input.hurry) ||
-      (t.input.escalate !== undefined && Deferred.isDoneUnsafe(t.input.escalate))
+    const hurried = (t: Tree) => Deferred.isDoneUnsafe(t.input.hurry) || t.input.escalate?.fired === true
 
     /** Fresh scans of `some` trees (coalesced by the table); on failure what is known stands. */
-    const rescan = (some: ReadonlyArray<Tree>, fallback: (t: Tree) => ReadonlyArray<ProcessIdentity>) =>
-      Effect.forEach(some, (t) =>
+    const rescan = (
+      some: ReadonlyArray<Tree>,
+      fallback: (t: Tree) => ReadonlyArray<ProcessIdentity>
+    ): Effect.Effect<ReadonlyArray<ReadonlyArray<ProcessIdentity>>> => {
+      const found: Array<ReadonlyArray<ProcessIdentity>> = []
+      const scanned: Array<number> = []
+      for (const [i, t] of some.entries()) {
         // A leader proven alone is the whole tree: nothing to scan for.
-        t.input.leader?.alone?.() === true ?
-          Effect.sync(() => {
-            t.unverified = undefined
-            return withLeader(t, [])
-          }) :
-          Effect.map(Effect.result(t.input.table.members(t.input.container)), (r) => {
+        if (t.input.leader?.alone?.() === true) {
+          t.unverified = undefined
+          found[i] = withLeader(t, [])
+        } else {
+          scanned.push(i)
+        }
+      }
+      if (scanned.length === 0) return Effect.succeed(found)
+      // Concurrently, so that the table answers them all from one pass.
+      return Effect.as(
+        Effect.forEach(scanned, (i) => {
+          const t = some[i]!
+          return Effect.map(Effect.result(t.input.table.members(t.input.container)), (r) => {
             if (r._tag === "Success") {
               t.unverified = undefined // a complete view again
-              return withLeader(t, r.success)
+              found[i] = withLeader(t, r.success)
+            } else {
+              t.unverified = r.failure.reason
+              found[i] = fallback(t)
             }
-            t.unverified = r.failure.reason
-            return fallback(t)
-          }), { concurrency: "unbounded" })
-
-    const sendAll = (t: Tree, targets: ReadonlyArray<ProcessIdentity>, signal: Signal) =>
-      Effect.forEach(targets, (identity) => {
-        const into = signal === "SIGKILL" ? t.forced : t.signalled
-        const leader = t.input.leader
-        if (isLeader(t, identity) && leaderAlive(t) && leader?.signal !== undefined) {
-          return Effect.sync(() => {
-            if (leader.signal!(signal)) into.add(identity.pid)
           })
+        }, { concurrency: "unbounded", discard: true }),
+        found
+      )
+    }
+
+    const sendAll = (t: Tree, targets: ReadonlyArray<ProcessIdentity>, signal: Signal): Effect.Effect<void> => {
+      const into = signal === "SIGKILL" ? t.forced : t.signalled
+      const leader = t.input.leader
+      // The leader through the host's own handle, at once (a sweep over hundreds of trees must
+      // not cost an effect per signal); the others after an identity check in the table.
+      const others: Array<ProcessIdentity> = []
+      for (const identity of targets) {
+        if (isLeader(t, identity) && leaderAlive(t) && leader?.signal !== undefined) {
+          if (leader.signal(signal)) into.add(identity.pid)
+        } else {
+          others.push(identity)
         }
-        return Effect.map(t.input.table.signal(identity, signal), (r) => {
-          if (r === "sent") into.add(identity.pid)
-        })
-      }, { discard: true })
+      }
+      return others.length === 0 ?
+        Effect.void :
+        Effect.forEach(others, (identity) =>
+          Effect.map(t.input.table.signal(identity, signal), (r) => {
+            if (r === "sent") into.add(identity.pid)
+          }), { discard: true })
+    }
 
     const reporters: Array<Fiber.Fiber<void>> = []
+    /** Counts phase changes (grace → force → done), so a round can tell whether any happened. */
+    let phaseChanges = 0
+    /** Trees finished since their reports were last handed to `onDone`. */
+    let finished: Array<Tree> = []
     const finish = (t: Tree, outcome: Outcome) =>
-      Effect.gen(function*() {
-        const end = yield* now
+      Effect.map(now, (end) => {
         for (const pid of t.forced) t.signalled.add(pid)
         t.phase = "done"
+        phaseChanges++
         t.result = { outcome, signalled: [...t.signalled], forced: [...t.forced], durationMs: end - t.start }
-        if (onDone !== undefined) reporters.push(yield* Effect.forkChild(onDone(t.index, t.result)))
+        finished.push(t)
       })
+    /** One reporter fiber per batch of finished trees (not one per tree), started at once. */
+    const report = Effect.suspend(() => {
+      if (onDone === undefined || finished.length === 0) return Effect.void
+      const batch = finished
+      finished = []
+      return Effect.map(
+        Effect.forkChild(Effect.forEach(batch, (t) => onDone(t.index, t.result!), { discard: true })),
+        (fiber) => {
+          reporters.push(fiber)
+        }
+      )
+    })
 
     /** The outcome of a tree that a scan has just confirmed empty. */
     const emptied = (t: Tree): Outcome => {
@@ -198,33 +257,45 @@ export const terminateMany = (
       return t.forced.size > 0 ? { _tag: "Forced" } : { _tag: "Graceful" }
     }
 
-    const enterForce = (t: Tree, alive: ReadonlyArray<ProcessIdentity>) =>
-      Effect.gen(function*() {
-        yield* sendAll(t, alive, "SIGKILL")
+    const enterForce = (t: Tree, alive: ReadonlyArray<ProcessIdentity>, at: number) =>
+      Effect.map(sendAll(t, alive, "SIGKILL"), () => {
         t.phase = "force"
-        t.deadline = (yield* now) + t.input.policy.forceWaitMs
+        phaseChanges++
+        t.deadline = at + t.input.policy.forceWaitMs
       })
 
     // Wake-ups: a leader's exit, the host's hurry, a tree's escalation. They complete the deferred
     // of the current round; `notified` tells a round that something happened while it worked.
     let notified = 0
     let wake = Deferred.makeUnsafe<void>()
-    const notify = Effect.sync(() => {
+    /** Trees whose leader exited or whose kill was escalated since the round began looking. */
+    const woken = new Set<Tree>()
+    /** Set when a launcher's exit callback woke the round: more exits of the same burst may follow. */
+    let exitCallback = false
+    const wakeUp = (t?: Tree) => {
       notified++
+      if (t !== undefined) woken.add(t)
       Deferred.doneUnsafe(wake, Exit.void)
-    })
+    }
+    const notify = (t?: Tree) => Effect.sync(() => wakeUp(t))
     const helpers: Array<Fiber.Fiber<unknown>> = []
     for (const t of trees) {
-      if (leaderAlive(t)) helpers.push(yield* Effect.forkChild(Effect.andThen(t.input.leader!.exit, notify)))
-      if (t.input.escalate !== undefined) {
-        helpers.push(yield* Effect.forkChild(Effect.andThen(Deferred.await(t.input.escalate), notify)))
+      const leader = t.input.leader
+      if (leaderAlive(t)) {
+        if (leader!.onExit !== undefined) {
+          leader!.onExit(() => {
+            exitCallback = true
+            wakeUp(t)
+          })
+        } else helpers.push(yield* Effect.forkChild(Effect.andThen(leader!.exit, notify(t))))
       }
+      t.input.escalate?.listen(() => wakeUp(t))
     }
     for (const hurry of new Set(inputs.map((i) => i.hurry))) {
-      helpers.push(yield* Effect.forkChild(Effect.andThen(Deferred.await(hurry), notify)))
+      helpers.push(yield* Effect.forkChild(Effect.andThen(Deferred.await(hurry), notify())))
     }
-
     const killedFirst: Array<Tree> = []
+    const graced: Array<Tree> = []
     // First look and first signal.
     const first = yield* rescan(trees, (t) => withLeader(t, []))
     for (const [i, t] of trees.entries()) {
@@ -232,40 +303,50 @@ export const terminateMany = (
       if (t.members.length === 0) {
         yield* finish(t, emptied(t))
       } else if (t.input.policy.signal === "SIGKILL" || hurried(t)) {
-        yield* enterForce(t, t.members)
+        yield* enterForce(t, t.members, yield* now)
         killedFirst.push(t) // scanned again right away for forks, like any tree entering SIGKILL
       } else {
         yield* sendAll(t, t.members, t.input.policy.signal)
-        // The grace counts from the signal (not from the request, which may have waited for a
-        // scan). Trees closed together round it up to a 20 ms step, so that the hundreds of them
-        // signalled one after the other still time out, and scan, together.
-        const sentAt = (yield* now) - t.start
-        const step = t.input.since === undefined ? 1 : 20
-        t.deadline = t.start + Math.ceil((sentAt + t.input.policy.graceMs) / step) * step
+        graced.push(t)
       }
     }
-
+    // The grace counts from the end of the signal sweep (not from the request, which may have
+    // waited for a scan): every tree gets at least its grace, and the hundreds of trees of one
+    // sweep time out, and are looked at, together.
+    const sweptAt = yield* now
+    for (const t of graced) t.deadline = sweptAt + t.input.policy.graceMs
     let pollMs = 1
     while (true) {
+      yield* report
       const seen = notified
       wake = Deferred.makeUnsafe<void>()
       const confirm: Array<Tree> = []
       const forkScan: Array<Tree> = killedFirst.splice(0)
-      const phases = new Map(trees.map((t) => [t, t.phase]))
+      const scanning = new Set(forkScan)
+      const phasesBefore = phaseChanges
       let polling = false
+      const roundAt = yield* now
       for (const t of trees) {
-        if (t.phase === "done" || forkScan.includes(t)) continue
+        if (t.phase === "done" || scanning.has(t)) continue
+        // Only trees something happened to are looked at: a tree whose only member is its live
+        // leader waits for its exit (which wakes it), its deadline or a hurry. A session of
+        // hundreds of trees is not walked once per exit.
+        const watched = t.members.some((m) => !isLeader(t, m) || !leaderAlive(t))
+        if (!watched && !woken.has(t) && roundAt < t.deadline && !hurried(t)) continue
+        woken.delete(t)
         const alive: Array<ProcessIdentity> = []
-        for (const m of t.members) if (yield* isAlive(t, m)) alive.push(m)
+        for (const m of t.members) {
+          if (isLeader(t, m) ? leaderAlive(t) : yield* t.input.table.isAlive(m)) alive.push(m)
+        }
         if (alive.length === 0) {
           // Members may have forked meanwhile: "gone" is only believed after a fresh scan.
           confirm.push(t)
           continue
         }
         t.members = alive
-        const at = yield* now
+        const at = roundAt
         if (t.phase === "grace" && (at >= t.deadline || hurried(t))) {
-          yield* enterForce(t, alive)
+          yield* enterForce(t, alive, at)
           forkScan.push(t)
         } else if (t.phase === "force" && at >= t.deadline) {
           // The leader counted as alive until its exit was seen; ask the table before calling it escaped.
@@ -292,9 +373,10 @@ export const terminateMany = (
             // (a chain of members that keep replacing themselves must not outlast it).
             yield* sendAll(t, found, t.phase === "force" ? "SIGKILL" : t.input.policy.signal)
             t.members = found
-            if ((yield* now) >= t.deadline) {
+            const at = yield* now
+            if (at >= t.deadline) {
               if (t.phase === "grace") {
-                yield* enterForce(t, found)
+                yield* enterForce(t, found, at)
               } else {
                 const escaped: Array<ProcessIdentity> = []
                 for (const m of found) if (yield* t.input.table.isAlive(m)) escaped.push(m)
@@ -317,7 +399,7 @@ export const terminateMany = (
         // are looked at after a short sleep, so a chain of replacements cannot spin the loop.
         polling = true
         pollMs = 1
-        if (forkScan.length > 0 || trees.some((t) => t.phase !== phases.get(t))) continue
+        if (forkScan.length > 0 || phaseChanges !== phasesBefore) continue
       }
       const active = trees.filter((t) => t.phase !== "done")
       if (active.length === 0) break
@@ -327,8 +409,16 @@ export const terminateMany = (
       // Leaders' exits wake us; other members are polled from the table, fast at first.
       const sleepMs = Math.max(0, polling ? Math.min(pollMs, nearest - at) : nearest - at)
       yield* Effect.raceFirst(Effect.sleep(sleepMs), Deferred.await(wake))
+      if (exitCallback) {
+        // Exits come in bursts (a SIGKILL sweep ends hundreds of leaders at once, each exit its
+        // own callback): one turn of the event loop lets the burst arrive, so that one round
+        // handles it instead of a round per exit.
+        exitCallback = false
+        yield* Effect.yieldNow
+      }
       if (polling) pollMs = nextPoll(pollMs)
     }
+    yield* report
     yield* Effect.forEach(helpers, Fiber.interrupt, { discard: true })
     yield* Fiber.joinAll(reporters)
     return trees.map((t) => t.result!)

@@ -27,7 +27,7 @@ import * as Handle from "./handle.ts"
 import * as Journal from "./journal.ts"
 import * as Sessions from "./sessions.ts"
 import * as Tracing from "./tracing.ts"
-import { type Input as TerminateInput, type Result as TerminateResult, terminate } from "./terminate.ts"
+import { Escalation, type Input as TerminateInput, type Result as TerminateResult, terminate } from "./terminate.ts"
 
 /**
  * What every tree of a pool shares.
@@ -184,14 +184,14 @@ export const launch = (ctx: Context, request: Request): Effect.Effect<ManagedPro
     yield* Journal.registered(ctx.journal, container, startedAt)
     const done = Deferred.makeUnsafe<Teardown.Teardown>()
     let running: KillPolicy.KillPolicy | undefined
-    const escalate = Deferred.makeUnsafe<void>()
+    const escalate = new Escalation()
     let state: Sessions.TreeState
 
     /** Claims the teardown: its `terminate` input, or undefined when one runs already. */
     const begin = (kill: KillPolicy.KillPolicy, since?: number): TerminateInput | undefined => {
       if (running !== undefined) {
         // A teardown runs already: a harsher request (SIGKILL, a shorter grace) cuts its grace short.
-        if (kill.signal === "SIGKILL" || kill.graceMs < running.graceMs) Deferred.doneUnsafe(escalate, Exit.void)
+        if (kill.signal === "SIGKILL" || kill.graceMs < running.graceMs) escalate.fire()
         return undefined
       }
       running = kill
@@ -203,7 +203,8 @@ export const launch = (ctx: Context, request: Request): Effect.Effect<ManagedPro
           exitStatus: launched.exitStatus,
           exit: launched.exit,
           signal: launched.signal,
-          alone: launched.alone
+          alone: launched.alone,
+          onExit: launched.onExit
         },
         hurry: ctx.hurry,
         escalate,

@@ -35,12 +35,14 @@ export interface Mark {
 
 /** The launcher's own forks (children that got a pid), ever. */
 let ownForks = 0
-/** The pids of the launcher's latest forks, oldest first: `recent[i]` is own fork number `recentBase + i + 1`. */
+/** The pids of the launcher's latest forks, oldest first, and each one's own fork number. */
 const recent: Array<number> = []
-let recentBase = 0
-const recentLimit = 4096
-/** Pids beyond this many since the leader's are not walked: a scan is cheaper than proving them. */
-const maxRange = 256
+const forkNumber = new Map<number, number>()
+const recentLimit = 16_384
+/** Pids beyond this many since the leader's are not walked. */
+const maxRange = 16_384
+/** Past this many pids that are not the launcher's, a scan is cheaper than looking at each. */
+const maxForeign = 64
 const pidMax = procfs.readPidMax()
 
 /** The latest reading. Any reading taken before a fork may serve as its mark: an older one only proves less. */
@@ -56,6 +58,7 @@ const read = (): Mark | undefined => {
     fresh = latest
     queueMicrotask(() => {
       fresh = undefined
+      looked.clear()
     })
   }
   return latest
@@ -72,25 +75,44 @@ export const mark = (): Mark | undefined => latest ?? read()
 export const forked = (pid: number): void => {
   ownForks++
   recent.push(pid)
+  forkNumber.set(pid, ownForks)
   if (recent.length > recentLimit) {
-    recent.shift()
-    recentBase++
+    const old = recent.shift()!
+    if (forkNumber.get(old) === ownForks - recentLimit) forkNumber.delete(old)
   }
+}
+
+/** What a look at a pid found: gone (or a zombie), unreadable, or a live process's session, group and cookie. */
+type Look = "gone" | "unreadable" | { readonly pgid: number; readonly sid: number; readonly cookie: string | undefined }
+
+/** Looks taken with the current reading (many trees closed together walk the same pids). */
+const looked = new Map<number, Look>()
+
+const look = (pid: number): Look => {
+  let found = looked.get(pid)
+  if (found !== undefined) return found
+  try {
+    const stat = procfs.readStat(pid)
+    if (stat === undefined || procfs.isDead(stat)) {
+      found = "gone"
+    } else {
+      const cookie = procfs.readCookie(pid)
+      found = cookie === null ? "unreadable" : { pgid: stat.pgid, sid: stat.sid, cookie }
+    }
+  } catch {
+    found = "unreadable"
+  }
+  looked.set(pid, found)
+  return found
 }
 
 /** `true` when process `pid` is certainly not in the tree of `leader` (whose cookie is `cookie`). */
 const outside = (pid: number, leader: number, cookie: string): boolean => {
-  let stat: procfs.Stat | undefined
-  try {
-    stat = procfs.readStat(pid)
-  } catch {
-    return false
-  }
-  if (stat === undefined || procfs.isDead(stat)) return true
+  const found = look(pid)
+  if (found === "gone") return true
+  if (found === "unreadable") return false
   // The leader started its own session and group: whoever shares either descends from it.
-  if (stat.pgid === leader || stat.sid === leader) return false
-  const carried = procfs.readCookie(pid)
-  return carried !== null && carried !== cookie
+  return found.pgid !== leader && found.sid !== leader && found.cookie !== cookie
 }
 
 /**
@@ -107,12 +129,13 @@ export const alone = (before: Mark | undefined, pid: number, cookie: string): bo
   const last = reading.clock.lastPid
   if (last < pid || last - pid > maxRange) return false
   // The leader is one of the own forks after the mark; the own forks after it are no members.
-  const leaderAt = recent.indexOf(pid, before.own - recentBase)
-  if (leaderAt < 0) return false
-  const own = new Set<number>()
-  for (let i = leaderAt + 1; i < recent.length && recentBase + i < reading.own; i++) own.add(recent[i]!)
+  const leader = forkNumber.get(pid)
+  if (leader === undefined || leader <= before.own || leader > reading.own) return false
+  let foreign = 0
   for (let q = pid + 1; q <= last; q++) {
-    if (!own.has(q) && !outside(q, pid, cookie)) return false
+    const n = forkNumber.get(q)
+    if (n !== undefined && n > leader && n <= reading.own) continue
+    if (++foreign > maxForeign || !outside(q, pid, cookie)) return false
   }
   return true
 }
