@@ -156,3 +156,58 @@ export const apply = (
   }
   return { env, explain: { inherited: kept, stripped, preserved, explicit: explicitNames } }
 }
+
+/**
+ * `apply` without copying the inherited values: the result has `inherited`
+ * as its prototype, with the explicit variables as own properties and each
+ * stripped or deleted variable shadowed by an own `undefined`. Node's
+ * `child_process` reads an environment with `for...in` (prototype values
+ * included, `undefined` skipped), so the child gets exactly what `apply`
+ * would give, while `process.env` (whose every read crosses into C++) is
+ * read once per spawn, by Node, as for a plain spawn.
+ *
+ * @since 0.2.0
+ * @category combinators
+ */
+export const overlay = (
+  policy: EnvPolicy,
+  inherited: Readonly<Record<string, string | undefined>>,
+  explicit: Readonly<Record<string, string | undefined>>
+): { readonly env: Record<string, string | undefined>; readonly explain: EnvExplain } => {
+  const env: Record<string, string | undefined> = Object.create(inherited)
+  const kept: Array<string> = []
+  const stripped: Array<string> = []
+  const preserved: Array<string> = []
+  for (const name of Object.keys(inherited)) {
+    const decision = decide(policy, name)
+    if (decision === 1) {
+      stripped.push(name)
+      env[name] = undefined
+      continue
+    }
+    if (decision === 2) preserved.push(name)
+    kept.push(name)
+  }
+  const explicitNames: Array<string> = []
+  for (const name in explicit) {
+    explicitNames.push(name)
+    env[name] = explicit[name]
+  }
+  return { env, explain: { inherited: kept, stripped, preserved, explicit: explicitNames } }
+}
+
+/**
+ * The variables of an environment built by `overlay` (or `apply`) as one
+ * plain object: own and inherited values, `undefined` left out.
+ *
+ * @since 0.2.0
+ * @category combinators
+ */
+export const flatten = (env: Readonly<Record<string, string | undefined>>): Record<string, string> => {
+  const out: Record<string, string> = {}
+  for (const name in env) {
+    const value = env[name]
+    if (value !== undefined) out[name] = value
+  }
+  return out
+}

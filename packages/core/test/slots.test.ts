@@ -3,21 +3,22 @@
  * first served, the bounded wait, giving up, and a release that counts once.
  */
 import { assert, describe, it } from "@effect/vitest"
-import { Deferred, Effect, Exit, Fiber, Metric } from "effect"
+import { Effect, Exit, Fiber, Metric } from "effect"
 import { TestClock } from "effect/testing"
+import { Flag } from "../src/internal/flag.ts"
 import * as Slots from "../src/internal/slots.ts"
 import * as ShepherdConfig from "../src/ShepherdConfig.ts"
 import { poll } from "./utils.ts"
 
 const request = { session: "s", command: "sleep 1" }
-const never = () => Effect.never
+const never = () => () => {}
 const restore = <A, E, R>(effect: Effect.Effect<A, E, R>) => effect
 
 const make = (config: ShepherdConfig.ShepherdConfig) =>
   Effect.flatMap(ShepherdConfig.resolve(config), (resolved) => Slots.make(resolved, Metric.gauge("test_slot_waiters")))
 
 /** Takes a slot and counts it as held; returns its release. */
-const takeAndHold = (slots: Slots.Slots, gaveUp: () => Effect.Effect<void> = never) =>
+const takeAndHold = (slots: Slots.Slots, gaveUp: (f: () => void) => () => void = never) =>
   Effect.flatMap(
     Slots.take(slots, request, 0, gaveUp, restore),
     (acquired) => acquired ? Effect.succeed(Slots.hold(slots)) : Effect.die(new Error("gave up"))
@@ -37,7 +38,7 @@ describe("slots", () => {
       const exit = yield* poll(waiter)
       assert.isTrue(exit !== undefined && Exit.isSuccess(exit))
       assert.deepStrictEqual(Slots.stats(slots, 0), { total: 1, inUse: 1, free: 0, waiting: 0, longestWaitMs: 0 })
-      assert.isFalse(yield* slots.semaphore.takeIfAvailable(1))
+      assert.isFalse(yield* slots.semaphore.takeIfAvailable)
     }))
 
   it.effect("requests beyond the hard cap (held + waiting) are refused at once", () =>
@@ -75,10 +76,10 @@ describe("slots", () => {
     Effect.gen(function*() {
       const slots = yield* make({ slots: 1 })
       yield* takeAndHold(slots)
-      const closing = yield* Deferred.make<void>()
-      const waiter = yield* Effect.forkChild(Slots.take(slots, request, 0, () => Deferred.await(closing), restore))
+      const closing = new Flag()
+      const waiter = yield* Effect.forkChild(Slots.take(slots, request, 0, (f) => closing.listen(f), restore))
       yield* poll(waiter)
-      yield* Deferred.succeed(closing, undefined)
+      closing.raise()
       const exit = yield* poll(waiter)
       assert.deepStrictEqual(exit, Exit.succeed(false))
       assert.strictEqual(slots.inUse, 1)

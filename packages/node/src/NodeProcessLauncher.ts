@@ -65,7 +65,7 @@ const toStdio = (
 
 const launch = Effect.fnUntraced(function*(
   command: ChildProcess.StandardCommand,
-  env: Readonly<Record<string, string>>
+  env: Readonly<Record<string, string | undefined>>
 ) {
   const options = command.options
   const display = CommandLine.display([command.command, ...command.args])
@@ -215,7 +215,8 @@ const launch = Effect.fnUntraced(function*(
  */
 export const make = (): ProcessLauncher["Service"] =>
   ProcessLauncher.of({
-    // Read-only use: the pool builds each child's environment as a new object from it.
+    // Read-only use: each child's environment is an overlay with it as prototype (EnvPolicy.overlay),
+    // which Node's spawn reads with for...in, prototype values included.
     inheritedEnv: () => process.env,
     launch
   })

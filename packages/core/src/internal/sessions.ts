@@ -19,6 +19,7 @@ import { PoolClosed } from "../ShepherdError.ts"
 import type * as Teardown from "../Teardown.ts"
 import * as Journal from "./journal.ts"
 import { type Input as TerminateInput, type Result as TerminateResult, terminateMany } from "./terminate.ts"
+import { Flag } from "./flag.ts"
 
 /**
  * The session that `spawn` uses when no `session` option is given (public as
@@ -75,8 +76,8 @@ export interface SessionState {
   pending: number
   /** Opened by `session`/`withSession` (closed by them), rather than implicitly by a spawn. */
   owned: boolean
-  /** Completed when closing starts: slot waiters of this session give up. */
-  readonly closingSignal: Deferred.Deferred<void>
+  /** Raised when closing starts: slot waiters of this session give up. */
+  readonly closingSignal: Flag
   closed: Deferred.Deferred<ReadonlyArray<Teardown.Teardown>> | undefined
 }
 
@@ -91,8 +92,8 @@ export interface Registry {
   readonly parallelChildren: WeakMap<Scope.Scope, Scope.Closeable>
   /** The pool refuses new spawns and sessions. */
   closing: boolean
-  /** Completed when the pool begins closing: slot waiters give up. */
-  readonly poolClosing: Deferred.Deferred<void>
+  /** Raised when the pool begins closing: slot waiters give up. */
+  readonly poolClosing: Flag
   shutdown: Deferred.Deferred<ReadonlyArray<Teardown.Teardown>> | undefined
 }
 
@@ -105,7 +106,7 @@ export const make = (poolId: string): Registry => ({
   sessions: new Map(),
   parallelChildren: new WeakMap(),
   closing: false,
-  poolClosing: Deferred.makeUnsafe(),
+  poolClosing: new Flag(),
   shutdown: undefined
 })
 
@@ -134,7 +135,7 @@ export const open = (registry: Registry, id: string, forSpawn = false): Effect.E
         launching: new Set(),
         pending: 0,
         owned: false,
-        closingSignal: Deferred.makeUnsafe(),
+        closingSignal: new Flag(),
         closed: undefined
       }
       registry.sessions.set(id, state)
@@ -202,7 +203,7 @@ export const closeState = (
     if (state.closed !== undefined) return Deferred.await(state.closed)
     const done = Deferred.makeUnsafe<ReadonlyArray<Teardown.Teardown>>()
     state.closed = done
-    Deferred.doneUnsafe(state.closingSignal, Exit.void)
+    state.closingSignal.raise()
     return Effect.forEach([...state.launching], Deferred.await, { discard: true }).pipe(
       Effect.andThen(Effect.suspend(() =>
         Effect.flatMap(Clock.currentTimeMillis, (since) => {
@@ -339,7 +340,7 @@ export const shutdown = (
     const done = Deferred.makeUnsafe<ReadonlyArray<Teardown.Teardown>>()
     registry.shutdown = done
     registry.closing = true
-    Deferred.doneUnsafe(registry.poolClosing, Exit.void)
+    registry.poolClosing.raise()
     return Effect.forEach([...registry.sessions.values()], (state) => closeState(registry, state), {
       concurrency: "unbounded"
     }).pipe(

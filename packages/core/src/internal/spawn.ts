@@ -99,7 +99,14 @@ export const make = (ctx: Context): (
             slots,
             { session: sessionId, command: display },
             waitStart,
-            () => Effect.raceFirst(Deferred.await(session.closingSignal), Deferred.await(registry.poolClosing)),
+            (giveUp) => {
+              const stopSession = session.closingSignal.listen(giveUp)
+              const stopPool = registry.poolClosing.listen(giveUp)
+              return () => {
+                stopSession()
+                stopPool()
+              }
+            },
             restore
           )
           if (!acquired) return yield* Sessions.closed(registry, sessionId)

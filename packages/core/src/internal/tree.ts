@@ -119,7 +119,7 @@ export const launch = (ctx: Context, request: Request): Effect.Effect<ManagedPro
     const id = ++ctx.trees.counter
     const shepherdId = `${ctx.poolId}:${id}`
     const inherits = command.options.env === undefined || command.options.extendEnv === true
-    const { env, explain } = EnvPolicy.apply(
+    const { env, explain } = EnvPolicy.overlay(
       ctx.envPolicy,
       inherits ? ctx.launcher.inheritedEnv() : {},
       unwrapEnv(command.options.env)
@@ -229,14 +229,13 @@ export const launch = (ctx: Context, request: Request): Effect.Effect<ManagedPro
           ctx.metrics.exited[report._tag].updateUnsafe(1, context)
           ctx.metrics.teardownDuration.updateUnsafe(report.durationMs, context)
           return Effect.andThen(
-            // Escaped or Unverified: the ledger entry and the lifeline stay, and the reaper (to which
-            // the tree is now untracked) keeps trying.
-            Teardown.isGone(report)
-              ? Journal.released(ctx.journal, shepherdId, report._tag, Teardown.describe(report), at)
-              : Effect.void,
-            // The slot first: whoever awaits the report may spawn again at once.
+            releaseSlot,
             Effect.andThen(
-              releaseSlot,
+              // Escaped or Unverified: the ledger entry and the lifeline stay, and the reaper (to
+              // which the tree is now untracked) keeps trying.
+              Teardown.isGone(report)
+                ? Journal.released(ctx.journal, shepherdId, report._tag, Teardown.describe(report), at)
+                : Effect.void,
               Effect.suspend(() => {
                 Deferred.doneUnsafe(done, Exit.succeed(report))
                 return Effect.andThen(logReport(report), Effect.as(Scope.close(procScope, Exit.void), report))
