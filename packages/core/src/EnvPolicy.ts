@@ -175,9 +175,9 @@ export const overlay = (
   explicit: Readonly<Record<string, string | undefined>>
 ): { readonly env: Record<string, string | undefined>; readonly explain: EnvExplain } => {
   const env: Record<string, string | undefined> = Object.create(inherited)
-  const kept: Array<string> = []
-  const stripped: Array<string> = []
-  const preserved: Array<string> = []
+  let kept: Array<string> = []
+  let stripped: Array<string> = []
+  let preserved: Array<string> = []
   for (const name of Object.keys(inherited)) {
     const decision = decide(policy, name)
     if (decision === 1) {
@@ -193,7 +193,25 @@ export const overlay = (
     explicitNames.push(name)
     env[name] = explicit[name]
   }
-  return { env, explain: { inherited: kept, stripped, preserved, explicit: explicitNames } }
+  // Every live process keeps its explanation: while the host's environment does not change, all
+  // of them share one copy of these lists.
+  const last = lastExplained.get(policy)
+  if (last !== undefined) {
+    if (sameNames(last.inherited, kept)) kept = last.inherited as Array<string>
+    if (sameNames(last.stripped, stripped)) stripped = last.stripped as Array<string>
+    if (sameNames(last.preserved, preserved)) preserved = last.preserved as Array<string>
+  }
+  const explain = { inherited: kept, stripped, preserved, explicit: explicitNames }
+  lastExplained.set(policy, explain)
+  return { env, explain }
+}
+
+const lastExplained = new WeakMap<EnvPolicy, EnvExplain>()
+
+const sameNames = (a: ReadonlyArray<string>, b: ReadonlyArray<string>): boolean => {
+  if (a.length !== b.length) return false
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false
+  return true
 }
 
 /**

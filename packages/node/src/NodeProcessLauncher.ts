@@ -100,8 +100,10 @@ const launch = Effect.fnUntraced(function*(
 
   const exited = Deferred.makeUnsafe<ExitStatus>()
   let status: ExitStatus | undefined
-  const onExit: Array<() => void> = []
+  // One listener is the common case (the pool's); more (a session close) are rare.
+  let onExit: (() => void) | Array<() => void> | undefined
   const before = forkWitness.mark()
+  const cookie = env.SHEPHERD_ID ?? ""
   const child = yield* Effect.callback<NodeChildProcess.ChildProcess, PlatformError.PlatformError>((resume) => {
     const child = NodeChildProcess.spawn(command.command, command.args.map(unwrap), {
       cwd,
@@ -121,7 +123,10 @@ const launch = Effect.fnUntraced(function*(
     child.on("exit", (code, signal) => {
       status = { code, signal }
       Deferred.doneUnsafe(exited, Exit.succeed(status))
-      for (const f of onExit.splice(0)) f()
+      const listeners = onExit
+      onExit = undefined
+      if (typeof listeners === "function") listeners()
+      else if (listeners !== undefined) { for (const f of listeners) f() }
     })
     child.on("spawn", () => resume(Effect.succeed(child)))
   })
@@ -192,16 +197,19 @@ const launch = Effect.fnUntraced(function*(
     exitStatus: () => status,
     onExit: (f) => {
       if (status !== undefined) f()
+      else if (onExit === undefined) onExit = f
+      else if (typeof onExit === "function") onExit = [onExit, f]
       else onExit.push(f)
     },
-    alone: () => forkWitness.alone(before, pid, env.SHEPHERD_ID ?? ""),
+    alone: () => forkWitness.alone(before, pid, cookie),
     // Node refuses (returns false) once it has reaped the child, so this never reaches a reused pid.
     signal: (signal) => status === undefined && child.kill(signal),
     io: {
       stdin: stdinSink,
       stdout: out,
       stderr: err,
-      all: Stream.merge(out, err),
+      // Built when used: most callers never read both streams merged.
+      all: Stream.suspend(() => Stream.merge(out, err)),
       getInputFd: () => Sink.drain,
       getOutputFd: () => Stream.empty
     }

@@ -183,6 +183,7 @@ export const launch = (ctx: Context, request: Request): Effect.Effect<ManagedPro
     const container: Container = { pgid: launched.pgid, shepherdId, leader: launched.identity }
     yield* Journal.registered(ctx.journal, container, startedAt)
     const done = Deferred.makeUnsafe<Teardown.Teardown>()
+    const awaitDone = Deferred.await(done)
     let running: KillPolicy.KillPolicy | undefined
     const escalate = new Escalation()
     let state: Sessions.TreeState
@@ -251,7 +252,7 @@ export const launch = (ctx: Context, request: Request): Effect.Effect<ManagedPro
       Effect.suspend(() => {
         const input = begin(kill)
         return input === undefined
-          ? Deferred.await(done)
+          ? awaitDone
           : Effect.uninterruptible(Effect.flatMap(terminate(input), finish))
       })
 
@@ -268,13 +269,16 @@ export const launch = (ctx: Context, request: Request): Effect.Effect<ManagedPro
       slotWaitMs,
       policy,
       env: explain,
-      handle: Handle.make(launched, policy, stopWith),
+      // Built on first use: most callers never ask for the ChildProcessHandle view.
+      get handle() {
+        const handle = Handle.make(launched, policy, stopWith)
+        Object.defineProperty(this, "handle", { value: handle })
+        return handle
+      },
       awaitExit: launched.exit,
       terminate: (input) => stopWith(KillPolicy.override(policy, input)),
-      awaitTeardown: Deferred.await(done),
-      teardown: Effect.suspend(() =>
-        Deferred.isDoneUnsafe(done) ? Effect.asSome(Deferred.await(done)) : Effect.succeedNone
-      )
+      awaitTeardown: awaitDone,
+      teardown: Effect.suspend(() => Deferred.isDoneUnsafe(done) ? Effect.asSome(awaitDone) : Effect.succeedNone)
     }
     if (debugEnabled(yield* References.MinimumLogLevel)) {
       yield* Effect.logDebug(
@@ -288,7 +292,7 @@ export const launch = (ctx: Context, request: Request): Effect.Effect<ManagedPro
       managed,
       begin: (since) => begin(policy, since),
       finish,
-      awaitDone: Deferred.await(done),
+      awaitDone,
       exitStatus: launched.exitStatus,
       container,
       secrets
