@@ -63,6 +63,18 @@ const toStdio = (
   return toStdio(option.stream)
 }
 
+const getInputFd = () => Sink.drain
+const getOutputFd = () => Stream.empty
+/** The I/O of a process with no pipe at all (every stdio ignored or inherited), shared. */
+const noIo: Launched["io"] = {
+  stdin: Sink.drain,
+  stdout: Stream.empty,
+  stderr: Stream.empty,
+  all: Stream.empty,
+  getInputFd,
+  getOutputFd
+}
+
 const launch = Effect.fnUntraced(function*(
   command: ChildProcess.StandardCommand,
   env: Readonly<Record<string, string | undefined>>
@@ -134,13 +146,15 @@ const launch = Effect.fnUntraced(function*(
   const identity = identify(pid) ?? { pid, startTime: "0", bootId: "unknown" }
   // When the process scope closes (after the teardown), the pipes must not keep the host's event
   // loop alive: a descendant that survived (Escaped) could hold their other end forever.
-  yield* Effect.addFinalizer(() =>
-    Effect.sync(() => {
-      for (const stream of [child.stdin, child.stdout, child.stderr]) {
-        ;(stream as unknown as { unref?: () => void } | null)?.unref?.()
-      }
-    })
-  )
+  if (child.stdin !== null || child.stdout !== null || child.stderr !== null) {
+    yield* Effect.addFinalizer(() =>
+      Effect.sync(() => {
+        for (const stream of [child.stdin, child.stdout, child.stderr]) {
+          ;(stream as unknown as { unref?: () => void } | null)?.unref?.()
+        }
+      })
+    )
+  }
 
   let stdinSink: Sink.Sink<void, Uint8Array, never, PlatformError.PlatformError> = Sink.drain
   if (child.stdin !== null) {
@@ -204,14 +218,14 @@ const launch = Effect.fnUntraced(function*(
     alone: () => forkWitness.alone(before, pid, cookie),
     // Node refuses (returns false) once it has reaped the child, so this never reaches a reused pid.
     signal: (signal) => status === undefined && child.kill(signal),
-    io: {
+    io: stdinSink === Sink.drain && out === Stream.empty && err === Stream.empty ? noIo : {
       stdin: stdinSink,
       stdout: out,
       stderr: err,
       // Built when used: most callers never read both streams merged.
       all: Stream.suspend(() => Stream.merge(out, err)),
-      getInputFd: () => Sink.drain,
-      getOutputFd: () => Stream.empty
+      getInputFd,
+      getOutputFd
     }
   }
   return launched
