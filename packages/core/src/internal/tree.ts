@@ -229,6 +229,7 @@ export const launch = (ctx: Context, request: Request): Effect.Effect<ManagedPro
           ctx.metrics.running.updateUnsafe(ctx.trees.live, context)
           ctx.metrics.exited[report._tag].updateUnsafe(1, context)
           ctx.metrics.teardownDuration.updateUnsafe(report.durationMs, context)
+          // The slot first (a queued spawn starts inside this release), then the records.
           return Effect.andThen(
             releaseSlot,
             Effect.andThen(
