@@ -38,7 +38,7 @@ describe("slots", () => {
       const exit = yield* poll(waiter)
       assert.isTrue(exit !== undefined && Exit.isSuccess(exit))
       assert.deepStrictEqual(Slots.stats(slots, 0), { total: 1, inUse: 1, free: 0, waiting: 0, longestWaitMs: 0 })
-      assert.isFalse(yield* slots.semaphore.takeIfAvailable)
+      assert.isFalse(slots.semaphore.takeNow())
     }))
 
   it.effect("requests beyond the hard cap (held + waiting) are refused at once", () =>

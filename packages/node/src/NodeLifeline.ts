@@ -29,6 +29,7 @@ import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as Metric from "effect/Metric"
 import * as NodeChildProcess from "node:child_process"
+import * as fs from "node:fs"
 import type { Writable } from "node:stream"
 import { fileURLToPath } from "node:url"
 
@@ -87,6 +88,28 @@ const startSentinel = (poolId: string): Sentinel => {
   return sentinel
 }
 
+/**
+ * Writes `text` to the sentinel's pipe: one plain write(2) when nothing is queued on the stream (so
+ * the order holds), which costs a fraction of a stream write (every spawn registers its tree); the
+ * stream takes whatever that write could not (a full pipe, an error: its own error handler
+ * applies).
+ */
+const writeTo = (stdin: Writable, text: string): void => {
+  const fd = (stdin as unknown as { _handle?: { fd?: unknown } })._handle?.fd
+  if (stdin.writableLength === 0 && typeof fd === "number" && fd >= 0) {
+    const data = Buffer.from(text)
+    let written = 0
+    try {
+      written = fs.writeSync(fd, data)
+    } catch {
+      // EAGAIN (a full pipe), EPIPE (a dead sentinel): the stream deals with it
+    }
+    if (written < data.length) stdin.write(data.subarray(written))
+    return
+  }
+  stdin.write(text)
+}
+
 // Uninterruptible: the sentinel it starts must have its release registered (the supervisor fiber
 // it forks is interruptible, as every forked fiber is).
 const attach = (poolId: string, policy: KillPolicy) =>
@@ -110,7 +133,7 @@ const attach = (poolId: string, policy: KillPolicy) =>
     const flush = () => {
       const text = buffered
       buffered = ""
-      if (text !== "" && !current.exited && current.stdin?.writable === true) current.stdin.write(text)
+      if (text !== "" && !current.exited && current.stdin?.writable === true) writeTo(current.stdin, text)
     }
     const write = (line: string) => {
       if (buffered === "") setImmediate(flush)

@@ -60,11 +60,11 @@ export class Permits {
   }
 
   /** A permit now, if one is free (whether or not others wait: the caller checks that). */
-  readonly takeIfAvailable: Effect.Effect<boolean> = Effect.sync(() => {
+  takeNow(): boolean {
     if (this.free < 1) return false
     this.taken++
     return true
-  })
+  }
 
   /**
    * Waits for a permit in turn, or until `abandon` calls back ("gaveUp") or
@@ -196,30 +196,28 @@ export const take = (
       })
     )
   }
+  // Fast path: nobody waits and a slot is free, so taking it at once cannot overtake anyone
+  // (FIFO holds); no waiter is built and the waiters gauge never moves.
+  if (slots.waiting === 0 && slots.semaphore.takeNow()) return Effect.succeed(true)
   slots.waiting++
   const token = ++slots.tokens
   slots.waitingSince.set(token, waitStart)
   const timeout = Number.isFinite(slots.timeoutMs) ? Effect.sleep(slots.timeoutMs) : undefined
   return Effect.flatMap(Metric.update(slots.waiters, slots.waiting), () =>
-    // Fast path: nobody else waits and a slot is free, so taking it at once cannot overtake
-    // anyone (FIFO holds) and no waiter is built.
-    (slots.waiting === 1 ? slots.semaphore.takeIfAvailable : Effect.succeed(false)).pipe(
-      Effect.flatMap((fast) =>
-        fast ? Effect.succeed(true) : Effect.flatMap(
-          restore(slots.semaphore.acquire(abandon, timeout)),
-          (outcome) =>
-            outcome === "timedOut"
-              ? Effect.fail(
-                new SlotTimeout({
-                  session: request.session,
-                  command: request.command,
-                  waitedMs: slots.timeoutMs,
-                  slots: slots.total
-                })
-              )
-              : Effect.succeed(outcome === "acquired")
-        )
-      ),
+    Effect.flatMap(
+      restore(slots.semaphore.acquire(abandon, timeout)),
+      (outcome) =>
+        outcome === "timedOut"
+          ? Effect.fail(
+            new SlotTimeout({
+              session: request.session,
+              command: request.command,
+              waitedMs: slots.timeoutMs,
+              slots: slots.total
+            })
+          )
+          : Effect.succeed(outcome === "acquired")
+    ).pipe(
       Effect.ensuring(Effect.suspend(() => {
         slots.waiting--
         slots.waitingSince.delete(token)

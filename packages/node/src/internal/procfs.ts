@@ -20,11 +20,30 @@ export interface Stat {
 export const parseStat = (pid: number, text: string): Stat | undefined => {
   const close = text.lastIndexOf(")")
   if (close < 0) return undefined
-  // Fields after the comm: 3=state 4=ppid 5=pgrp 6=session ... 22=starttime
-  const rest = text.slice(close + 2).split(" ")
-  const startTime = rest[19]
-  if (rest.length < 20 || startTime === undefined) return undefined
-  return { pid, state: rest[0]!, ppid: Number(rest[1]), pgid: Number(rest[2]), sid: Number(rest[3]), startTime }
+  // Fields after the comm: 3=state 4=ppid 5=pgrp 6=session ... 22=starttime. Walked, not split: a
+  // scan reads this for every process, and the 52 fields of a split are mostly garbage.
+  const fields: Array<string> = []
+  let at = close + 2
+  while (fields.length < 20) {
+    const space = text.indexOf(" ", at)
+    if (space < 0) {
+      if (fields.length === 19 && at < text.length) fields.push(text.slice(at).trimEnd())
+      break
+    }
+    if (fields.length < 4 || fields.length === 19) fields.push(text.slice(at, space))
+    else fields.push("")
+    at = space + 1
+  }
+  const startTime = fields[19]
+  if (fields.length < 20 || startTime === undefined || startTime === "") return undefined
+  return {
+    pid,
+    state: fields[0]!,
+    ppid: Number(fields[1]),
+    pgid: Number(fields[2]),
+    sid: Number(fields[3]),
+    startTime
+  }
 }
 
 // `/proc` files report size 0, so `readFileSync` stats, allocates 64 KiB chunks and concatenates:
@@ -166,9 +185,10 @@ export const readPidClock = (): PidClock | undefined => {
     const lastPid = Number(scratch.toString("latin1", 0, n).trim())
     n = readProc("/proc/stat")
     if (n < 0) return undefined
-    const text = scratch.toString("latin1", 0, n)
-    const at = text.indexOf("\nprocesses ")
-    const forks = at < 0 ? Number.NaN : Number(text.slice(at + 11, text.indexOf("\n", at + 1)))
+    // Only the `processes` line, read from the bytes (the file is long on a machine with many CPUs).
+    const at = scratch.subarray(0, n).indexOf("\nprocesses ", 0, "latin1")
+    const end = at < 0 ? -1 : scratch.subarray(0, n).indexOf(10, at + 1)
+    const forks = at < 0 || end < 0 ? Number.NaN : Number(scratch.toString("latin1", at + 11, end))
     return Number.isSafeInteger(lastPid) && Number.isSafeInteger(forks) ? { lastPid, forks } : undefined
   } catch {
     return undefined
