@@ -177,14 +177,44 @@ export interface PidClock {
   readonly forks: number
 }
 
+/**
+ * The two clock files stay open and are read again from offset 0 (the kernel regenerates them on
+ * every read at 0): a pool reads the clock at every tree's end, and an open and a close are most
+ * of the cost of reading a file this small.
+ */
+const clockFiles = new Map<string, number>()
+
+const readAgain = (path: string): number => {
+  let fd = clockFiles.get(path)
+  if (fd === undefined) {
+    fd = fs.openSync(path, "r")
+    clockFiles.set(path, fd)
+  }
+  try {
+    let length = 0
+    while (true) {
+      if (length === scratch.length) {
+        const bigger = Buffer.allocUnsafe(scratch.length * 2)
+        scratch.copy(bigger, 0, 0, length)
+        scratch = bigger
+      }
+      const n = fs.readSync(fd, scratch, length, scratch.length - length, length)
+      if (n === 0) return length
+      length += n
+    }
+  } catch (error) {
+    clockFiles.delete(path)
+    fs.closeSync(fd)
+    throw error
+  }
+}
+
 /** Reads the `PidClock`. */
 export const readPidClock = (): PidClock | undefined => {
   try {
-    let n = readProc("/proc/sys/kernel/ns_last_pid")
-    if (n < 0) return undefined
+    let n = readAgain("/proc/sys/kernel/ns_last_pid")
     const lastPid = Number(scratch.toString("latin1", 0, n).trim())
-    n = readProc("/proc/stat")
-    if (n < 0) return undefined
+    n = readAgain("/proc/stat")
     // Only the `processes` line, read from the bytes (the file is long on a machine with many CPUs).
     const at = scratch.subarray(0, n).indexOf("\nprocesses ", 0, "latin1")
     const end = at < 0 ? -1 : scratch.subarray(0, n).indexOf(10, at + 1)
