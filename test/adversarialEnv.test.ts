@@ -1,9 +1,9 @@
 /**
- * Adversarial tests of `EnvPolicy.overlay` (issue 11, commit fe353cd): a child's environment is an
- * object whose prototype is `process.env`, each stripped or deleted variable shadowed by an own
- * `undefined`; Node's child_process reads it with for...in at the OS spawn.
- *
- * Two things go wrong with that:
+ * Adversarial tests of a child's environment. Commit fe353cd built it as an overlay (an object whose
+ * prototype is `process.env`, each stripped or deleted variable shadowed by an own `undefined`,
+ * read by Node's child_process with for...in at the OS spawn); these tests broke it and it was
+ * reverted: `EnvPolicy.apply` copies the environment when the spawn starts, into an object without
+ * a prototype. They stay as regression tests. What went wrong with the overlay:
  *
  * 1. V8 caches the keys a for...in finds on a prototype chain (in the prototype's info, checked by
  *    the chain's validity cell). `process.env` answers through an interceptor, so a variable added
@@ -80,11 +80,11 @@ const freshKeyCache = () => {
 }
 
 describe.runIf(process.platform === "linux")("adversarial: EnvPolicy.overlay on real children", () => {
-  // BROKEN (1). Reproduction: pool with the default policy (inherit); spawn once; then
+  // Was broken (1) by EnvPolicy.overlay, now gone: each child's environment is copied at spawn. Reproduction: pool with the default policy (inherit); spawn once; then
   // `process.env.ADV_LATE = "late"`; spawn again: /proc/<pid>/environ of the second child has no
   // ADV_LATE. Expected (policy "inherit": the host's environment): ADV_LATE=late.
-  it.live.fails(
-    "a variable the host adds after a first spawn reaches the next child (BROKEN: V8's for...in key cache on process.env)",
+  it.live(
+    "a variable the host adds after a first spawn reaches the next child",
     () =>
       withoutHostVars(
         ["ADV_LATE"],
@@ -104,14 +104,14 @@ describe.runIf(process.platform === "linux")("adversarial: EnvPolicy.overlay on 
       )
   )
 
-  // BROKEN (2). Reproduction: pool with env "agent-host"; `Effect.forkChild(pool.spawn(cmd with
+  // Was broken (2) by EnvPolicy.overlay, now gone. Reproduction: pool with env "agent-host"; `Effect.forkChild(pool.spawn(cmd with
   // cwd), { startImmediately: true })` (the spawn runs up to the access), then
   // `process.env.CLAUDE_CODE_ADV_LEAK = "leaked"`, then join: the child's /proc/<pid>/environ holds
   // CLAUDE_CODE_ADV_LEAK=leaked although the policy strips the CLAUDE_CODE_ prefix. (The test
   // drops V8's key cache first, as in a host's first spawn; with a stale cache the variable is
   // not listed at all, see (1).)
-  it.live.fails(
-    "a stripped variable the host sets while a spawn is in flight does not reach the child (BROKEN: the overlay reads process.env late)",
+  it.live(
+    "a stripped variable the host sets while a spawn is in flight does not reach the child",
     () => {
       const dir = fs.mkdtempSync(path.join(os.tmpdir(), "shepherd-adv-env-"))
       return withoutHostVars(
@@ -190,7 +190,7 @@ describe.runIf(process.platform === "linux")("adversarial: EnvPolicy.overlay on 
     })
   }
 
-  // BROKEN (minor; reachable only since the overlay). A command that deletes an inherited variable
+  // Was broken (minor) by unwrapEnv's plain object; its copy has no prototype now. A command that deletes an inherited variable
   // named `__proto__` (own enumerable key `__proto__` = undefined, extendEnv) still passes it.
   // tree.ts's `unwrapEnv` copies the command's variables into a plain `{}` with `out[name] = ...`:
   // for `__proto__` that calls Object.prototype's setter (ignored for a non-object), so the
@@ -199,7 +199,7 @@ describe.runIf(process.platform === "linux")("adversarial: EnvPolicy.overlay on 
   // Reproduction: host `process.env["__proto__"] = "proto"`; spawn with
   // `env` = an object with own enumerable `__proto__: undefined`, `extendEnv: true`: the child has
   // `__proto__=proto`.
-  it.live.fails("a command that deletes an inherited `__proto__` variable does not pass it (BROKEN: unwrapEnv)", () =>
+  it.live("a command that deletes an inherited `__proto__` variable does not pass it", () =>
     withoutHostVars(
       ["__proto__"],
       withPool({ name: "adv-env-proto", kill }, (pool, prefix) =>

@@ -25,8 +25,8 @@
  *
  *   SHEPHERD_ADVERSARIAL_PID_WRAP=1 pnpm exec vitest run test/adversarialPidWrap.test.ts
  *
- * They are `it.fails`: each asserts the contract (the descendant is dead once the tree's report
- * is out), which the fork witness breaks. Flip them to `it.live` once the witness is fixed.
+ * Each asserts the contract (the descendant is dead once the tree's report is out). The witness's
+ * pid-clock rule broke it and was removed: only the fork count proves a leader alone now.
  */
 import { afterEach, assert, describe, it } from "@effect/vitest"
 import { Effect } from "effect"
@@ -40,9 +40,9 @@ import { isAlive, readEnvVar, waitUntil } from "./support.ts"
 
 afterEach(cleanupPools)
 
-const enabled = process.env.SHEPHERD_ADVERSARIAL_PID_WRAP === "1" || process.env.SHEPHERD_ADVERSARIAL_PID_WRAP === "show"
+const enabled = process.env.SHEPHERD_ADVERSARIAL_PID_WRAP === "1" ||
+  process.env.SHEPHERD_ADVERSARIAL_PID_WRAP === "show"
 /** `show`: run as plain tests, to see each failure's message. */
-const broken = process.env.SHEPHERD_ADVERSARIAL_PID_WRAP === "show" ? it.live : it.live.fails
 const hasGcc = (() => {
   try {
     NodeChildProcess.execFileSync("gcc", ["--version"], { stdio: "ignore" })
@@ -219,8 +219,8 @@ describe.runIf(process.platform === "linux")("adversarial: the fork witness and 
   // Reproduction (this file, with SHEPHERD_ADVERSARIAL_PID_WRAP=1): the report is Exited with
   // nothing signalled, the slot is back, and `sleep 1000` (pid below the leader's, pgid = leader,
   // SHEPHERD_ID of the tree) is still alive.
-  ;(runnable ? broken : it.live.skip)(
-    "a descendant forked after the pid clock went round is ended when its leader exits (BROKEN by the fork witness)",
+  ;(runnable ? it.live : it.live.skip)(
+    "a descendant forked after the pid clock went round is ended when its leader exits",
     () => {
       const r = rig()
       let G: number | undefined
@@ -255,12 +255,10 @@ describe.runIf(process.platform === "linux")("adversarial: the fork witness and 
           r.cleanup()
         })))
     }
-  )
-
-  // The same through a session close: the first look proves the live leader alone (no scan), the
-  // leader dies of SIGTERM, the confirmation proves it alone again: Graceful, descendant alive.
-  ;(runnable ? broken : it.live.skip)(
-    "a session close ends a descendant forked after the pid clock went round (BROKEN by the fork witness)",
+  ) // The same through a session close: the first look proves the live leader alone (no scan), the
+   // leader dies of SIGTERM, the confirmation proves it alone again: Graceful, descendant alive.
+  ;(runnable ? it.live : it.live.skip)(
+    "a session close ends a descendant forked after the pid clock went round",
     () => {
       const r = rig()
       let G: number | undefined

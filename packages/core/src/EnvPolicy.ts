@@ -131,11 +131,12 @@ export const apply = (
   inherited: Readonly<Record<string, string | undefined>>,
   explicit: Readonly<Record<string, string | undefined>>
 ): { readonly env: Record<string, string>; readonly explain: EnvExplain } => {
-  const env: Record<string, string> = {}
-  const kept: Array<string> = []
-  const stripped: Array<string> = []
-  const preserved: Array<string> = []
-  for (const name in inherited) {
+  // No prototype: a variable named `__proto__` is a variable like any other.
+  const env: Record<string, string> = Object.create(null)
+  let kept: Array<string> = []
+  let stripped: Array<string> = []
+  let preserved: Array<string> = []
+  for (const name of Object.keys(inherited)) {
     const value = inherited[name]
     if (value === undefined) continue
     const decision = decide(policy, name)
@@ -148,50 +149,11 @@ export const apply = (
     env[name] = value
   }
   const explicitNames: Array<string> = []
-  for (const name in explicit) {
+  for (const name of Object.keys(explicit)) {
     const value = explicit[name]
     explicitNames.push(name)
     if (value === undefined) delete env[name]
     else env[name] = value
-  }
-  return { env, explain: { inherited: kept, stripped, preserved, explicit: explicitNames } }
-}
-
-/**
- * `apply` without copying the inherited values: the result has `inherited`
- * as its prototype, with the explicit variables as own properties and each
- * stripped or deleted variable shadowed by an own `undefined`. Node's
- * `child_process` reads an environment with `for...in` (prototype values
- * included, `undefined` skipped), so the child gets exactly what `apply`
- * would give, while `process.env` (whose every read crosses into C++) is
- * read once per spawn, by Node, as for a plain spawn.
- *
- * @since 0.2.0
- * @category combinators
- */
-export const overlay = (
-  policy: EnvPolicy,
-  inherited: Readonly<Record<string, string | undefined>>,
-  explicit: Readonly<Record<string, string | undefined>>
-): { readonly env: Record<string, string | undefined>; readonly explain: EnvExplain } => {
-  const env: Record<string, string | undefined> = Object.create(inherited)
-  let kept: Array<string> = []
-  let stripped: Array<string> = []
-  let preserved: Array<string> = []
-  for (const name of Object.keys(inherited)) {
-    const decision = decide(policy, name)
-    if (decision === 1) {
-      stripped.push(name)
-      env[name] = undefined
-      continue
-    }
-    if (decision === 2) preserved.push(name)
-    kept.push(name)
-  }
-  const explicitNames: Array<string> = []
-  for (const name in explicit) {
-    explicitNames.push(name)
-    env[name] = explicit[name]
   }
   // Every live process keeps its explanation: while the host's environment does not change, all
   // of them share one copy of these lists.
@@ -212,20 +174,4 @@ const sameNames = (a: ReadonlyArray<string>, b: ReadonlyArray<string>): boolean 
   if (a.length !== b.length) return false
   for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false
   return true
-}
-
-/**
- * The variables of an environment built by `overlay` (or `apply`) as one
- * plain object: own and inherited values, `undefined` left out.
- *
- * @since 0.2.0
- * @category combinators
- */
-export const flatten = (env: Readonly<Record<string, string | undefined>>): Record<string, string> => {
-  const out: Record<string, string> = {}
-  for (const name in env) {
-    const value = env[name]
-    if (value !== undefined) out[name] = value
-  }
-  return out
 }

@@ -69,14 +69,9 @@ export interface Launched {
 export class ProcessLauncher extends Context.Service<ProcessLauncher, {
   /** The host environment children inherit (read, never mutated). */
   readonly inheritedEnv: () => Readonly<Record<string, string | undefined>>
-  /**
-   * Starts `command` with exactly `env`: its own and inherited (prototype)
-   * enumerable properties, `undefined` ones left out (see `EnvPolicy.overlay`,
-   * and `EnvPolicy.flatten` for a plain copy). I/O resources live in the
-   * current scope.
-   */
+  /** Starts `command` with exactly `env`. I/O resources live in the current scope. */
   readonly launch: (
     command: ChildProcess.StandardCommand,
-    env: Readonly<Record<string, string | undefined>>
+    env: Readonly<Record<string, string>>
   ) => Effect.Effect<Launched, PlatformError.PlatformError, Scope.Scope>
 }>()("@shepherd/core/ProcessLauncher") {}

@@ -77,7 +77,7 @@ const noIo: Launched["io"] = {
 
 const launch = Effect.fnUntraced(function*(
   command: ChildProcess.StandardCommand,
-  env: Readonly<Record<string, string | undefined>>
+  env: Readonly<Record<string, string>>
 ) {
   const options = command.options
   const display = CommandLine.display([command.command, ...command.args])
@@ -115,7 +115,6 @@ const launch = Effect.fnUntraced(function*(
   // One listener is the common case (the pool's); more (a session close) are rare.
   let onExit: (() => void) | Array<() => void> | undefined
   const before = forkWitness.mark()
-  const cookie = env.SHEPHERD_ID ?? ""
   const child = yield* Effect.callback<NodeChildProcess.ChildProcess, PlatformError.PlatformError>((resume) => {
     const child = NodeChildProcess.spawn(command.command, command.args.map(unwrap), {
       cwd,
@@ -126,7 +125,7 @@ const launch = Effect.fnUntraced(function*(
       shell: options.shell,
       windowsHide: true
     })
-    if (child.pid !== undefined) forkWitness.forked(child.pid)
+    if (child.pid !== undefined) forkWitness.forked()
     child.on("error", (error: NodeJS.ErrnoException) => {
       if (child.pid === undefined) {
         resume(Effect.fail(spawnError(command, error, `${display}: ${error.code ?? error.message}`)))
@@ -215,7 +214,7 @@ const launch = Effect.fnUntraced(function*(
       else if (typeof onExit === "function") onExit = [onExit, f]
       else onExit.push(f)
     },
-    alone: () => forkWitness.alone(before, pid, cookie),
+    alone: () => forkWitness.alone(before),
     // Node refuses (returns false) once it has reaped the child, so this never reaches a reused pid.
     signal: (signal) => status === undefined && child.kill(signal),
     io: stdinSink === Sink.drain && out === Stream.empty && err === Stream.empty ? noIo : {
@@ -237,8 +236,7 @@ const launch = Effect.fnUntraced(function*(
  */
 export const make = (): ProcessLauncher["Service"] =>
   ProcessLauncher.of({
-    // Read-only use: each child's environment is an overlay with it as prototype (EnvPolicy.overlay),
-    // which Node's spawn reads with for...in, prototype values included.
+    // Read-only use: the pool builds each child's environment as a new object from it.
     inheritedEnv: () => process.env,
     launch
   })

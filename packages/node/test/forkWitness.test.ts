@@ -1,7 +1,8 @@
 /**
  * The fork witness on real processes: a leader that left nobody behind is
- * proven alone without a scan; a leader whose descendant is still alive (in
- * its group, or gone to a session of its own with the tree's cookie) never is.
+ * proven alone without a scan; a leader that forked never is, whether its
+ * descendant stays in its group, leaves for a session of its own with the
+ * tree's cookie, or is gone already.
  */
 import { afterEach, assert, describe, it } from "@effect/vitest"
 import * as NodeChildProcess from "node:child_process"
@@ -9,7 +10,7 @@ import * as fs from "node:fs"
 import * as forkWitness from "../src/internal/forkWitness.ts"
 import * as procfs from "../src/internal/procfs.ts"
 
-const hasClock = procfs.readPidClock() !== undefined
+const hasClock = procfs.readForks() !== undefined
 
 const cookie = `fw-test:${process.pid}-${Math.random().toString(36).slice(2)}`
 const started: Array<number> = []
@@ -22,7 +23,7 @@ const spawnLeader = (script: string) => {
     detached: true,
     env: { ...process.env, SHEPHERD_ID: cookie }
   })
-  forkWitness.forked(child.pid!)
+  forkWitness.forked()
   started.push(child.pid!)
   const exited = new Promise<void>((resolve) => child.on("exit", () => resolve()))
   return { pid: child.pid!, before, exited }
@@ -72,7 +73,7 @@ describe.runIf(hasClock)("forkWitness", () => {
       const first = spawnLeader("exit 0")
       const second = spawnLeader("exit 0")
       await Promise.all([first.exited, second.exited])
-      if (forkWitness.alone(first.before, first.pid, cookie)) proven++
+      if (forkWitness.alone(first.before)) proven++
     }
     assert.isAbove(proven, 0)
   })
@@ -81,26 +82,32 @@ describe.runIf(hasClock)("forkWitness", () => {
     const leader = spawnLeader("sleep 1000 & exit 0")
     await leader.exited
     await waitUntil(() => carriers().length === 1)
-    assert.isFalse(forkWitness.alone(leader.before, leader.pid, cookie))
+    assert.isFalse(forkWitness.alone(leader.before))
   })
 
   it("never proves alone a leader whose child left for a session of its own with the cookie", async () => {
     const leader = spawnLeader("setsid sleep 1000 & exit 0")
     await leader.exited
     await waitUntil(() => carriers().some((pid) => procfs.readStat(pid)?.sid === pid))
-    assert.isFalse(forkWitness.alone(leader.before, leader.pid, cookie))
+    assert.isFalse(forkWitness.alone(leader.before))
   })
 
   it("never proves alone a live leader that has forked", async () => {
     const leader = spawnLeader("sleep 1000 & wait")
     await waitUntil(() => carriers().length === 2)
-    assert.isFalse(forkWitness.alone(leader.before, leader.pid, cookie))
+    assert.isFalse(forkWitness.alone(leader.before))
+  })
+
+  it("never proves alone a leader that forked, even when the child is gone", async () => {
+    const leader = spawnLeader("sh -c 'exit 0'; exit 0")
+    await leader.exited
+    assert.isFalse(forkWitness.alone(leader.before))
   })
 
   it("proves nothing without a mark", async () => {
     const leader = spawnLeader("exit 0")
     await leader.exited
-    assert.isFalse(forkWitness.alone(undefined, leader.pid, cookie))
+    assert.isFalse(forkWitness.alone(undefined))
     assert.isTrue(fs.existsSync("/proc/sys/kernel/ns_last_pid"))
   })
 })

@@ -14,7 +14,6 @@ import * as Redacted from "effect/Redacted"
 import * as Sink from "effect/Sink"
 import * as Stream from "effect/Stream"
 import { type ExitStatus, type Launched, ProcessLauncher } from "../ProcessLauncher.ts"
-import * as EnvPolicy from "../EnvPolicy.ts"
 import * as Membership from "../Membership.ts"
 import type { Behaviour, Role } from "../testing/TestOs.ts"
 import * as SimWorld from "./simWorld.ts"
@@ -83,9 +82,8 @@ const start = (
 export const make = (world: SimWorld.SimWorld, timers: SimWorld.Timers): ProcessLauncher["Service"] => {
   const launch = Effect.fnUntraced(function*(
     command: ChildProcess.StandardCommand,
-    overlaid: Readonly<Record<string, string | undefined>>
+    env: Readonly<Record<string, string>>
   ) {
-    const env = EnvPolicy.flatten(overlaid)
     const line = [command.command, ...command.args.map(unwrap)].join(" ")
     const behaviour = world.behaviours.get(command.command) ?? world.defaultBehaviour
     const delayMs = behaviour.launchDelayMs ?? world.defaultDelayMs

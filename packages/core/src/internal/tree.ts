@@ -119,7 +119,7 @@ export const launch = (ctx: Context, request: Request): Effect.Effect<ManagedPro
     const id = ++ctx.trees.counter
     const shepherdId = `${ctx.poolId}:${id}`
     const inherits = command.options.env === undefined || command.options.extendEnv === true
-    const { env, explain } = EnvPolicy.overlay(
+    const { env, explain } = EnvPolicy.apply(
       ctx.envPolicy,
       inherits ? ctx.launcher.inheritedEnv() : {},
       unwrapEnv(command.options.env)
@@ -381,7 +381,8 @@ export const secretsOf = (command: ChildProcess.StandardCommand): ReadonlyArray<
 }
 
 const unwrapEnv = (env: ChildProcess.CommandOptions["env"]): Record<string, string | undefined> => {
-  const out: Record<string, string | undefined> = {}
+  // No prototype: a command may set or delete a variable named `__proto__`.
+  const out: Record<string, string | undefined> = Object.create(null)
   if (env === undefined) return out
   for (const [name, value] of Object.entries(env)) {
     out[name] = value === undefined ? undefined : Redacted.isRedacted(value) ? Redacted.value(value) : value

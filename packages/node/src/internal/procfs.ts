@@ -209,17 +209,27 @@ const readAgain = (path: string): number => {
   }
 }
 
-/** Reads the `PidClock`. */
-export const readPidClock = (): PidClock | undefined => {
+/** Successful forks since boot, threads included (`processes` in `/proc/stat`); `undefined` when unreadable. */
+export const readForks = (): number | undefined => {
   try {
-    let n = readAgain("/proc/sys/kernel/ns_last_pid")
-    const lastPid = Number(scratch.toString("latin1", 0, n).trim())
-    n = readAgain("/proc/stat")
+    const n = readAgain("/proc/stat")
     // Only the `processes` line, read from the bytes (the file is long on a machine with many CPUs).
     const at = scratch.subarray(0, n).indexOf("\nprocesses ", 0, "latin1")
     const end = at < 0 ? -1 : scratch.subarray(0, n).indexOf(10, at + 1)
     const forks = at < 0 || end < 0 ? Number.NaN : Number(scratch.toString("latin1", at + 11, end))
-    return Number.isSafeInteger(lastPid) && Number.isSafeInteger(forks) ? { lastPid, forks } : undefined
+    return Number.isSafeInteger(forks) ? forks : undefined
+  } catch {
+    return undefined
+  }
+}
+
+/** Reads the `PidClock`. */
+export const readPidClock = (): PidClock | undefined => {
+  try {
+    const n = readAgain("/proc/sys/kernel/ns_last_pid")
+    const lastPid = Number(scratch.toString("latin1", 0, n).trim())
+    const forks = readForks()
+    return Number.isSafeInteger(lastPid) && forks !== undefined ? { lastPid, forks } : undefined
   } catch {
     return undefined
   }
