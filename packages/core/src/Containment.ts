@@ -253,13 +253,14 @@ export const processGroup = (requested: Mode, reason: string): Attached => ({
 export class Containment extends Context.Service<Containment, {
   /**
    * Attaches containment to the pool `poolId` for the lifetime of the scope:
-   * recovers what dead hosts left, creates what the pool needs, and removes
-   * it when the scope closes (after the pool's sessions). What can fail is
-   * checked when the adapter's layer is built (`ContainmentUnavailable`); a
-   * failure here is a defect.
+   * terminates what the dead hosts `recover` (pool ids of earlier hosts on
+   * this pool's ledger) left in their containers, creates what the pool
+   * needs, and removes it when the scope closes (after the pool's sessions).
+   * What can fail is checked when the adapter's layer is built
+   * (`ContainmentUnavailable`); a failure here is a defect.
    */
   readonly attach: (
     poolId: string,
-    options: { readonly policy: KillPolicy }
+    options: { readonly policy: KillPolicy; readonly recover?: ReadonlyArray<string> | undefined }
   ) => Effect.Effect<Attached, never, Scope.Scope>
 }>()("@shepherd/core/Containment") {}

@@ -272,7 +272,11 @@ const make = Effect.fnUntraced(function*(config: ShepherdConfig.Resolved) {
   // pool's cgroups) runs after the sessions' shutdown, registered later.
   const containment = containmentService === undefined
     ? Containment.processGroup(config.containment ?? "auto", "no Containment service is provided")
-    : yield* containmentService.attach(poolId, { policy: config.kill })
+    : yield* containmentService.attach(poolId, {
+      policy: config.kill,
+      // The earlier hosts of this ledger: what their containers still hold is ours to end.
+      recover: [...new Set(recovery?.entries.map((e) => e.poolId) ?? [])]
+    })
   if (lifelineService !== undefined && config.lifeline) {
     journal.lifeline = yield* lifelineService.attach(
       poolId,

@@ -35,8 +35,26 @@ export { CgroupError } from "./cgroupError.ts"
 export { type Cgroup, isIntact } from "./cgroupFs.ts"
 export { parsePopulated, type PoolEntry } from "./cgroupMembers.ts"
 export { type Mount, parseMountInfo, parseOwnCgroup } from "./cgroupMounts.ts"
-export { decodeName, encodeName, poolDirName, sentinelDirName, sessionDirName, treeDirName } from "./cgroupNames.ts"
-export { type CommandLine, placementFailedCode, shell, wrap, wrapThroughFd } from "./cgroupPlacement.ts"
+export {
+  decodeName,
+  encodeName,
+  type HostMark,
+  hostPoolDirName,
+  parsePoolDirName,
+  poolDirName,
+  sentinelDirName,
+  sessionDirName,
+  treeDirName
+} from "./cgroupNames.ts"
+export {
+  type CommandLine,
+  type ExactCommandLine,
+  placementFailedCode,
+  shell,
+  wrap,
+  wrapExact,
+  wrapThroughFd
+} from "./cgroupPlacement.ts"
 
 /**
  * Detects whether cgroup v2 containment is usable, and where (see `cgroupDetect.ts`).
@@ -58,14 +76,23 @@ export interface PoolCgroups {
 }
 
 /**
- * Creates `<base>/shepherd-<poolId>` and its `sentinel` leaf. Fails with `AlreadyExists` when a
- * cgroup of that name is there (a dead host's: reap it first; nothing is reused).
+ * Creates `<base>/shepherd-<poolId>` (with `host`: `shepherd-<poolId>.<pid>.<start time>`) and its
+ * `sentinel` leaf. Fails with `AlreadyExists` when a cgroup of that name is there (a dead host's:
+ * reap it first; nothing is reused).
  *
  * @since 0.1.0
  * @category layout
  */
-export const createPool = Effect.fn("Cgroup.createPool")(function*(usable: Usable, poolId: string) {
-  const name = CgroupNames.poolDirName(poolId)
+export const createPool = Effect.fn("Cgroup.createPool")(function*(
+  usable: Usable,
+  poolId: string,
+  host?: CgroupNames.HostMark | undefined
+) {
+  const name = yield* attempt(
+    "createPool",
+    usable.base,
+    () => host === undefined ? CgroupNames.poolDirName(poolId) : CgroupNames.hostPoolDirName(poolId, host)
+  )
   const base = yield* attempt("createPool", usable.base, () => baseOf(usable))
   if (base.dev !== usable.dev) {
     return yield* new CgroupError({
