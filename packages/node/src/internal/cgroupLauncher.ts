@@ -66,12 +66,16 @@ export const lookUp = (file: string, pathVariable: string | undefined, cwd: stri
   return denied ? "EACCES" : "ENOENT"
 }
 
-/** No CPU time was ever spent in the leaf: nothing ran in it. */
+/**
+ * Nothing ever ran in the leaf: no CPU time was spent in it, or it is not there any more (only we
+ * remove it, once the tree is gone; a leaf removed under a live wrapper could not receive it).
+ */
 const neverRan = (leaf: Cgroup): boolean => {
   try {
     return withVerified(leaf, (dir) => /^usage_usec 0$/m.test(readIn(dir, "cpu.stat")))
-  } catch {
-    return false // cannot tell: the exit status is the command's own
+  } catch (error) {
+    // Otherwise it cannot be told: the exit status is the command's own.
+    return error instanceof CgroupFailure && (error.reason === "NotFound" || error.reason === "Swapped")
   }
 }
 
@@ -171,24 +175,26 @@ const launchInLeaf = (
     const ref = cgroupTable.toRef(leaf)
     const pid = launched.pid
     let patched: ExitStatus | undefined
-    if (wrapper) {
-      // Decided once, at the exit (the leaf still exists then), before anyone else hears of it.
-      launched.onExit?.(() => {
-        const status = launched.exitStatus()
-        patched = status?.code === placementFailedCode && neverRan(leaf)
-          ? {
-            ...status,
-            spawnError: new SpawnError({
-              session,
-              command: display,
-              kind: "Containment",
-              reason: `the command never ran: it could not be placed in its cgroup ${leaf.path}`
-            })
-          }
-          : status
-      })
+    // Decided once, by the first to ask after the exit: the exit callback, or whoever the exit woke
+    // first. Always before the leaf's removal, which waits for the teardown (that asks too).
+    const exitStatus = (): ExitStatus | undefined => {
+      if (patched !== undefined || !wrapper) return patched ?? launched.exitStatus()
+      const status = launched.exitStatus()
+      if (status === undefined) return undefined
+      patched = status.code === placementFailedCode && neverRan(leaf)
+        ? {
+          ...status,
+          spawnError: new SpawnError({
+            session,
+            command: display,
+            kind: "Containment",
+            reason: `the command never ran: it could not be placed in its cgroup ${leaf.path}`
+          })
+        }
+        : status
+      return patched
     }
-    const exitStatus = () => patched ?? launched.exitStatus()
+    if (wrapper) launched.onExit?.(() => void exitStatus())
     const decorated: Launched = {
       ...launched,
       cgroup: ref,
