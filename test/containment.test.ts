@@ -430,6 +430,49 @@ describe(`cgroup containment when the host ends${skipped}`, () => {
   })
 })
 
+/** Runs `shepherd <args>`; resolves with its exit code and output. */
+const shepherd = (args: ReadonlyArray<string>, env: Record<string, string> = {}) =>
+  new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) => {
+    NodeChildProcess.execFile(
+      process.execPath,
+      [bin, ...args],
+      { env: { ...process.env, NO_COLOR: "1", ...env } },
+      (error, stdout, stderr) =>
+        resolve({ code: error === null ? 0 : (error as { code?: number }).code ?? null, stdout, stderr })
+    )
+  })
+
+describe(`shepherd doctor and reap with cgroups${skipped}`, () => {
+  it("doctor says which containment is in force and why", async () => {
+    const json = await shepherd(["doctor", "--json"], { XDG_STATE_HOME: tempDir() })
+    assert.strictEqual(json.code, 0, json.stderr)
+    const report = JSON.parse(json.stdout) as { containment: { kind: string; requested: string; reason: string } }
+    assert.strictEqual(report.containment.kind, noCgroups ? "process-group" : "cgroup")
+    const plain = await shepherd(["doctor"], { XDG_STATE_HOME: tempDir() })
+    assert.match(plain.stdout, noCgroups ? /^containment: process group \+ cookie/ : /^containment: cgroup v2 at /)
+    const forced = await shepherd(["doctor"], { XDG_STATE_HOME: tempDir(), SHEPHERD_CONTAINMENT: "process-group" })
+    assert.match(forced.stdout, /^containment: process group \+ cookie \(requested process-group\)/)
+  })
+
+  it.skipIf(noCgroups)("reap ends what a dead host's cgroups hold and removes them", async () => {
+    const m = mark()
+    const ledger = path.join(tempDir(), "escape.ledger")
+    const host = startEscapeHost(m, ledger, "nolifeline")
+    const ready = await host.ready
+    host.child.kill("SIGKILL")
+    await host.exited
+    assert.isAtLeast(markedSleeps(m), 27)
+    const dry = await shepherd(["reap", "--ledger", ledger, "--dry-run"])
+    assert.strictEqual(dry.code, 0, dry.stderr)
+    assert.include(dry.stdout, "would reap 1 cgroup(s) of dead hosts")
+    assert.isAtLeast(markedSleeps(m), 27, "a dry run signals nothing")
+    const reap = await shepherd(["reap", "--ledger", ledger], { SHEPHERD_GRACE: "200 millis" })
+    assert.strictEqual(reap.code, 0, reap.stderr)
+    assertNoMarked(m, "after shepherd reap")
+    assert.isFalse(fs.existsSync(ready.containment.cgroup!.pool), "the dead host's cgroup is removed")
+  })
+})
+
 describe("process group + cookie containment (the fallback)", () => {
   it.live("containment \"process-group\": no cgroups, said so, and limits are refused naming the controller", () =>
     withPool({ name: "t-pg", containment: "process-group", ledger: false, kill }, (pool) =>

@@ -205,3 +205,140 @@ export const layer = (
       Context.add(ProcessLauncher, CgroupLauncher.make(base, pools))
     )
   }))
+
+/**
+ * One pool's cgroup under the base, as `shepherd doctor` and `shepherd reap` see it.
+ *
+ * @since 0.2.0
+ * @category models
+ */
+export interface PoolCgroup {
+  readonly cgroup: string
+  readonly poolId: string | undefined
+  /** The host its name records, and whether it is still that process. */
+  readonly host: { readonly pid: number; readonly alive: boolean } | undefined
+  readonly sentinelAlive: boolean
+  /** Live processes in it (the sentinel's included). */
+  readonly processes: number
+  /** Its host is gone and its sentinel too: `shepherd reap` (or its ledger's next host) ends and removes it. */
+  readonly dead: boolean
+}
+
+/**
+ * Which containment a pool would get here, and why, with the pools' cgroups found under the base.
+ *
+ * @since 0.2.0
+ * @category models
+ */
+export interface Inspection {
+  readonly requested: Containment.Mode
+  readonly kind: "cgroup" | "process-group"
+  readonly reason: string
+  readonly base?: string | undefined
+  readonly controllers?: ReadonlyArray<string> | undefined
+  /** Why the placement wrapper would not be used (post-spawn placement instead), if so. */
+  readonly placementIssue?: string | undefined
+  readonly pools: ReadonlyArray<PoolCgroup>
+}
+
+const poolCgroups = (usable: Cgroup.Usable): Effect.Effect<Array<PoolCgroup>> =>
+  Effect.map(Effect.orElseSucceed(Cgroup.listPools(usable), () => []), (entries) =>
+    entries.map((entry) => {
+      let processes = 0
+      try {
+        processes = cgroupTable.membersOf(cgroupTable.toRef(entry.cgroup), "", true).length
+      } catch {
+        // removed meanwhile
+      }
+      return {
+        cgroup: entry.cgroup.path,
+        poolId: entry.poolId,
+        host: entry.host === undefined ? undefined : { pid: entry.host.pid, alive: CgroupPool.hostAlive(entry.host) },
+        sentinelAlive: entry.sentinelAlive,
+        processes,
+        dead: CgroupPool.isDead(entry)
+      }
+    }))
+
+/**
+ * What containment a pool built here with `containment` (else `SHEPHERD_CONTAINMENT`, else
+ * `"auto"`) and `base` would get, and the pools' cgroups under that base. Read-only.
+ *
+ * @since 0.2.0
+ * @category diagnostics
+ */
+export const inspect = (
+  options: { readonly containment?: Containment.Mode | undefined; readonly base?: string | undefined } = {}
+): Effect.Effect<Inspection> =>
+  Effect.gen(function*() {
+    const requested = options.containment ??
+      (Containment.Mode.literals as ReadonlyArray<string>).find((m) => m === process.env.SHEPHERD_CONTAINMENT) as
+        | Containment.Mode
+        | undefined ??
+      "auto"
+    const detection = Cgroup.detectUnsafe({ base: options.base })
+    if (requested === "process-group") {
+      return { requested, kind: "process-group", reason: `configured: containment "process-group"`, pools: [] }
+    }
+    if (detection._tag === "Unusable") {
+      return {
+        requested,
+        kind: "process-group",
+        reason: requested === "cgroup"
+          ? `containment "cgroup" is required but not usable here (a pool would fail to start): ${detection.reason}`
+          : `cgroup v2 is not usable here: ${detection.reason}`,
+        pools: []
+      }
+    }
+    const placementIssue = wrapperIssue()
+    return {
+      requested,
+      kind: "cgroup",
+      reason: `cgroup v2 at ${detection.base} (${detection.source})`,
+      base: detection.base,
+      controllers: detection.controllers,
+      ...(placementIssue === undefined ? {} : { placementIssue }),
+      pools: yield* poolCgroups(detection)
+    }
+  })
+
+/**
+ * Ends and removes the cgroups of dead hosts under the base (their host gone, their sentinel too):
+ * only those of `poolIds` when given (the pools of one ledger), else all. With `dryRun`, only
+ * says which. Processes in them get `policy` (signal, grace, `cgroup.kill`).
+ *
+ * @since 0.2.0
+ * @category recovery
+ */
+export const reapDead = (options: {
+  readonly policy: KillPolicy
+  readonly dryRun: boolean
+  readonly poolIds?: ReadonlyArray<string> | undefined
+  readonly base?: string | undefined
+}): Effect.Effect<ReadonlyArray<PoolCgroup & { readonly removed: boolean }>> =>
+  Effect.gen(function*() {
+    const detection = Cgroup.detectUnsafe({ base: options.base })
+    if (detection._tag === "Unusable") return []
+    const only = options.poolIds === undefined ? undefined : new Set(options.poolIds)
+    const entries = (yield* Effect.orElseSucceed(Cgroup.listPools(detection), () => [])).filter((e) =>
+      CgroupPool.isDead(e) && (only === undefined || (e.poolId !== undefined && only.has(e.poolId)))
+    )
+    const described = new Map((yield* poolCgroups(detection)).map((p) => [p.cgroup, p]))
+    return yield* Effect.forEach(entries, (entry) => {
+      const info = described.get(entry.cgroup.path) ?? {
+        cgroup: entry.cgroup.path,
+        poolId: entry.poolId,
+        host: undefined,
+        sentinelAlive: false,
+        processes: 0,
+        dead: true
+      }
+      return options.dryRun
+        ? Effect.succeed({ ...info, removed: false })
+        : Effect.map(CgroupPool.terminateAndRemove(entry.cgroup, options.policy), (r) => ({
+          ...info,
+          processes: r.processes,
+          removed: r.removed
+        }))
+    }, { concurrency: "unbounded" })
+  })
