@@ -32,8 +32,15 @@ export {
   type Usable
 } from "./cgroupDetect.ts"
 export { CgroupError } from "./cgroupError.ts"
-export { type Cgroup, isIntact } from "./cgroupFs.ts"
-export { parsePopulated, type PoolEntry } from "./cgroupMembers.ts"
+export { type Cgroup, childrenUnsafe, isIntact, removeOnceUnsafe } from "./cgroupFs.ts"
+export {
+  killUnsafe,
+  listPoolsUnsafe,
+  parsePopulated,
+  type PoolEntry,
+  populatedUnsafe,
+  procsUnsafe
+} from "./cgroupMembers.ts"
 export { type Mount, parseMountInfo, parseOwnCgroup } from "./cgroupMounts.ts"
 export {
   decodeName,
