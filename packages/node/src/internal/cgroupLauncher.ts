@@ -49,6 +49,9 @@ const executable = (file: string): "ok" | "ENOENT" | "EACCES" => {
   }
 }
 
+/** Where each command was found last, by working directory, PATH and name. */
+const found = new Map<string, string>()
+
 /**
  * How `exec` would find `file`: `ok`, or the errno a direct spawn would have failed with.
  *
@@ -57,11 +60,20 @@ const executable = (file: string): "ok" | "ENOENT" | "EACCES" => {
  */
 export const lookUp = (file: string, pathVariable: string | undefined, cwd: string): "ok" | "ENOENT" | "EACCES" => {
   if (file.includes("/")) return executable(path.resolve(cwd, file))
+  // Where it was found last time is checked first: one stat per spawn rather than one per PATH entry.
+  const key = `${cwd}\0${pathVariable}\0${file}`
+  const known = found.get(key)
+  if (known !== undefined && executable(known) === "ok") return "ok"
   let denied = false
   for (const dir of (pathVariable ?? defaultPath).split(":")) {
-    const found = executable(path.resolve(cwd, dir, file))
-    if (found === "ok") return "ok"
-    if (found === "EACCES") denied = true
+    const candidate = path.resolve(cwd, dir, file)
+    const result = executable(candidate)
+    if (result === "ok") {
+      if (found.size >= 256) found.clear()
+      found.set(key, candidate)
+      return "ok"
+    }
+    if (result === "EACCES") denied = true
   }
   return denied ? "EACCES" : "ENOENT"
 }

@@ -28,7 +28,7 @@ import { procsUnsafe } from "./cgroupMembers.ts"
 import * as procfs from "./procfs.ts"
 
 /**
- * A session's cgroup: it exists while the session has trees.
+ * A session's cgroup: it exists while the session has trees (and a moment after, for its next one).
  *
  * @since 0.2.0
  * @category models
@@ -39,7 +39,15 @@ export interface SessionCgroup {
   leaves: number
   /** The session limits written into it (their JSON), so that they are written once. */
   applied: string
+  /** The removal of the empty cgroup, due a moment after its last leaf went (cancelled by a new leaf). */
+  idle: ReturnType<typeof setTimeout> | undefined
 }
+
+/**
+ * How long an empty session cgroup is kept for the session's next tree: a session spawning one
+ * tree after another reuses it instead of creating and removing a cgroup per tree.
+ */
+const idleMs = 1000
 
 /**
  * @since 0.2.0
@@ -161,13 +169,21 @@ export const checkLimits = (p: CgroupPool, limits: Containment.Limits): Containm
 export const createLeaf = (p: CgroupPool, options: LaunchOptions): CgroupT => {
   let session = p.sessions.get(options.session)
   if (session === undefined) {
-    session = { cgroup: createUnsafe(p.pool, Cgroup.sessionDirName(options.session)), leaves: 0, applied: "" }
+    session = {
+      cgroup: createUnsafe(p.pool, Cgroup.sessionDirName(options.session)),
+      leaves: 0,
+      applied: "",
+      idle: undefined
+    }
     p.sessions.set(options.session, session)
   }
   const own = session
+  if (own.idle !== undefined) {
+    clearTimeout(own.idle)
+    own.idle = undefined
+  }
   const dropSessionIfIdle = () => {
-    if (own.leaves > 0) return
-    if (removeOnceUnsafe(own.cgroup) !== "busy") p.sessions.delete(options.session)
+    if (own.leaves === 0) removeIdleSession(p, options.session, own)
   }
   let leaf: CgroupT | undefined
   try {
@@ -202,18 +218,39 @@ export const createLeaf = (p: CgroupPool, options: LaunchOptions): CgroupT => {
  */
 export const releaseLeaf = (p: CgroupPool, sessionId: string, leaf: CgroupT): Effect.Effect<void> =>
   Effect.gen(function*() {
-    const removed = yield* Effect.result(Cgroup.remove(leaf, { timeout: "100 millis" }))
-    if (removed._tag === "Failure") {
-      return yield* Effect.logWarning(`cgroup ${leaf.path} left for the pool's close: ${removed.failure.detail}`)
+    // The common case (the tree is gone, its leaf empty) costs one lstat and one rmdir.
+    let first: "removed" | "gone" | "busy" | undefined
+    try {
+      first = removeOnceUnsafe(leaf)
+    } catch {
+      first = undefined
+    }
+    if (first === "busy" || first === undefined) {
+      const removed = yield* Effect.result(Cgroup.remove(leaf, { timeout: "100 millis" }))
+      if (removed._tag === "Failure") {
+        return yield* Effect.logWarning(`cgroup ${leaf.path} left for the pool's close: ${removed.failure.detail}`)
+      }
     }
     const session = p.sessions.get(sessionId)
     if (session === undefined || leaf.path.slice(0, leaf.path.lastIndexOf("/")) !== session.cgroup.path) return
     session.leaves--
-    if (session.leaves === 0) {
-      const gone = yield* Effect.result(Effect.try(() => removeOnceUnsafe(session.cgroup)))
-      if (gone._tag === "Success" && gone.success !== "busy") p.sessions.delete(sessionId)
+    if (session.leaves === 0 && session.idle === undefined) {
+      session.idle = setTimeout(() => removeIdleSession(p, sessionId, session), idleMs)
+      session.idle.unref()
     }
   })
+
+/** Removes a session's cgroup that has no leaf (left alone, and kept, if it is busy). */
+const removeIdleSession = (p: CgroupPool, sessionId: string, session: SessionCgroup): void => {
+  if (session.idle !== undefined) clearTimeout(session.idle)
+  session.idle = undefined
+  if (session.leaves > 0 || p.sessions.get(sessionId) !== session) return
+  try {
+    if (removeOnceUnsafe(session.cgroup) !== "busy") p.sessions.delete(sessionId)
+  } catch {
+    // the pool's close removes it
+  }
+}
 
 const readNumber = (dir: string, file: string): number | undefined => {
   try {
@@ -394,6 +431,8 @@ export const hostAlive = (host: Cgroup.HostMark): boolean => {
  */
 export const close = (p: CgroupPool): Effect.Effect<void> =>
   Effect.gen(function*() {
+    for (const session of p.sessions.values()) if (session.idle !== undefined) clearTimeout(session.idle)
+    p.sessions.clear()
     const children = yield* Effect.orElseSucceed(Effect.try(() => childrenUnsafe(p.pool)), () => [])
     for (const child of children) {
       if (child.ino !== p.sentinel.ino) yield* Effect.ignore(Cgroup.kill(child))
