@@ -337,7 +337,9 @@ const procsOf = (dir: string): Array<number> => {
 /** Starts the escape host; resolves with its first JSON line, rejects if it exits first. */
 const startEscapeHost = (m: Mark, ledger: string, lifeline: "lifeline" | "nolifeline") => {
   const child = NodeChildProcess.spawn(process.execPath, [escapeHost, m.id, ledger, lifeline], {
-    stdio: ["ignore", "pipe", "inherit"]
+    stdio: ["ignore", "pipe", "inherit"],
+    // These tests are about cgroups: also when the suite runs with SHEPHERD_CONTAINMENT=process-group.
+    env: { ...process.env, SHEPHERD_CONTAINMENT: "auto" }
   })
   hosts.push(child)
   const exited = new Promise<{ code: number | null; signal: string | null }>((resolve) =>
@@ -420,9 +422,7 @@ describe(`cgroup containment when the host ends${skipped}`, () => {
       const child = NodeChildProcess.spawn(
         process.execPath,
         [bin, "run", "--grace", "200ms", "--", "sh", "-c", script],
-        {
-          stdio: "ignore"
-        }
+        { stdio: "ignore", env: { ...process.env, SHEPHERD_CONTAINMENT: "auto" } }
       )
       hosts.push(child)
       child.on("exit", (c) => resolve(c))
@@ -446,11 +446,11 @@ const shepherd = (args: ReadonlyArray<string>, env: Record<string, string> = {})
 
 describe(`shepherd doctor and reap with cgroups${skipped}`, () => {
   it("doctor says which containment is in force and why", async () => {
-    const json = await shepherd(["doctor", "--json"], { XDG_STATE_HOME: tempDir() })
+    const json = await shepherd(["doctor", "--json"], { XDG_STATE_HOME: tempDir(), SHEPHERD_CONTAINMENT: "auto" })
     assert.strictEqual(json.code, 0, json.stderr)
     const report = JSON.parse(json.stdout) as { containment: { kind: string; requested: string; reason: string } }
     assert.strictEqual(report.containment.kind, noCgroups ? "process-group" : "cgroup")
-    const plain = await shepherd(["doctor"], { XDG_STATE_HOME: tempDir() })
+    const plain = await shepherd(["doctor"], { XDG_STATE_HOME: tempDir(), SHEPHERD_CONTAINMENT: "auto" })
     assert.match(plain.stdout, noCgroups ? /^containment: process group \+ cookie/ : /^containment: cgroup v2 at /)
     const forced = await shepherd(["doctor"], { XDG_STATE_HOME: tempDir(), SHEPHERD_CONTAINMENT: "process-group" })
     assert.match(forced.stdout, /^containment: process group \+ cookie \(requested process-group\)/)

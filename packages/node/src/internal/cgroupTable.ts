@@ -86,11 +86,19 @@ export const membersOf = (ref: CgroupRef, bootId: string, recursive = false): Ar
  * @category members
  */
 export const alone = (ref: CgroupRef, leader: number): boolean | undefined => {
+  // Read by path, without the identity check (a session closing hundreds of trees asks for each):
+  // a leaf cannot be removed while it holds a process, so if the path now names another cgroup,
+  // ours was empty when it went and nothing of ours can be in it any more; a foreign cgroup read
+  // by mistake can only make this say "not alone" (and the caller scans), or "alone" for a tree
+  // that is indeed empty.
+  let text: string
   try {
-    return procsUnsafe(fromRef(ref)).every((pid) => pid === leader)
-  } catch {
-    return undefined
+    text = fs.readFileSync(`${ref.path}/cgroup.procs`, "latin1")
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === "ENOENT" ? true : undefined
   }
+  for (const line of text.split("\n")) if (line !== "" && Number(line) !== leader) return false
+  return true
 }
 
 /**
