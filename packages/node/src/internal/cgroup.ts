@@ -1,8 +1,9 @@
 /**
  * Cgroup v2 containment, the Effect side (issue 12): detection, the layout
- * `<base>/shepherd-<pool id>/{sentinel, s-<session>/t-<tree>}`, race-free
- * placement, members, "tree empty" as an event, `cgroup.kill`, removal.
- * Not wired into the pool yet.
+ * `<base>/shepherd-<pool id>[.<host pid>.<host start>]/{sentinel, s-<session>/t-<tree>}`,
+ * race-free placement, members, "tree empty" as an event, `cgroup.kill`,
+ * removal. The pool uses them through `NodeContainment` (`cgroupPool.ts`,
+ * `cgroupLauncher.ts`, `cgroupTable.ts`).
  *
  * The synchronous primitives live in `cgroupMounts.ts`, `cgroupDetect.ts`,
  * `cgroupNames.ts`, `cgroupFs.ts`, `cgroupMembers.ts` and `cgroupPlacement.ts`
