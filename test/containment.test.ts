@@ -122,6 +122,26 @@ describe(`cgroup containment on real processes${skipped}`, () => {
       })
   )
 
+  it.live.skipIf(noCgroups)(
+    "a session's cgroup removed by someone else while it was empty is made again",
+    () =>
+      withPool({ name: "t-cg-again", containment: "cgroup", ledger: false, kill }, (pool) =>
+        Effect.gen(function*() {
+          const m = mark()
+          const first = yield* pool.spawn(shell(`exec ${m.sleep}`, m), { session: "again" })
+          const leaf = (yield* pool.doctor).sessions[0]!.processes[0]!.cgroup!
+          yield* first.terminate()
+          yield* eventually("the leaf removed", () => !fs.existsSync(leaf))
+          // The session's cgroup is kept a moment for its next tree: take it away meanwhile.
+          if (fs.existsSync(path.dirname(leaf))) fs.rmdirSync(path.dirname(leaf))
+          const second = yield* pool.spawn(shell(`exec ${m.sleep}`, m), { session: "again" })
+          yield* eventually("the sleep", () => markedSleeps(m) === 1)
+          assert.isTrue(fs.existsSync(path.dirname(leaf)), "a new session cgroup")
+          assert.strictEqual((yield* second.terminate())._tag, "Graceful")
+          assertNoMarked(m, "after the teardown")
+        }))
+  )
+
   for (const name of Object.keys(escapeShapes(newMark()))) {
     it.live.skipIf(noCgroups)(
       `${name}: its teardown leaves 0 survivors`,

@@ -19,6 +19,7 @@ import {
   CgroupFailure,
   childrenUnsafe,
   createUnsafe,
+  isIntact,
   readIn,
   removeOnceUnsafe,
   withVerified,
@@ -167,6 +168,12 @@ export const checkLimits = (p: CgroupPool, limits: Containment.Limits): Containm
  * @category layout
  */
 export const createLeaf = (p: CgroupPool, options: LaunchOptions): CgroupT => {
+  const known = p.sessions.get(options.session)
+  if (known !== undefined && known.leaves === 0 && !isIntact(known.cgroup)) {
+    // Removed by someone else while it was empty (only then can it be): start a new one.
+    if (known.idle !== undefined) clearTimeout(known.idle)
+    p.sessions.delete(options.session)
+  }
   let session = p.sessions.get(options.session)
   if (session === undefined) {
     session = {
