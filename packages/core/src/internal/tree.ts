@@ -159,14 +159,8 @@ export const launch = (
       yield* Sessions.parallelChildOf(ctx.registry, request.callerScope),
       "sequential"
     )
-    const launched = yield* ctx.launcher.launch(command, env, {
-      poolId: ctx.poolId,
-      session: sessionId,
-      shepherdId,
-      display,
-      limits: request.limits,
-      sessionLimits: session.limits
-    }).pipe(
+    const options = { poolId: ctx.poolId, session: sessionId, shepherdId, display, limits: request.limits }
+    const launched = yield* ctx.launcher.launch(command, env, { ...options, sessionLimits: session.limits }).pipe(
       Scope.provide(procScope),
       Effect.catch((error) =>
         Effect.andThen(
@@ -180,9 +174,9 @@ export const launch = (
               Effect.sync(() => ctx.trees.tracked.delete(shepherdId))
             )
           ),
-          Effect.fail(
-            // The containment's own errors are typed already (a leaf it could not create, a limit).
-            error._tag !== "PlatformError" ? error : new SpawnError({
+          // The containment's own errors are typed already (a leaf it could not create, a limit).
+          error._tag !== "PlatformError" ? Effect.fail(error) : Effect.fail(
+            new SpawnError({
               session: sessionId,
               command: display,
               kind: "Launch",
