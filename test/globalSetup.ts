@@ -1,6 +1,7 @@
 /**
- * The suite's last word: no process started by *this* run may survive it.
- * Survivors are reported, killed, and fail the run.
+ * The suite's last word: no process started by *this* run may survive it,
+ * and no cgroup it created may hold one. Survivors are reported, killed, and
+ * fail the run; the empty cgroups of its dead hosts are removed.
  *
  * Several runs (and demos) may share the machine, so "this run" is precise:
  * `setup` creates a run directory and exports its path as
@@ -12,15 +13,63 @@
 import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
+import * as Cgroup from "../packages/node/src/internal/cgroup.ts"
 import { type ProcInfo, readEnvVar, survivors, waitUntil } from "./support.ts"
 
 export const runDirVariable = "SHEPHERD_TEST_RUN_DIR"
 
 let runDir: string | undefined
 
+// Cgroup containment: the pools' cgroups that were there before the run are not this run's.
+const detection = Cgroup.detectUnsafe()
+const usable = detection._tag === "Usable" ? detection : undefined
+let poolsBefore = new Set<string>()
+// (The `@shepherd/*` packages resolve from their sources only in the workers: read /proc directly.)
+const hostAlive = (host: Cgroup.HostMark): boolean => {
+  try {
+    const stat = fs.readFileSync(`/proc/${host.pid}/stat`, "latin1")
+    const rest = stat.slice(stat.lastIndexOf(")") + 2).split(" ")
+    return rest[0] !== "Z" && rest[0] !== "X" && rest[19] === host.startTime
+  } catch {
+    return false
+  }
+}
+const poolCgroups = () => usable === undefined ? [] : Cgroup.listPoolsUnsafe(Cgroup.baseOf(usable))
+
 export const setup = () => {
   runDir = fs.mkdtempSync(path.join(os.tmpdir(), "shepherd-test-run-"))
   process.env[runDirVariable] = runDir
+  poolsBefore = new Set(poolCgroups().map((p) => p.cgroup.path))
+}
+
+/**
+ * The pools' cgroups this run created whose host is gone: a sentinel may still be sweeping (wait
+ * for it); then each must be empty (a process in one is a leak: killed, and the run fails) and is
+ * removed (a SIGKILLed host's pool cgroup is otherwise left for the next host to remove).
+ */
+const checkCgroups = async (): Promise<Array<string>> => {
+  const ofRun = () =>
+    poolCgroups().filter((p) => !poolsBefore.has(p.cgroup.path) && p.host !== undefined && !hostAlive(p.host))
+  await waitUntil(() => ofRun().every((p) => !p.sentinelAlive), 60_000)
+  const leaks: Array<string> = []
+  for (const p of ofRun()) {
+    if (p.populated) {
+      leaks.push(`${p.cgroup.path}: ${Cgroup.procsUnsafe(p.cgroup, true).join(", ")}`)
+      Cgroup.killUnsafe(p.cgroup)
+      await waitUntil(() => !Cgroup.populatedUnsafe(p.cgroup), 60_000)
+    }
+    removeTree(p.cgroup)
+  }
+  return leaks
+}
+
+const removeTree = (cgroup: Cgroup.Cgroup): void => {
+  try {
+    for (const child of Cgroup.childrenUnsafe(cgroup)) removeTree(child)
+    Cgroup.removeOnceUnsafe(cgroup)
+  } catch {
+    // gone
+  }
 }
 
 const ofThisRun = (dir: string, prefixes: ReadonlyArray<string>) => (p: ProcInfo) =>
@@ -41,17 +90,23 @@ export const teardown = async () => {
   await waitUntil(() => survivors("").filter(ofRun).length === 0, 60_000)
   const left = survivors("").filter(ofRun)
   fs.rmSync(dir, { recursive: true, force: true })
-  if (left.length > 0) {
-    for (const p of left) {
-      try {
-        process.kill(p.pid, "SIGKILL")
-      } catch {
-        // gone
-      }
+  for (const p of left) {
+    try {
+      process.kill(p.pid, "SIGKILL")
+    } catch {
+      // gone
     }
-    throw new Error(
-      `${left.length} supervised process(es) survived the test suite:\n` +
-        left.map((p) => `  pid ${p.pid} ${p.shepherdId}: ${p.cmdline}`).join("\n")
-    )
   }
+  const leakedCgroups = await checkCgroups()
+  const errors = [
+    ...(left.length === 0 ? [] : [
+      `${left.length} supervised process(es) survived the test suite:\n` +
+      left.map((p) => `  pid ${p.pid} ${p.shepherdId}: ${p.cmdline}`).join("\n")
+    ]),
+    ...(leakedCgroups.length === 0 ? [] : [
+      `${leakedCgroups.length} cgroup(s) of this run still held processes:\n` +
+      leakedCgroups.map((l) => `  ${l}`).join("\n")
+    ])
+  ]
+  if (errors.length > 0) throw new Error(errors.join("\n"))
 }

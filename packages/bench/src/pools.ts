@@ -6,12 +6,15 @@
 import * as NodeServices from "@effect/platform-node/NodeServices"
 import { ProcessPool } from "@shepherd/core/ProcessPool"
 import type { ShepherdConfig } from "@shepherd/core/ShepherdConfig"
+import * as NodeContainment from "@shepherd/node/NodeContainment"
 import * as NodeShepherd from "@shepherd/node/NodeShepherd"
+import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as ChildProcess from "effect/process/ChildProcess"
 import { ChildProcessSpawner } from "effect/process/ChildProcessSpawner"
-import type * as Scope from "effect/Scope"
+import * as Exit from "effect/Exit"
+import * as Scope from "effect/Scope"
 import * as path from "node:path"
 import { shepherdCarriers } from "./procs.ts"
 import { ownPoolIds } from "./sweep.ts"
@@ -26,17 +29,29 @@ export interface Ctx {
 
 let ledgerCount = 0
 
-/** A pool configuration: name `b-<name>`, a fresh ledger file in the temp directory, lifeline on. */
+/**
+ * A pool configuration: name `b-<name>`, a fresh ledger file in the temp directory, lifeline on,
+ * and process-group containment unless `extra` says otherwise (the rows and targets measured before
+ * cgroup containment existed stay comparable; the cgroup rows ask for it).
+ */
 export const poolConfig = (
   ctx: Ctx,
   name: string,
   extra: Omit<ShepherdConfig, "name" | "ledger"> = {}
 ): ShepherdConfig => ({
   lifeline: true,
+  containment: "process-group",
   ...extra,
   name: `b-${name}`,
   ledger: path.join(ctx.tmpDir, `b-${name}-${++ledgerCount}.ledger`)
 })
+
+/** Why cgroup containment cannot be measured here (`undefined`: it can). */
+export const cgroupUnavailable = (): Effect.Effect<string | undefined> =>
+  Effect.map(
+    NodeContainment.inspect({ containment: "cgroup" }),
+    (x) => x.kind === "cgroup" ? undefined : x.reason
+  )
 
 /** Fails loudly if anything carrying `prefix` is alive. */
 export const assertNoShepherdSurvivors = (prefix: string): Effect.Effect<void> =>
@@ -70,6 +85,23 @@ export const usePool = <A, E, LE>(
     Effect.tap(() => prefix === undefined ? Effect.void : assertNoShepherdSurvivors(prefix))
   )
 }
+
+/**
+ * A pool built in the current scope (for a scenario that measures a second pool beside its main
+ * one): counted as this run's, and checked with `/proc` when the scope closes.
+ */
+export const scopedPool = (config: ShepherdConfig): Effect.Effect<ProcessPool["Service"], never, Scope.Scope> =>
+  Effect.gen(function*() {
+    // The pool lives in a scope of its own, closed before the check.
+    const own = yield* Scope.make()
+    const context = yield* Layer.buildWithScope(Layer.orDie(NodeShepherd.layer(config)), own)
+    const pool = Context.get(context, ProcessPool)
+    ownPoolIds.add(pool.poolId)
+    yield* Effect.addFinalizer(() =>
+      Effect.andThen(Scope.close(own, Exit.void), assertNoShepherdSurvivors(`${pool.poolId}:`))
+    )
+    return pool
+  })
 
 /** `usePool` with `NodeShepherd.layer(config)`. */
 export const withPool = <A, E>(

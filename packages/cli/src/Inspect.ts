@@ -34,6 +34,8 @@ export const LedgerInspection = Schema.Struct({
   badLines: Schema.Int,
   sizeBytes: Schema.Int,
   quarantined: Schema.Array(Schema.String),
+  /** The pools the ledger names (their hosts' ids). */
+  poolIds: Schema.Array(Schema.String),
   entries: Schema.Array(Schema.Struct({
     shepherdId: Schema.String,
     session: Schema.String,
@@ -111,6 +113,7 @@ export const inspect = (file: string) =>
       badLines: snapshot.badLines,
       sizeBytes: snapshot.sizeBytes,
       quarantined: snapshot.quarantined,
+      poolIds: [...snapshot.poolIds],
       entries,
       untracked: yield* Effect.forEach([...untracked], ([shepherdId, ids]) =>
         Effect.map(describe(ids, true), (members) => ({ shepherdId, members })))

@@ -9,6 +9,7 @@
 import * as NodeServices from "@effect/platform-node/NodeServices"
 import * as KillPolicy from "@shepherd/core/KillPolicy"
 import * as ShepherdConfig from "@shepherd/core/ShepherdConfig"
+import * as NodeContainment from "@shepherd/node/NodeContainment"
 import * as NodeLedger from "@shepherd/node/NodeLedger"
 import * as NodeShepherd from "@shepherd/node/NodeShepherd"
 import * as CliError from "effect/cli/CliError"
@@ -18,6 +19,7 @@ import * as Flag from "effect/cli/Flag"
 import * as Console from "effect/Console"
 import * as Effect from "effect/Effect"
 import * as Option from "effect/Option"
+import * as ContainmentReport from "./ContainmentReport.ts"
 import * as Demo from "./Demo.ts"
 import * as Inspect from "./Inspect.ts"
 import * as Reap from "./Reap.ts"
@@ -67,11 +69,12 @@ const doctor = Command.make(
         return yield* fail(`no ledger at ${ledger.value}`)
       }
       const reports = yield* Effect.forEach(files, Inspect.inspect)
+      const containment = yield* NodeContainment.inspect()
       if (json) {
-        yield* Console.log(JSON.stringify({ ledgers: reports }, null, 2))
-      } else if (reports.length === 0) {
-        yield* Console.log("no ledgers found")
+        yield* Console.log(JSON.stringify({ containment, ledgers: reports }, null, 2))
       } else {
+        yield* Console.log(ContainmentReport.render(containment))
+        if (reports.length === 0) yield* Console.log("no ledgers found")
         for (const r of reports) yield* Console.log(Inspect.render(r))
       }
     }).pipe(Effect.catchTag("LedgerError", (error) => fail(error.message)))
@@ -93,10 +96,20 @@ const reap = Command.make(
       }
       // The kill policy comes from SHEPHERD_KILL_SIGNAL / SHEPHERD_GRACE / SHEPHERD_FORCE_WAIT, as for a pool.
       const { kill } = yield* ShepherdConfig.fromEnv()
+      const poolIds: Array<string> = []
       for (const file of ledgers(ledger)) {
         const result = yield* Reap.reap(file, { dryRun, policy: kill })
+        poolIds.push(...result.poolIds)
         yield* Console.log(Reap.render(result))
       }
+      // Then what the dead hosts' cgroups still hold (descendants that left group and environment):
+      // with --ledger only that ledger's pools, else every dead host's.
+      const reaped = yield* NodeContainment.reapDead({
+        policy: kill,
+        dryRun,
+        ...(Option.isSome(ledger) ? { poolIds } : {})
+      })
+      if (reaped.length > 0) yield* Console.log(ContainmentReport.renderReap(reaped, dryRun))
     }).pipe(
       Effect.catchTags({
         LedgerError: (error) => fail(error.message),
@@ -105,7 +118,9 @@ const reap = Command.make(
         InvalidConfig: (error) => fail(error.message)
       })
     )
-).pipe(Command.withDescription("Terminate the orphans recorded in ledgers whose host is gone"))
+).pipe(Command.withDescription(
+  "Terminate the orphans recorded in ledgers whose host is gone, and end and remove the cgroups of dead hosts"
+))
 
 const run = Command.make(
   "run",

@@ -44,6 +44,8 @@ export interface ReapResult {
   >
   /** What the ledger's state asks of the operator: unparsable lines left in place, copies kept aside. */
   readonly notes: ReadonlyArray<string>
+  /** The pool ids the ledger names (their cgroups are reaped next, when their hosts are dead). */
+  readonly poolIds: ReadonlyArray<string>
 }
 
 /**
@@ -82,7 +84,8 @@ export const reap = (file: string, options: { readonly dryRun: boolean; readonly
           outcome: t.pids.length > 0 ? "would terminate" : "gone",
           pids: t.pids
         })),
-        notes
+        notes,
+        poolIds: inspection.poolIds
       } satisfies ReapResult
     }
     // Owning the ledger (its lock) while reaping keeps a host from starting on it meanwhile.
@@ -113,7 +116,7 @@ export const reap = (file: string, options: { readonly dryRun: boolean; readonly
         }
         return { shepherdId: t.shepherdId, outcome: action.outcome, pids: action.signalled }
       }), { concurrency: "unbounded" })
-    return { path: inspection.path, dryRun: false, actions, notes } satisfies ReapResult
+    return { path: inspection.path, dryRun: false, actions, notes, poolIds: inspection.poolIds } satisfies ReapResult
   }).pipe(Effect.scoped)
 
 /**

@@ -7,6 +7,7 @@
  * @since 0.1.0
  */
 import * as Schema from "effect/Schema"
+import * as Containment from "./Containment.ts"
 import { EnvPolicy } from "./EnvPolicy.ts"
 import { ProcessIdentity } from "./ProcessIdentity.ts"
 import { RecoveryReport, TickReport } from "./Reaper.ts"
@@ -47,6 +48,8 @@ export const ProcessEntry = Schema.Struct({
   /** `running`: the leader lives; `exited`: the leader is gone, its teardown is under way. */
   state: Schema.Literals(["running", "exited"]),
   members: Schema.Array(Member),
+  /** The tree's cgroup leaf (cgroup containment). */
+  cgroup: Schema.optionalKey(Schema.String),
   env: Schema.Struct({
     inherited: Schema.Int,
     stripped: Schema.Array(Schema.String),
@@ -62,7 +65,11 @@ export const ProcessEntry = Schema.Struct({
 export const SessionEntry = Schema.Struct({
   id: Schema.String,
   closing: Schema.Boolean,
-  processes: Schema.Array(ProcessEntry)
+  processes: Schema.Array(ProcessEntry),
+  /** The session's limits, as asked for. */
+  limits: Schema.optionalKey(Containment.Limits),
+  /** The session's cgroup: usage and limits as the kernel reports them (cgroup containment). */
+  usage: Schema.optionalKey(Containment.Usage)
 })
 
 /**
@@ -152,6 +159,8 @@ export const DoctorReport = Schema.Struct({
     lastError: Schema.optionalKey(Schema.String)
   })),
   envPolicy: EnvPolicy,
+  /** Which containment is in force, and why. */
+  containment: Schema.optionalKey(Containment.Status),
   comparison: Comparison
 })
 

@@ -14,6 +14,7 @@ import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as Schema from "effect/Schema"
+import { CgroupRef } from "./Containment.ts"
 import { ProcessIdentity } from "./ProcessIdentity.ts"
 import type { Container } from "./ProcessTable.ts"
 
@@ -68,6 +69,8 @@ export const Registered = Schema.TaggedStruct("Registered", {
   shepherdId: Schema.String,
   pgid: Schema.Int,
   identity: ProcessIdentity,
+  /** The tree's cgroup leaf (cgroup containment; absent in ledgers written before it). */
+  cgroup: Schema.optionalKey(CgroupRef),
   at: Schema.Number
 })
 
@@ -123,6 +126,8 @@ export interface Entry {
   /** Absent when the host died between the intent and the spawn's registration. */
   readonly pgid?: number | undefined
   readonly identity?: ProcessIdentity | undefined
+  /** The tree's cgroup leaf, when it had one. */
+  readonly cgroup?: CgroupRef | undefined
   /** The host that owned the pool, if its start was recorded. */
   readonly host?: ProcessIdentity | undefined
 }
@@ -142,12 +147,14 @@ export const containerOf = (
     readonly shepherdId: string
     readonly pgid?: number | undefined
     readonly identity?: ProcessIdentity | undefined
+    readonly cgroup?: CgroupRef | undefined
   },
   bootId: string
 ): Container => ({
   pgid: entry.pgid ?? -1,
   shepherdId: entry.shepherdId,
-  leader: entry.identity ?? { pid: -1, startTime: "0", bootId }
+  leader: entry.identity ?? { pid: -1, startTime: "0", bootId },
+  ...(entry.cgroup === undefined ? {} : { cgroup: entry.cgroup })
 })
 
 /**
@@ -185,7 +192,12 @@ export class State {
       case "Registered": {
         const entry = this.live.get(record.shepherdId)
         if (entry !== undefined) {
-          this.live.set(record.shepherdId, { ...entry, pgid: record.pgid, identity: record.identity })
+          this.live.set(record.shepherdId, {
+            ...entry,
+            pgid: record.pgid,
+            identity: record.identity,
+            ...(record.cgroup === undefined ? {} : { cgroup: record.cgroup })
+          })
         }
         return
       }
@@ -215,7 +227,14 @@ export class State {
         at: e.intentAt
       })
       if (e.pgid !== undefined && e.identity !== undefined) {
-        out.push({ _tag: "Registered", shepherdId: e.shepherdId, pgid: e.pgid, identity: e.identity, at: e.intentAt })
+        out.push({
+          _tag: "Registered",
+          shepherdId: e.shepherdId,
+          pgid: e.pgid,
+          identity: e.identity,
+          ...(e.cgroup === undefined ? {} : { cgroup: e.cgroup }),
+          at: e.intentAt
+        })
       }
     }
     return out

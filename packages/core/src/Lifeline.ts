@@ -10,6 +10,7 @@
 import * as Context from "effect/Context"
 import type * as Effect from "effect/Effect"
 import type * as Scope from "effect/Scope"
+import type { CgroupRef } from "./Containment.ts"
 import type { KillPolicy } from "./KillPolicy.ts"
 import type { Container } from "./ProcessTable.ts"
 
@@ -55,6 +56,14 @@ export class Lifeline extends Context.Service<Lifeline, {
    * `policy`. A lifeline that dies on its own is restarted with every
    * container still registered (a warning is logged); if it cannot be kept
    * alive, that is logged as an error and `status` says why.
+   *
+   * Under cgroup containment, `options.cgroup` names the pool's cgroup and
+   * the leaf for the lifeline's own process: on the host's death everything
+   * in the pool's cgroup is terminated too.
    */
-  readonly attach: (poolId: string, policy: KillPolicy) => Effect.Effect<Attached, never, Scope.Scope>
+  readonly attach: (
+    poolId: string,
+    policy: KillPolicy,
+    options?: { readonly cgroup?: { readonly pool: CgroupRef; readonly sentinel: CgroupRef } | undefined }
+  ) => Effect.Effect<Attached, never, Scope.Scope>
 }>()("@shepherd/core/Lifeline") {}

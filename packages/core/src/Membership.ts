@@ -16,6 +16,11 @@
  *   someone else's (`"foreign"`).
  * - A process carrying the container's `SHEPHERD_ID` cookie is a member,
  *   wherever it went (`setsid`, double fork).
+ * - Under cgroup containment, a process in the container's cgroup leaf is a
+ *   member, whatever it did to its group and environment: only the pool
+ *   puts processes there, and their descendants cannot leave. The leaf is
+ *   read through a descriptor checked against its recorded identity (the
+ *   `/proc` table and the sentinel do this; it is not a rule over records).
  * - A group member without the cookie counts only if it started no earlier
  *   than the leader (a reused pgid cannot match an older, unrelated group).
  * - Zombies and dead tasks are dead, except a thread-group leader that left

@@ -11,7 +11,9 @@ import type * as PlatformError from "effect/PlatformError"
 import type * as ChildProcess from "effect/process/ChildProcess"
 import type { ChildProcessHandle } from "effect/process/ChildProcessSpawner"
 import type * as Scope from "effect/Scope"
+import type { CgroupRef, Limits } from "./Containment.ts"
 import type { ProcessIdentity } from "./ProcessIdentity.ts"
+import type { LimitUnavailable, SpawnError } from "./ShepherdError.ts"
 import type { Signal } from "./Signal.ts"
 
 /**
@@ -23,6 +25,29 @@ import type { Signal } from "./Signal.ts"
 export interface ExitStatus {
   readonly code: number | null
   readonly signal: string | null
+  /**
+   * Set when the command never ran: the containment could not place it (its
+   * placement wrapper exited before running anything). Optional.
+   */
+  readonly spawnError?: SpawnError | undefined
+}
+
+/**
+ * What the pool tells a launcher about the tree it launches.
+ *
+ * @since 0.2.0
+ * @category models
+ */
+export interface LaunchOptions {
+  readonly poolId: string
+  readonly session: string
+  readonly shepherdId: string
+  /** The display form of the command (for error messages). */
+  readonly display: string
+  /** Limits of this tree (checked by the pool against the containment before the launch). */
+  readonly limits?: Limits | undefined
+  /** Limits of its session. */
+  readonly sessionLimits?: Limits | undefined
 }
 
 /**
@@ -58,6 +83,8 @@ export interface Launched {
    * to an exit without a fiber per process waiting on `exit`. Optional.
    */
   readonly onExit?: ((f: () => void) => void) | undefined
+  /** The tree's cgroup leaf, under cgroup containment. Optional. */
+  readonly cgroup?: CgroupRef | undefined
   /** The I/O half of an Effect `ChildProcessHandle`. */
   readonly io: Pick<ChildProcessHandle, "stdin" | "stdout" | "stderr" | "all" | "getInputFd" | "getOutputFd">
 }
@@ -69,9 +96,14 @@ export interface Launched {
 export class ProcessLauncher extends Context.Service<ProcessLauncher, {
   /** The host environment children inherit (read, never mutated). */
   readonly inheritedEnv: () => Readonly<Record<string, string | undefined>>
-  /** Starts `command` with exactly `env`. I/O resources live in the current scope. */
+  /**
+   * Starts `command` with exactly `env`. I/O resources (and, under cgroup
+   * containment, the tree's leaf) live in the current scope, which the pool
+   * closes once the tree is gone.
+   */
   readonly launch: (
     command: ChildProcess.StandardCommand,
-    env: Readonly<Record<string, string>>
-  ) => Effect.Effect<Launched, PlatformError.PlatformError, Scope.Scope>
+    env: Readonly<Record<string, string>>,
+    options?: LaunchOptions
+  ) => Effect.Effect<Launched, PlatformError.PlatformError | SpawnError | LimitUnavailable, Scope.Scope>
 }>()("@shepherd/core/ProcessLauncher") {}

@@ -14,8 +14,10 @@ import * as Layer from "effect/Layer"
 import * as Metric from "effect/Metric"
 import type * as ChildProcess from "effect/process/ChildProcess"
 import * as ChildProcessSpawner from "effect/process/ChildProcessSpawner"
+import * as Schema from "effect/Schema"
 import * as Option from "effect/Option"
 import * as Scope from "effect/Scope"
+import * as Containment from "./Containment.ts"
 import type * as Doctor from "./Doctor.ts"
 import * as DoctorReport from "./internal/doctorReport.ts"
 import * as Handle from "./internal/handle.ts"
@@ -35,7 +37,7 @@ import { ProcessTable } from "./ProcessTable.ts"
 import * as Reaper from "./Reaper.ts"
 import * as ShepherdConfig from "./ShepherdConfig.ts"
 import type * as ShepherdError from "./ShepherdError.ts"
-import type { InvalidConfig, PoolClosed } from "./ShepherdError.ts"
+import type { InvalidConfig, LimitUnavailable, PoolClosed } from "./ShepherdError.ts"
 import * as Teardown from "./Teardown.ts"
 
 /**
@@ -49,6 +51,27 @@ export interface SpawnOptions {
   readonly session?: string | undefined
   /** Overrides of the pool's KillPolicy for this process. */
   readonly kill?: KillPolicy.KillPolicyInput | undefined
+  /**
+   * Resource limits of this tree's cgroup (`memory.max`, `pids.max`, `cpu.max`,
+   * `cpu.weight`). Fails with `LimitUnavailable`, naming the controller, where
+   * they cannot be applied.
+   */
+  readonly limits?: Containment.Limits | undefined
+}
+
+/**
+ * Options of a session opened with `session`.
+ *
+ * @since 0.2.0
+ * @category models
+ */
+export interface SessionOptions {
+  /**
+   * Resource limits of the whole session (its cgroup, which holds its trees'
+   * leaves). Fails with `LimitUnavailable`, naming the controller, where they
+   * cannot be applied.
+   */
+  readonly limits?: Containment.Limits | undefined
 }
 
 /**
@@ -121,8 +144,14 @@ export class ProcessPool extends Context.Service<ProcessPool, {
     command: ChildProcess.Command,
     options?: SpawnOptions
   ) => Effect.Effect<ManagedProcess, SpawnFailure, Scope.Scope>
-  /** Opens (or joins) a session; it is closed when the current Scope closes. */
-  readonly session: (id: string) => Effect.Effect<Session, PoolClosed, Scope.Scope>
+  /**
+   * Opens (or joins) a session; it is closed when the current Scope closes.
+   * With `limits`, fails with `LimitUnavailable` where they cannot be applied.
+   */
+  readonly session: (
+    id: string,
+    options?: SessionOptions
+  ) => Effect.Effect<Session, PoolClosed | LimitUnavailable, Scope.Scope>
   /** Runs `effect` in session `id` (its spawns default to it) and closes the session afterwards. */
   readonly withSession: <A, E, R>(
     id: string,
@@ -145,13 +174,15 @@ export class ProcessPool extends Context.Service<ProcessPool, {
   readonly lastTick: Effect.Effect<Option.Option<Reaper.TickReport>>
   /** The lifeline's status (absent without a lifeline). */
   readonly lifeline: Effect.Effect<Option.Option<Lifeline_.Status>>
+  /** Which containment is in force (cgroup v2 or process group + cookie) and why. */
+  readonly containment: Containment.Status
   /** The doctor report: pool, sessions and their trees, ledger, reaper, lifeline, and the pool/ledger/OS comparison. */
   readonly doctor: Effect.Effect<Doctor.DoctorReport>
 }>()("@shepherd/core/ProcessPool") {
   /**
    * The pool, given a process table and a launcher (see `NodeShepherd.layer`
-   * for the Node composition). A `Ledger` and a `Lifeline`, when provided,
-   * are used too. Fails with `InvalidConfig` naming the field.
+   * for the Node composition). A `Ledger`, a `Lifeline` and a `Containment`,
+   * when provided, are used too. Fails with `InvalidConfig` naming the field.
    *
    * @since 0.1.0
    * @category layers
@@ -202,11 +233,14 @@ export class ProcessPool extends Context.Service<ProcessPool, {
   )
 }
 
+const decodeLimits = Schema.decodeUnknownResult(Containment.Limits)
+
 const make = Effect.fnUntraced(function*(config: ShepherdConfig.Resolved) {
   const table = yield* ProcessTable
   const launcher = yield* ProcessLauncher
   const ledger = Option.getOrUndefined(yield* Effect.serviceOption(Ledger))
   const lifelineService = Option.getOrUndefined(yield* Effect.serviceOption(Lifeline))
+  const containmentService = Option.getOrUndefined(yield* Effect.serviceOption(Containment.Containment))
   const layerScope = yield* Scope.Scope
   const poolId = `${config.name}~${globalThis.crypto.randomUUID().slice(0, 8)}`
   // Every metric update of this pool carries its id.
@@ -234,8 +268,21 @@ const make = Effect.fnUntraced(function*(config: ShepherdConfig.Resolved) {
   // Before the pool accepts spawns: terminate what an earlier host left behind.
   const recovery = yield* Reaper.recover(reaperOptions)
   if (ledger !== undefined) yield* Journal.hostStarted(journal, poolId, ledger.host, yield* Clock.currentTimeMillis)
+  // Before the lifeline, whose sentinel goes into the pool's cgroup; its finalizer (removing the
+  // pool's cgroups) runs after the sessions' shutdown, registered later.
+  const containment = containmentService === undefined
+    ? Containment.processGroup(config.containment ?? "auto", "no Containment service is provided")
+    : yield* containmentService.attach(poolId, {
+      policy: config.kill,
+      // The earlier hosts of this ledger: what their containers still hold is ours to end.
+      recover: [...new Set(recovery?.entries.map((e) => e.poolId) ?? [])]
+    })
   if (lifelineService !== undefined && config.lifeline) {
-    journal.lifeline = yield* lifelineService.attach(poolId, config.kill)
+    journal.lifeline = yield* lifelineService.attach(
+      poolId,
+      config.kill,
+      containment.lifeline === undefined ? undefined : { cgroup: containment.lifeline }
+    )
   }
   const registry = Sessions.make(poolId)
   const ctx: Spawn.Context = {
@@ -251,6 +298,7 @@ const make = Effect.fnUntraced(function*(config: ShepherdConfig.Resolved) {
     trees,
     watchers,
     runWatcher: yield* FiberSet.runtime(watchers)<never>(),
+    containment,
     metrics: {
       attributes,
       spawned: metrics.spawned,
@@ -282,7 +330,24 @@ const make = Effect.fnUntraced(function*(config: ShepherdConfig.Resolved) {
     poolId,
     config,
     spawn,
-    session: (id) => Effect.map(Sessions.openScoped(registry, id), (state) => Sessions.handle(registry, state, spawn)),
+    session: (id, options) =>
+      Effect.suspend(() => {
+        if (options?.limits === undefined) {
+          return Effect.map(Sessions.openScoped(registry, id), (state) => Sessions.handle(registry, state, spawn))
+        }
+        const decoded = decodeLimits(options.limits)
+        if (decoded._tag === "Failure") return Effect.die(decoded.failure)
+        const refused = Spawn.checkLimits(containment, id, decoded.success)
+        return refused !== undefined ? Effect.fail(refused) : Effect.map<
+          Sessions.SessionState,
+          PoolClosed | LimitUnavailable,
+          Scope.Scope,
+          Session
+        >(
+          Sessions.openScoped(registry, id, decoded.success),
+          (state) => Sessions.handle(registry, state, spawn)
+        )
+      }),
     withSession: (id, effect) => Sessions.withSession(registry, id, effect),
     closeSession: (id) => Sessions.close(registry, id),
     processes: Effect.sync(() => Sessions.processes(registry)),
@@ -301,6 +366,7 @@ const make = Effect.fnUntraced(function*(config: ShepherdConfig.Resolved) {
     reapNow: reaper.reapNow,
     lastTick: reaper.lastTick,
     lifeline: journal.lifeline === undefined ? Effect.succeedNone : Effect.asSome(journal.lifeline.status),
+    containment: containment.status,
     doctor: DoctorReport.make({ ...ctx, startedAt, bootId, recovery, reaper })
   })
 })

@@ -10,13 +10,16 @@
 import * as Context from "effect/Context"
 import type * as Effect from "effect/Effect"
 import * as Schema from "effect/Schema"
+import type { CgroupRef } from "./Containment.ts"
 import type { ProcessIdentity } from "./ProcessIdentity.ts"
 import type { Signal } from "./Signal.ts"
 
 /**
  * What one supervised tree is: the leader's process group, and the
  * `SHEPHERD_ID` cookie every descendant inherits (so members that left the
- * group with `setsid` or a double fork are still found).
+ * group with `setsid` or a double fork are still found), and, under cgroup
+ * containment, its cgroup leaf (which nothing it forks can leave, whatever it
+ * does to its group and environment).
  *
  * @since 0.1.0
  * @category models
@@ -25,6 +28,8 @@ export interface Container {
   readonly pgid: number
   readonly shepherdId: string
   readonly leader: ProcessIdentity
+  /** The tree's cgroup leaf (cgroup containment); every live process in it is a member. */
+  readonly cgroup?: CgroupRef | undefined
 }
 
 /**
@@ -95,4 +100,17 @@ export class ProcessTable extends Context.Service<ProcessTable, {
   readonly inspect: (identity: ProcessIdentity) => Effect.Effect<ProcessInfo | undefined>
   /** Sends `signal` only if `identity` still names the same live process, owned by us. */
   readonly signal: (identity: ProcessIdentity, signal: Signal) => Effect.Effect<SignalResult>
+  /**
+   * SIGKILLs every process in the container's cgroup at once, forks included
+   * (`cgroup.kill`); `false` when the container has no cgroup (or it is gone,
+   * or no longer the recorded one). Optional: tables without cgroups omit it.
+   */
+  readonly killContainer?: ((container: Container) => Effect.Effect<boolean>) | undefined
+  /**
+   * Calls `f` once, from an event, when the container's cgroup holds no live
+   * process any more (zombies do not count); returns a function that stops
+   * watching. A hint that wakes a teardown early: it never decides alone.
+   * Optional: tables without cgroups omit it.
+   */
+  readonly watchEmpty?: ((container: Container, f: () => void) => () => void) | undefined
 }>()("@shepherd/core/ProcessTable") {}

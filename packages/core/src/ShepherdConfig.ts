@@ -8,6 +8,7 @@ import * as Config from "effect/Config"
 import * as Effect from "effect/Effect"
 import * as Schema from "effect/Schema"
 import * as SchemaIssue from "effect/SchemaIssue"
+import * as Containment from "./Containment.ts"
 import * as EnvPolicy from "./EnvPolicy.ts"
 import * as KillPolicy from "./KillPolicy.ts"
 import { InvalidConfig } from "./ShepherdError.ts"
@@ -57,6 +58,9 @@ export const KillPolicyConfig = Schema.Struct({
  * | `reapInterval` | `"30 seconds"` | period of the orphan reaper (it also runs at start) |
  * | `ledger` | per platform | ledger file path, or `false` for none (read by the platform layer) |
  * | `lifeline` | `true` | keep a lifeline so trees die with a host killed hard |
+ * | `containment` | `SHEPHERD_CONTAINMENT`, else `"auto"` | `"auto"`, `"cgroup"` or `"process-group"` (read by the platform layer) |
+ * | `cgroup.base` | detected | the cgroup v2 directory to create the pool's cgroup in |
+ * | `cgroup.placement` | `"wrapper"` | `"wrapper"` (race-free) or `"post-spawn"` (faster, racy) |
  *
  * @since 0.1.0
  * @category schemas
@@ -82,7 +86,14 @@ export const ShepherdConfig = Schema.Struct({
     )
   ),
   ledger: Schema.optionalKey(Schema.Union([Schema.String.check(Schema.isMinLength(1)), Schema.Literal(false)])),
-  lifeline: Schema.optionalKey(Schema.Boolean)
+  lifeline: Schema.optionalKey(Schema.Boolean),
+  containment: Schema.optionalKey(Containment.Mode),
+  cgroup: Schema.optionalKey(Schema.Struct({
+    base: Schema.optionalKey(
+      Schema.String.check(Schema.makeFilter<string>((s) => s.startsWith("/") || "expected an absolute path"))
+    ),
+    placement: Schema.optionalKey(Containment.Placement)
+  }))
 })
 
 /**
@@ -108,6 +119,9 @@ export interface Resolved {
   /** The ledger path, `false` for none, `undefined` for the platform's default. */
   readonly ledger: string | false | undefined
   readonly lifeline: boolean
+  /** The containment asked for; `undefined` for the platform's default (`SHEPHERD_CONTAINMENT`, else `auto`). */
+  readonly containment: Containment.Mode | undefined
+  readonly cgroup: { readonly base: string | undefined; readonly placement: Containment.Placement }
 }
 
 // The path of the first failing field, e.g. ["kill", "grace"].
@@ -169,7 +183,9 @@ export const resolve = (input: unknown): Effect.Effect<Resolved, InvalidConfig> 
           : config.env,
         reapIntervalMs: config.reapInterval === undefined ? 30_000 : KillPolicy.durationMillis(config.reapInterval)!,
         ledger: config.ledger,
-        lifeline: config.lifeline ?? true
+        lifeline: config.lifeline ?? true,
+        containment: config.containment,
+        cgroup: { base: config.cgroup?.base, placement: config.cgroup?.placement ?? "wrapper" }
       })
     })
   )
@@ -178,7 +194,8 @@ export const resolve = (input: unknown): Effect.Effect<Resolved, InvalidConfig> 
  * Reads a configuration from `SHEPHERD_*` variables (`SHEPHERD_NAME`,
  * `SHEPHERD_SLOTS`, `SHEPHERD_HARD_CAP`, `SHEPHERD_SLOT_TIMEOUT`,
  * `SHEPHERD_KILL_SIGNAL`, `SHEPHERD_GRACE`, `SHEPHERD_FORCE_WAIT`,
- * `SHEPHERD_ENV_POLICY`, `SHEPHERD_REAP_INTERVAL`, `SHEPHERD_LEDGER`), over `base`.
+ * `SHEPHERD_ENV_POLICY`, `SHEPHERD_REAP_INTERVAL`, `SHEPHERD_LEDGER`,
+ * `SHEPHERD_CONTAINMENT`, `SHEPHERD_CGROUP_BASE`, `SHEPHERD_CGROUP_PLACEMENT`), over `base`.
  *
  * @since 0.1.0
  * @category constructors
@@ -197,7 +214,10 @@ export const fromEnv = (base: ShepherdConfig = {}): Effect.Effect<Resolved, Inva
       forceWait: yield* read("SHEPHERD_FORCE_WAIT"),
       env: yield* read("SHEPHERD_ENV_POLICY"),
       reapInterval: yield* read("SHEPHERD_REAP_INTERVAL"),
-      ledger: yield* read("SHEPHERD_LEDGER")
+      ledger: yield* read("SHEPHERD_LEDGER"),
+      containment: yield* read("SHEPHERD_CONTAINMENT"),
+      cgroupBase: yield* read("SHEPHERD_CGROUP_BASE"),
+      cgroupPlacement: yield* read("SHEPHERD_CGROUP_PLACEMENT")
     }
     const int = (s: string | undefined) => s === undefined ? undefined : /^-?\d+$/.test(s.trim()) ? Number(s) : s
     const duration = (s: string | undefined) =>
@@ -213,6 +233,13 @@ export const fromEnv = (base: ShepherdConfig = {}): Effect.Effect<Resolved, Inva
     set("env", raw.env)
     set("reapInterval", duration(raw.reapInterval))
     set("ledger", raw.ledger === "false" ? false : raw.ledger)
+    set("containment", raw.containment)
+    if (raw.cgroupBase !== undefined || raw.cgroupPlacement !== undefined) {
+      const cgroup: Record<string, unknown> = { ...base.cgroup }
+      if (raw.cgroupBase !== undefined) cgroup.base = raw.cgroupBase
+      if (raw.cgroupPlacement !== undefined) cgroup.placement = raw.cgroupPlacement
+      input.cgroup = cgroup
+    }
     if (raw.signal !== undefined || raw.grace !== undefined || raw.forceWait !== undefined) {
       const kill: Record<string, unknown> = { ...base.kill }
       if (raw.signal !== undefined) kill.signal = raw.signal
@@ -225,3 +252,28 @@ export const fromEnv = (base: ShepherdConfig = {}): Effect.Effect<Resolved, Inva
     Effect.catchTag("ConfigError", (error) =>
       Effect.fail(new InvalidConfig({ field: "(environment)", reason: String(error) })))
   )
+
+/**
+ * The containment of a resolved configuration: its own `containment`, else
+ * `fromEnvironment` (the value of `SHEPHERD_CONTAINMENT`, read by the platform
+ * layer), else `"auto"`. An invalid variable fails with `InvalidConfig` naming
+ * the field and the variable.
+ *
+ * @since 0.2.0
+ * @category constructors
+ */
+export const containment = (
+  config: Resolved,
+  fromEnvironment: string | undefined
+): Effect.Effect<Containment.Mode, InvalidConfig> => {
+  if (config.containment !== undefined) return Effect.succeed(config.containment)
+  if (fromEnvironment === undefined || fromEnvironment === "") return Effect.succeed("auto")
+  return Schema.decodeUnknownEffect(Containment.Mode)(fromEnvironment).pipe(
+    Effect.mapError(() =>
+      new InvalidConfig({
+        field: "containment",
+        reason: `SHEPHERD_CONTAINMENT=${JSON.stringify(fromEnvironment)}: expected "auto", "cgroup" or "process-group"`
+      })
+    )
+  )
+}

@@ -64,12 +64,21 @@ export class HardCapExceeded extends Schema.TaggedError<HardCapExceeded>()("Hard
  * Why a spawn failed before its tree ran: `Launch` (the operating system
  * refused the command), `Ledger` (its intent could not be recorded),
  * `InvalidKillPolicy` (the per-spawn kill policy), `Pipeline` (pipelines are
- * not supervised as one tree).
+ * not supervised as one tree), `Containment` (its cgroup could not be
+ * created, or the command could not be placed in it: nothing ran),
+ * `InvalidLimits` (the per-spawn limits).
  *
  * @since 0.1.0
  * @category errors
  */
-export const SpawnErrorKind = Schema.Literals(["Launch", "Ledger", "InvalidKillPolicy", "Pipeline"])
+export const SpawnErrorKind = Schema.Literals([
+  "Launch",
+  "Ledger",
+  "InvalidKillPolicy",
+  "Pipeline",
+  "Containment",
+  "InvalidLimits"
+])
 
 /**
  * @since 0.1.0
@@ -116,9 +125,48 @@ export class PoolClosed extends Schema.TaggedError<PoolClosed>()("PoolClosed", {
 }
 
 /**
+ * A resource limit (of a session or a spawn) cannot be applied: its
+ * controller (`memory`, `pids`, `cpu`) is not available where the pool's
+ * cgroups are, or the containment is not cgroup v2 at all. Limits are never
+ * ignored silently.
+ *
+ * @since 0.2.0
+ * @category errors
+ */
+export class LimitUnavailable extends Schema.TaggedError<LimitUnavailable>()("LimitUnavailable", {
+  /** The cgroup controller the limit needs. */
+  controller: Schema.String,
+  /** The limit's cgroup file (`memory.max`, ...). */
+  limit: Schema.String,
+  session: Schema.String,
+  reason: Schema.String
+}) {
+  override get message(): string {
+    return `cannot apply ${this.limit} (controller ${this.controller}) in session ${this.session}: ${this.reason}`
+  }
+}
+
+/**
+ * Cgroup containment was required (`containment: "cgroup"`) but cannot be
+ * had here; `reason` says why (no writable cgroup2 file system, no
+ * delegation, ...). The layer fails to build with this error.
+ *
+ * @since 0.2.0
+ * @category errors
+ */
+export class ContainmentUnavailable extends Schema.TaggedError<ContainmentUnavailable>()("ContainmentUnavailable", {
+  requested: Schema.String,
+  reason: Schema.String
+}) {
+  override get message(): string {
+    return `containment "${this.requested}" is not available: ${this.reason}`
+  }
+}
+
+/**
  * Any error `ProcessPool.spawn` can fail with.
  *
  * @since 0.1.0
  * @category errors
  */
-export type SpawnFailure = SlotTimeout | HardCapExceeded | SpawnError | PoolClosed
+export type SpawnFailure = SlotTimeout | HardCapExceeded | SpawnError | PoolClosed | LimitUnavailable

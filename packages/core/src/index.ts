@@ -1,4 +1,8 @@
 /**
+ * @since 0.2.0
+ */
+export * as Containment from "./Containment.ts"
+/**
  * @since 0.1.0
  */
 export * as Doctor from "./Doctor.ts"

@@ -30,7 +30,10 @@ const invalid: ReadonlyArray<readonly [string, unknown, string]> = [
   ["name with a colon (would break SHEPHERD_ID)", { name: "a:b" }, "name"],
   ["name longer than 64", { name: "x".repeat(65) }, "name"],
   ["negative slotTimeout", { slotTimeout: -1 }, "slotTimeout"],
-  ["unknown env preset", { env: "none" }, "env"]
+  ["unknown env preset", { env: "none" }, "env"],
+  ["unknown containment", { containment: "cgroups" }, "containment"],
+  ["relative cgroup base", { cgroup: { base: "sys/fs/cgroup" } }, "cgroup.base"],
+  ["unknown cgroup placement", { cgroup: { placement: "later" } }, "cgroup.placement"]
 ]
 
 describe("ShepherdConfig.resolve", () => {
@@ -95,6 +98,31 @@ describe("ShepherdConfig.resolve", () => {
       )
       assert.strictEqual(signal.field, "kill.signal")
       assert.deepStrictEqual(os.spawnOrder(), [])
+    }))
+})
+
+describe("containment config", () => {
+  it.effect("fromEnv reads SHEPHERD_CONTAINMENT and the cgroup variables; the platform default is the variable, else auto", () =>
+    Effect.gen(function*() {
+      const config = yield* ShepherdConfig.fromEnv().pipe(withEnv({
+        SHEPHERD_CONTAINMENT: "cgroup",
+        SHEPHERD_CGROUP_BASE: "/sys/fs/cgroup/my.slice",
+        SHEPHERD_CGROUP_PLACEMENT: "post-spawn"
+      }))
+      assert.strictEqual(config.containment, "cgroup")
+      assert.deepStrictEqual(config.cgroup, { base: "/sys/fs/cgroup/my.slice", placement: "post-spawn" })
+      const plain = yield* ShepherdConfig.resolve({})
+      assert.isUndefined(plain.containment)
+      assert.deepStrictEqual(plain.cgroup, { base: undefined, placement: "wrapper" })
+      assert.strictEqual(yield* ShepherdConfig.containment(plain, undefined), "auto")
+      assert.strictEqual(yield* ShepherdConfig.containment(plain, "process-group"), "process-group")
+      assert.strictEqual(
+        yield* ShepherdConfig.containment(yield* ShepherdConfig.resolve({ containment: "cgroup" }), "process-group"),
+        "cgroup"
+      )
+      const bad = yield* Effect.flip(ShepherdConfig.containment(plain, "cgroups"))
+      assert.strictEqual(bad.field, "containment")
+      assert.include(bad.reason, "SHEPHERD_CONTAINMENT")
     }))
 })
 

@@ -14,6 +14,11 @@
  * within `restartWindowMs`, the lifeline gives up: logged as an error, and
  * `status` reports `alive: false` with the reason.
  *
+ * Under cgroup containment the sentinel runs in the pool's `sentinel` leaf
+ * and, when the host dies, also terminates every process in the pool's
+ * session cgroups (whatever it did to its group and environment), ending
+ * with `cgroup.kill` on each.
+ *
  * Cost: one extra process per pool (not per child), one short pipe write per
  * spawn, and one per event-loop turn for the exits.
  *
@@ -24,6 +29,7 @@ import type { Attached } from "@shepherd/core/Lifeline"
 import type { KillPolicy } from "@shepherd/core/KillPolicy"
 import * as Metrics from "@shepherd/core/Metrics"
 import type { Container } from "@shepherd/core/ProcessTable"
+import type { CgroupRef } from "@shepherd/core/Containment"
 import * as Clock from "effect/Clock"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
@@ -32,6 +38,8 @@ import * as NodeChildProcess from "node:child_process"
 import * as fs from "node:fs"
 import type { Writable } from "node:stream"
 import { fileURLToPath } from "node:url"
+import { placeUnsafe } from "./internal/cgroupMembers.ts"
+import { fromRef } from "./internal/cgroupTable.ts"
 
 // Next to this module: `.ts` when run from the sources (Node strips the types), `.js` once built
 // (Node does not strip types under node_modules).
@@ -51,7 +59,7 @@ interface Sentinel {
   readonly ended: Promise<string>
 }
 
-const startSentinel = (poolId: string): Sentinel => {
+const startSentinel = (poolId: string, leaf: CgroupRef | undefined): Sentinel => {
   let settle!: (reason: string) => void
   const ended = new Promise<string>((resolve) => {
     settle = resolve
@@ -73,6 +81,15 @@ const startSentinel = (poolId: string): Sentinel => {
     }
   }
   const sentinel: Sentinel = { pid: child.pid, stdin: child.stdin ?? undefined, exited: false, ended }
+  if (leaf !== undefined && child.pid !== undefined) {
+    try {
+      // In its leaf of the pool's cgroup, where a later host sees that it still works (it forks nothing:
+      // moving it after the spawn is not racy).
+      placeUnsafe(fromRef(leaf), child.pid)
+    } catch {
+      // It still works outside; only that sign of life is missing.
+    }
+  }
   child.on("error", (error) => {
     sentinel.exited = true
     settle(`could not start: ${error.message}`)
@@ -112,16 +129,23 @@ const writeTo = (stdin: Writable, text: string): void => {
 
 // Uninterruptible: the sentinel it starts must have its release registered (the supervisor fiber
 // it forks is interruptible, as every forked fiber is).
-const attach = (poolId: string, policy: KillPolicy) =>
+const attach = (
+  poolId: string,
+  policy: KillPolicy,
+  options?: { readonly cgroup?: { readonly pool: CgroupRef; readonly sentinel: CgroupRef } | undefined }
+) =>
   Effect.uninterruptible(Effect.gen(function*() {
     // Everything a new sentinel must be told: kept here so that a restarted one starts where the
     // dead one stopped.
     const registered = new Map<string, Container>()
-    const poolLine = `P ${poolId} ${policy.signal} ${policy.graceMs} ${policy.forceWaitMs}`
+    const cgroup = options?.cgroup
+    const refText = (ref: CgroupRef) => `${encodeURIComponent(ref.path)} ${ref.dev} ${ref.ino}`
+    const poolLine = `P ${poolId} ${policy.signal} ${policy.graceMs} ${policy.forceWaitMs}` +
+      (cgroup === undefined ? "" : `\nC ${refText(cgroup.pool)} ${refText(cgroup.sentinel)}`)
     const containerLine = (c: Container) => `+ ${c.shepherdId} ${c.pgid} ${c.leader.pid} ${c.leader.startTime}`
     const restartsMetric = Metric.withAttributes(Metrics.lifelineRestarts, { pool: poolId })
 
-    let current = startSentinel(poolId)
+    let current = startSentinel(poolId, cgroup?.sentinel)
     let released = false
     let restarts = 0
     let lastError: string | undefined
@@ -168,7 +192,7 @@ const attach = (poolId: string, policy: KillPolicy) =>
             `lifeline of pool ${poolId}: ${lastError}. Trees are NOT protected against a hard host death.`
           )
         }
-        current = startSentinel(poolId)
+        current = startSentinel(poolId, cgroup?.sentinel)
         greet()
         restarts++
         yield* Metric.update(Metric.withAttributes(restartsMetric, { outcome: "restarted" }), 1)

@@ -1,7 +1,9 @@
 /**
  * The Linux `/proc` process table: identity (pid + start time + boot id),
  * zombie-aware liveness, identity-checked signals, and container membership
- * by process group and by the `SHEPHERD_ID` cookie.
+ * by process group, by the `SHEPHERD_ID` cookie and, under cgroup
+ * containment, by the tree's cgroup leaf (`cgroup.kill` in one write, and
+ * its "empty" event).
  *
  * @since 0.1.0
  */
@@ -12,6 +14,7 @@ import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as fs from "node:fs"
 import * as Membership from "@shepherd/core/Membership"
+import * as cgroupTable from "./internal/cgroupTable.ts"
 import * as portable from "./internal/portableTable.ts"
 import * as processCache from "./internal/processCache.ts"
 import * as procfs from "./internal/procfs.ts"
@@ -61,7 +64,27 @@ export const make = (): ProcessTable["Service"] => {
       for (const r of batch) r.resume(failure)
       return
     }
-    batch.forEach((r, i) => r.resume(Effect.succeed(results[i]!)))
+    batch.forEach((r, i) => r.resume(withLeaf(r.container, results[i]!)))
+  }
+
+  // Cgroup containment: every live process in the tree's leaf is a member too, whatever it did to
+  // its group and environment (the union of leaf, process group and cookie).
+  const withLeaf = (
+    container: Container,
+    found: ReadonlyArray<ProcessIdentity>
+  ): Effect.Effect<ReadonlyArray<ProcessIdentity>, ProcessTableError> => {
+    if (container.cgroup === undefined) return Effect.succeed(found)
+    let inLeaf: ReadonlyArray<ProcessIdentity>
+    try {
+      inLeaf = cgroupTable.membersOf(container.cgroup, bootId)
+    } catch (error) {
+      return Effect.fail(
+        new ProcessTableError({ reason: `cannot read cgroup ${container.cgroup.path}: ${String(error)}` })
+      )
+    }
+    if (inLeaf.length === 0) return Effect.succeed(found)
+    const known = new Set(found.map((m) => m.pid))
+    return Effect.succeed([...found, ...inLeaf.filter((m) => !known.has(m.pid))])
   }
 
   // `Membership.isMember` for a whole batch of containers at once: one pass over `/proc`, with
@@ -191,9 +214,14 @@ export const make = (): ProcessTable["Service"] => {
     carriers,
     inspect: (identity) => Effect.sync(() => inspect(identity)),
     isAlive: (identity) => Effect.sync(() => alive(identity)),
-    signal: (identity, sig) => Effect.sync(() => signal(identity, sig))
+    signal: (identity, sig) => Effect.sync(() => signal(identity, sig)),
+    killContainer: (container) =>
+      Effect.sync(() => container.cgroup !== undefined && cgroupTable.kill(container.cgroup)),
+    watchEmpty: (container, f) => container.cgroup === undefined ? noop : cgroupTable.watchEmpty(container.cgroup, f)
   })
 }
+
+const noop = () => {}
 
 let cachedBootId: string | undefined
 

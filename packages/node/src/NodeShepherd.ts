@@ -9,7 +9,7 @@
 import { ProcessPool } from "@shepherd/core/ProcessPool"
 import type { LedgerError, LedgerLocked } from "@shepherd/core/Ledger"
 import * as ShepherdConfig from "@shepherd/core/ShepherdConfig"
-import type { InvalidConfig } from "@shepherd/core/ShepherdError"
+import type { ContainmentUnavailable, InvalidConfig } from "@shepherd/core/ShepherdError"
 import type { ProcessLauncher } from "@shepherd/core/ProcessLauncher"
 import type { ProcessTable } from "@shepherd/core/ProcessTable"
 import * as Context from "effect/Context"
@@ -18,6 +18,7 @@ import * as Exit from "effect/Exit"
 import * as Layer from "effect/Layer"
 import type * as ChildProcessSpawner from "effect/process/ChildProcessSpawner"
 import * as Runtime from "effect/Runtime"
+import * as NodeContainment from "./NodeContainment.ts"
 import * as NodeLedger from "./NodeLedger.ts"
 import * as NodeLifeline from "./NodeLifeline.ts"
 import * as NodeProcessLauncher from "./NodeProcessLauncher.ts"
@@ -51,34 +52,40 @@ const register = Layer.effectDiscard(
 
 /**
  * The pool and everything it needs on Node, for a validated configuration:
- * the `/proc` table, the launcher, the file ledger (unless `ledger: false`)
- * and the lifeline sentinel (unless `lifeline: false`).
+ * the `/proc` table, the launcher, the containment (cgroup v2 where usable,
+ * see `NodeContainment`), the file ledger (unless `ledger: false`) and the
+ * lifeline sentinel (unless `lifeline: false`). Fails with
+ * `ContainmentUnavailable` when `containment: "cgroup"` cannot be had, and
+ * with `InvalidConfig` for a bad `SHEPHERD_CONTAINMENT`.
  *
  * @since 0.1.0
  * @category layers
  */
 export const layerResolved = (
   config: ShepherdConfig.Resolved
-): Layer.Layer<ProcessPool, LedgerError | LedgerLocked> => {
+): Layer.Layer<ProcessPool, LedgerError | LedgerLocked | ContainmentUnavailable | InvalidConfig> => {
   const ledger = config.ledger === false
     ? Layer.empty
     : NodeLedger.layer({ path: config.ledger ?? NodeLedger.defaultPath(config.name) })
   const lifeline = config.lifeline ? NodeLifeline.layer : Layer.empty
+  // The containment decorates the launcher: one per pool layer (cgroups where usable).
+  const contained = NodeContainment.layer(config).pipe(Layer.provide(NodeProcessLauncher.layer))
   return Layer.provideMerge(register, ProcessPool.layerResolved(config)).pipe(
-    Layer.provide(Layer.mergeAll(platform, ledger, lifeline))
+    Layer.provide(Layer.mergeAll(NodeProcessTable.layer, contained, ledger, lifeline))
   )
 }
 
 /**
- * A `ProcessPool` on Node. Fails with `InvalidConfig` naming the field, or
- * with `LedgerLocked`/`LedgerError` when the ledger cannot be owned.
+ * A `ProcessPool` on Node. Fails with `InvalidConfig` naming the field,
+ * with `LedgerLocked`/`LedgerError` when the ledger cannot be owned, or with
+ * `ContainmentUnavailable` when `containment: "cgroup"` cannot be had.
  *
  * @since 0.1.0
  * @category layers
  */
 export const layer = (
   config: ShepherdConfig.ShepherdConfig = {}
-): Layer.Layer<ProcessPool, InvalidConfig | LedgerError | LedgerLocked> =>
+): Layer.Layer<ProcessPool, InvalidConfig | LedgerError | LedgerLocked | ContainmentUnavailable> =>
   Layer.unwrap(Effect.map(ShepherdConfig.resolve(config), layerResolved))
 
 /**
@@ -89,7 +96,7 @@ export const layer = (
  */
 export const layerConfig = (
   config: ShepherdConfig.ShepherdConfig = {}
-): Layer.Layer<ProcessPool, InvalidConfig | LedgerError | LedgerLocked> =>
+): Layer.Layer<ProcessPool, InvalidConfig | LedgerError | LedgerLocked | ContainmentUnavailable> =>
   Layer.unwrap(Effect.map(ShepherdConfig.fromEnv(config), layerResolved))
 
 /**
@@ -101,8 +108,10 @@ export const layerConfig = (
  */
 export const spawner = (
   config: ShepherdConfig.ShepherdConfig = {}
-): Layer.Layer<ChildProcessSpawner.ChildProcessSpawner | ProcessPool, InvalidConfig | LedgerError | LedgerLocked> =>
-  Layer.provideMerge(ProcessPool.spawner, layer(config))
+): Layer.Layer<
+  ChildProcessSpawner.ChildProcessSpawner | ProcessPool,
+  InvalidConfig | LedgerError | LedgerLocked | ContainmentUnavailable
+> => Layer.provideMerge(ProcessPool.spawner, layer(config))
 
 const signalCodes: Record<string, number> = { SIGINT: 130, SIGTERM: 143, SIGHUP: 129 }
 

@@ -19,6 +19,7 @@
  * /proc/<pid>/status): a tree still between `fork` and `trap` would die of the
  * SIGTERM and make the close look fast.
  */
+import type { ProcessPool } from "@shepherd/core/ProcessPool"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as ChildProcess from "effect/process/ChildProcess"
@@ -26,7 +27,17 @@ import * as Scope from "effect/Scope"
 import * as NodeChildProcess from "node:child_process"
 import * as fs from "node:fs"
 import { fmt, log, median, promisePool, type Row, type ScenarioOutput, sleep, type Target } from "../harness.ts"
-import { type Ctx, poolConfig, quiet, sh, trees, withEffectSpawner, withPool } from "../pools.ts"
+import {
+  cgroupUnavailable,
+  type Ctx,
+  poolConfig,
+  quiet,
+  scopedPool,
+  sh,
+  trees,
+  withEffectSpawner,
+  withPool
+} from "../pools.ts"
 import { awaitGone, type Identity, listPids, readStat, shepherdCarriers, waitFor } from "../procs.ts"
 
 const graceMs = 200
@@ -90,8 +101,18 @@ export const run = (ctx: Ctx): Effect.Effect<ScenarioOutput> => {
     (pool) =>
       withEffectSpawner((spawner) =>
         Effect.gen(function*() {
+          // The same pool under cgroup containment, where it is usable: informational rows.
+          const unavailable = yield* cgroupUnavailable()
+          const cgroupPool = unavailable !== undefined ? undefined : yield* scopedPool(
+            poolConfig(ctx, "forced-cg", {
+              slots: maxN,
+              hardCap: maxN * 2,
+              kill: { grace: `${graceMs} millis`, forceWait: "2 seconds" },
+              containment: "cgroup"
+            })
+          )
           let sessionNo = 0
-          const shepherd = (n: number, script: string, perTree: number) =>
+          const shepherdWith = (pool: ProcessPool["Service"]) => (n: number, script: string, perTree: number) =>
             Effect.gen(function*() {
               const id = `forced-${++sessionNo}`
               const prefix = `${pool.poolId}:`
@@ -113,6 +134,7 @@ export const run = (ctx: Ctx): Effect.Effect<ScenarioOutput> => {
               }
               return gone - start - graceMs
             }).pipe(Effect.scoped)
+          const shepherd = shepherdWith(pool)
 
           const raw = (n: number, script: string, perTree: number) =>
             Effect.promise(async () => {
@@ -178,10 +200,12 @@ export const run = (ctx: Ctx): Effect.Effect<ScenarioOutput> => {
           const rawName = "raw SIGTERM, grace, SIGKILL per group"
           const shepherdName = "Shepherd session close"
           const effectName = "Effect parallel scope, forceKillAfter 200 ms"
+          const cgroupName = "Shepherd (cgroup, wrapper) session close"
           const variants: Record<string, (n: number, script: string, perTree: number) => Effect.Effect<number>> = {
             [rawName]: raw,
             [shepherdName]: shepherd,
-            [effectName]: effect
+            [effectName]: effect,
+            ...(cgroupPool === undefined ? {} : { [cgroupName]: shepherdWith(cgroupPool) })
           }
           // warm-up (not recorded): JIT, the pool's first reaper tick and table cache, Effect's spawner
           for (const variant of Object.values(variants)) yield* variant(20, trees.ignoresTermSingle, 1)
@@ -190,9 +214,15 @@ export const run = (ctx: Ctx): Effect.Effect<ScenarioOutput> => {
             const scenario = `3. forced teardown, grace ${graceMs} ms, ${c.label}`
             const samples: Record<string, Array<number>> = { [rawName]: [], [shepherdName]: [] }
             if (c.effect) samples[effectName] = []
+            if (cgroupPool !== undefined) samples[cgroupName] = []
             for (let r = 0; r < runsFor(c.n, c.perTree); r++) {
               // Effect runs at most twice per size (it is the slowest to spawn at N = 300)
-              const names = [rawName, shepherdName, ...(c.effect && r < 2 ? [effectName] : [])]
+              const names = [
+                rawName,
+                shepherdName,
+                ...(c.effect && r < 2 ? [effectName] : []),
+                ...(cgroupPool === undefined ? [] : [cgroupName])
+              ]
               // rotate the order per run (and carry the rotation across sizes): no variant always goes first
               const shift = rotation++
               for (let k = 0; k < names.length; k++) {
@@ -251,7 +281,11 @@ export const run = (ctx: Ctx): Effect.Effect<ScenarioOutput> => {
               (ctx.quick ? "" : "the 2-process tree of test/scale.test.ts at N = 300 for comparison. ") +
               `${runs} run(s) per size (2 at N = 1000 and for the 2-process trees), variant order rotated per run, one warm-up of each variant at N = 20; ` +
               `the clock starts once every process is in /proc with SIGTERM ignored; spawns ${spawnConcurrency} at a time (not timed). ` +
-              `Effect (forceKillAfter 200 ms, parallel scope) only at N ≤ 300, 2 runs at most.`
+              `Effect (forceKillAfter 200 ms, parallel scope) only at N ≤ 300, 2 runs at most. ` +
+              `"${shepherdName}" uses process-group containment (the targets'); ` +
+              (cgroupPool === undefined
+                ? `cgroup rows not measured: ${unavailable}.`
+                : `"${cgroupName}" is the same pool under cgroup v2 containment (its force phase also writes cgroup.kill per tree, and a tree is done when its leaf holds no live process), informational.`)
             ]
           }
         })

@@ -13,7 +13,7 @@ import * as ChildProcess from "effect/process/ChildProcess"
 import { execa } from "execa"
 import * as NodeChildProcess from "node:child_process"
 import { fmt, log, median, promisePool, type Row, type ScenarioOutput, since, type Target } from "../harness.ts"
-import { type Ctx, poolConfig, quiet, withEffectSpawner, withPool } from "../pools.ts"
+import { cgroupUnavailable, type Ctx, poolConfig, quiet, scopedPool, withEffectSpawner, withPool } from "../pools.ts"
 
 export const trueCmd = ChildProcess.make("/bin/true", [], quiet)
 // Effect's default on Linux is `detached: true` (the fair match for Shepherd, which always detaches);
@@ -48,10 +48,26 @@ const execaOne = async () => {
   await execa("/bin/true", { stdio: "ignore" })
 }
 
+/** The names of the cgroup rows (informational: no target). */
+const cgroupWrapper = "Shepherd (cgroup, wrapper) pool.spawn"
+const cgroupPostSpawn = "Shepherd (cgroup, post-spawn) pool.spawn"
+
 export const run = (ctx: Ctx): Effect.Effect<ScenarioOutput> =>
   withPool(spawnPoolConfig(ctx), (pool) =>
     withEffectSpawner((spawner) =>
       Effect.gen(function*() {
+        // The same pool under cgroup containment, where it is usable: informational rows.
+        const unavailable = yield* cgroupUnavailable()
+        const cgroupRunners: Record<string, Runner> = unavailable !== undefined ? {} : {
+          [cgroupWrapper]: shepherdRunner(
+            yield* scopedPool(poolConfig(ctx, "spawn-cg", { slots: 8, containment: "cgroup" }))
+          ),
+          [cgroupPostSpawn]: shepherdRunner(
+            yield* scopedPool(
+              poolConfig(ctx, "spawn-cgp", { slots: 8, containment: "cgroup", cgroup: { placement: "post-spawn" } })
+            )
+          )
+        }
         const runners: Record<string, Runner> = {
           "raw child_process.spawn": rawRunner,
           "execa 10": (count, concurrency) => Effect.promise(() => promisePool(count, concurrency, execaOne)),
@@ -67,7 +83,8 @@ export const run = (ctx: Ctx): Effect.Effect<ScenarioOutput> =>
               () => Effect.scoped(Effect.flatMap(spawner.spawn(trueCmdAttached), (h) => h.exitCode)),
               { concurrency, discard: true }
             ).pipe(Effect.orDie),
-          "Shepherd pool.spawn (ledger+slots+lifeline)": shepherdRunner(pool)
+          "Shepherd pool.spawn (ledger+slots+lifeline)": shepherdRunner(pool),
+          ...cgroupRunners
         }
         const names = Object.keys(runners)
         const count = ctx.quick ? 25 : 100
@@ -100,7 +117,7 @@ export const run = (ctx: Ctx): Effect.Effect<ScenarioOutput> =>
             })
           }
           const m = (prefix: string) => median(samples.get(names.find((n) => n.startsWith(prefix))!)!)
-          const shepherd = m("Shepherd")
+          const shepherd = m("Shepherd pool.spawn")
           const raw = m("raw")
           const ex = m("execa")
           const effDetached = m("Effect ChildProcess (NodeServices, detached: true")
@@ -121,7 +138,11 @@ export const run = (ctx: Ctx): Effect.Effect<ScenarioOutput> =>
           notes: [
             `1: ${count} spawns per run, ${runs} runs, order rotated per run; stdio "ignore" for every contender; ` +
             "Effect runs both with its default `detached: true` (a new process group, as Shepherd always does) and with `detached: false`; " +
-            "Shepherd and Effect include closing the process's scope (Shepherd's teardown scan of /proc, ledger records, lifeline messages, slot release)."
+            "Shepherd and Effect include closing the process's scope (Shepherd's teardown scan of /proc, ledger records, lifeline messages, slot release). " +
+            "The Shepherd row without a containment in its name uses process-group containment (the target's); " +
+            (unavailable === undefined
+              ? `"${cgroupWrapper}" and "${cgroupPostSpawn}" are the same pool under cgroup v2 containment (a leaf per tree, made and removed per spawn; the wrapper runs each command through /bin/sh, which joins the leaf and execs it), informational.`
+              : `cgroup rows not measured: ${unavailable}.`)
           ]
         }
       })

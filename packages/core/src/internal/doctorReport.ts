@@ -8,6 +8,7 @@
 import * as Clock from "effect/Clock"
 import * as Effect from "effect/Effect"
 import * as Option from "effect/Option"
+import type * as Containment from "../Containment.ts"
 import type * as Doctor from "../Doctor.ts"
 import * as Ledger from "../Ledger.ts"
 import type { ProcessTable } from "../ProcessTable.ts"
@@ -37,6 +38,7 @@ export interface Sources {
   readonly slots: Slots.Slots
   readonly recovery: Reaper.RecoveryReport | undefined
   readonly reaper: Reaper.Reaper
+  readonly containment: Containment.Attached
 }
 
 type Member = Doctor.DoctorReport["sessions"][number]["processes"][number]["members"][number]
@@ -92,6 +94,8 @@ export const make = (sources: Sources): Effect.Effect<Doctor.DoctorReport> =>
     const lifelineStatus = lifeline === undefined ? undefined : yield* lifeline.status
     const lastCompaction = ledger === undefined ? undefined : yield* ledger.lastCompaction
     const lastTick = Option.getOrUndefined(yield* sources.reaper.lastTick)
+    const sessions = [...registry.sessions.values()]
+    const usage = yield* Effect.forEach(sessions, (s) => sources.containment.usage(s.id))
     return {
       at: now,
       pool: {
@@ -107,9 +111,11 @@ export const make = (sources: Sources): Effect.Effect<Doctor.DoctorReport> =>
       },
       ...(ledger === undefined ? {} : { host: ledger.host }),
       slots: Slots.stats(sources.slots, now),
-      sessions: [...registry.sessions.values()].map((s) => ({
+      sessions: sessions.map((s, i) => ({
         id: s.id,
         closing: s.closed !== undefined,
+        ...(s.limits === undefined ? {} : { limits: s.limits }),
+        ...(usage[i] === undefined ? {} : { usage: usage[i] }),
         processes: [...s.processes].map((p) => ({
           shepherdId: p.managed.shepherdId,
           pid: p.managed.pid,
@@ -120,6 +126,7 @@ export const make = (sources: Sources): Effect.Effect<Doctor.DoctorReport> =>
           slotWaitMs: p.managed.slotWaitMs,
           state: p.exitStatus() === undefined ? "running" as const : "exited" as const,
           members: described.get(p.managed.shepherdId) ?? [],
+          ...(p.container.cgroup === undefined ? {} : { cgroup: p.container.cgroup.path }),
           env: {
             inherited: p.managed.env.inherited.length,
             stripped: p.managed.env.stripped,
@@ -162,6 +169,7 @@ export const make = (sources: Sources): Effect.Effect<Doctor.DoctorReport> =>
         }
       }),
       envPolicy: config.env,
+      containment: sources.containment.status,
       comparison: {
         untracked: [...untracked].map(([shepherdId, pids]) => ({ shepherdId, pids })),
         stale,

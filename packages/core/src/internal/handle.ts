@@ -28,7 +28,10 @@ export const make = (
   ChildProcessSpawner.makeHandle({
     pid: ChildProcessSpawner.ProcessId(launched.pid),
     exitCode: Effect.flatMap(launched.exit, (status) =>
-      status.code !== null
+      status.spawnError !== undefined
+        // The command never ran (its containment could not place it): a spawn failure, not an exit code.
+        ? Effect.fail(toPlatformError(status.spawnError))
+        : status.code !== null
         ? Effect.succeed(ChildProcessSpawner.ExitCode(status.code))
         : Effect.fail(
           PlatformError.systemError({
@@ -65,6 +68,8 @@ export const toPlatformError = (error: SpawnFailure): PlatformError.PlatformErro
         : "Unknown"
       : error._tag === "SlotTimeout"
       ? "TimedOut"
+      : error._tag === "LimitUnavailable"
+      ? "Unknown"
       : "Busy",
     module: "Shepherd",
     method: "spawn",

@@ -95,6 +95,7 @@ export const registered = (journal: Journal, container: Container, at: number): 
     shepherdId: container.shepherdId,
     pgid: container.pgid,
     identity: container.leader,
+    ...(container.cgroup === undefined ? {} : { cgroup: container.cgroup }),
     at
   })
   const lifeline = journal.lifeline

@@ -11,6 +11,7 @@ import * as Deferred from "effect/Deferred"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Scope from "effect/Scope"
+import type * as Containment from "../Containment.ts"
 import type { ManagedProcess } from "../ManagedProcess.ts"
 import type { ProcessPool, Session } from "../ProcessPool.ts"
 import type { ExitStatus } from "../ProcessLauncher.ts"
@@ -79,6 +80,8 @@ export interface SessionState {
   /** Raised when closing starts: slot waiters of this session give up. */
   readonly closingSignal: Flag
   closed: Deferred.Deferred<ReadonlyArray<Teardown.Teardown>> | undefined
+  /** Resource limits of the session's cgroup (cgroup containment), set by `session(id, { limits })`. */
+  limits?: Containment.Limits | undefined
 }
 
 /**
@@ -268,11 +271,17 @@ export const close = (registry: Registry, id: string): Effect.Effect<ReadonlyArr
  * @since 0.1.0
  * @category resource management
  */
-export const openScoped = (registry: Registry, id: string): Effect.Effect<SessionState, PoolClosed, Scope.Scope> =>
+export const openScoped = (
+  registry: Registry,
+  id: string,
+  limits?: Containment.Limits | undefined
+): Effect.Effect<SessionState, PoolClosed, Scope.Scope> =>
   Effect.uninterruptible(Effect.gen(function*() {
     const parallel = yield* parallelChildOf(registry, yield* Scope.Scope)
     const state = yield* open(registry, id)
     state.owned = true
+    // The session's cgroup takes them at its trees' next launch (checked by the caller).
+    if (limits !== undefined) state.limits = limits
     yield* Scope.addFinalizer(parallel, closeState(registry, state))
     return state
   }))

@@ -14,12 +14,13 @@ import type * as ChildProcess from "effect/process/ChildProcess"
 import * as CommandLine from "effect/process/CommandLine"
 import * as Schema from "effect/Schema"
 import * as Scope from "effect/Scope"
+import * as Containment from "../Containment.ts"
 import * as KillPolicy from "../KillPolicy.ts"
 import type { ManagedProcess } from "../ManagedProcess.ts"
 import * as Metrics from "../Metrics.ts"
 import type { SpawnOptions } from "../ProcessPool.ts"
 import * as ShepherdConfig from "../ShepherdConfig.ts"
-import { type SpawnFailure, SpawnError } from "../ShepherdError.ts"
+import { LimitUnavailable, type SpawnFailure, SpawnError } from "../ShepherdError.ts"
 import * as Sessions from "./sessions.ts"
 import * as Slots from "./slots.ts"
 import * as Tracing from "./tracing.ts"
@@ -32,9 +33,28 @@ import * as Tree from "./tree.ts"
 export interface Context extends Tree.Context {
   readonly config: ShepherdConfig.Resolved
   readonly slots: Slots.Slots
+  readonly containment: Containment.Attached
 }
 
 const decodeKill = Schema.decodeUnknownResult(ShepherdConfig.KillPolicyConfig)
+const decodeLimits = Schema.decodeUnknownResult(Containment.Limits)
+
+/**
+ * Checks `limits` against the pool's containment: `LimitUnavailable` naming
+ * the first controller that is missing, before anything is spawned.
+ *
+ * @since 0.2.0
+ * @category constructors
+ */
+export const checkLimits = (
+  containment: Containment.Attached,
+  session: string,
+  limits: Containment.Limits | undefined
+): LimitUnavailable | undefined => {
+  if (limits === undefined) return undefined
+  const refusal = containment.checkLimits(limits)
+  return refusal === undefined ? undefined : new LimitUnavailable({ ...refusal, session })
+}
 
 /**
  * The pool's `spawn`.
@@ -84,6 +104,21 @@ export const make = (ctx: Context): (
       }
       policy = KillPolicy.override(config.kill, decoded.success as KillPolicy.KillPolicyInput)
     }
+    let limits: Containment.Limits | undefined
+    if (options?.limits !== undefined) {
+      const decoded = decodeLimits(options.limits)
+      if (decoded._tag === "Failure") {
+        return yield* new SpawnError({
+          session: sessionId,
+          command: display,
+          kind: "InvalidLimits",
+          reason: `invalid limits: ${decoded.failure.message}`
+        })
+      }
+      limits = decoded.success
+      const refused = checkLimits(ctx.containment, sessionId, limits)
+      if (refused !== undefined) return yield* refused
+    }
     const callerScope = yield* Scope.Scope
     const waitStart = yield* Clock.currentTimeMillis
     const openForSpawn = target === undefined
@@ -127,7 +162,8 @@ export const make = (ctx: Context): (
             policy,
             releaseSlot,
             waitStart,
-            callerScope
+            callerScope,
+            limits
           }).pipe(
             Effect.ensuring(Effect.sync(() => {
               session.launching.delete(launchDone)

@@ -218,6 +218,24 @@ export const terminateMany = (
           }), { discard: true })
     }
 
+    // Cgroup containment: the force phase also kills the tree's cgroup in one write (with whatever
+    // it forked since the last scan), and the cgroup's "empty" event wakes the round early.
+    const killContainer = (t: Tree): Effect.Effect<void> => {
+      const kill = t.input.table.killContainer
+      return kill === undefined || t.input.container.cgroup === undefined
+        ? Effect.void
+        : Effect.asVoid(kill(t.input.container))
+    }
+    const unwatch: Array<() => void> = []
+    const watching = new Set<Tree>()
+    /** Only for trees with members besides a live leader (whose exit wakes the round anyway). */
+    const watchEmpty = (t: Tree) => {
+      const watch = t.input.table.watchEmpty
+      if (watch === undefined || t.input.container.cgroup === undefined || watching.has(t)) return
+      watching.add(t)
+      unwatch.push(watch(t.input.container, () => wakeUp(t)))
+    }
+
     const reporters: Array<Fiber.Fiber<void>> = []
     /** Counts phase changes (grace → force → done), so a round can tell whether any happened. */
     let phaseChanges = 0
@@ -258,7 +276,7 @@ export const terminateMany = (
     }
 
     const enterForce = (t: Tree, alive: ReadonlyArray<ProcessIdentity>, at: number) =>
-      Effect.map(sendAll(t, alive, "SIGKILL"), () => {
+      Effect.map(Effect.andThen(sendAll(t, alive, "SIGKILL"), killContainer(t)), () => {
         t.phase = "force"
         phaseChanges++
         t.deadline = at + t.input.policy.forceWaitMs
@@ -356,7 +374,10 @@ export const terminateMany = (
           yield* finish(t, escaped.length > 0 ? { _tag: "Escaped", escaped: escaped.map((m) => m.pid) } : emptied(t))
           continue
         }
-        if (!alive.every((m) => isLeader(t, m))) polling = true
+        if (!alive.every((m) => isLeader(t, m))) {
+          polling = true
+          watchEmpty(t)
+        }
       }
       if (confirm.length + forkScan.length > 0) {
         // On a failed scan: a tree believed empty stays empty (reported Unverified), a tree being
@@ -419,6 +440,7 @@ export const terminateMany = (
       if (polling) pollMs = nextPoll(pollMs)
     }
     yield* report
+    for (const stop of unwatch) stop()
     yield* Effect.forEach(helpers, Fiber.interrupt, { discard: true })
     yield* Fiber.joinAll(reporters)
     return trees.map((t) => t.result!)

@@ -16,12 +16,13 @@ import type * as ChildProcess from "effect/process/ChildProcess"
 import * as Redacted from "effect/Redacted"
 import * as References from "effect/References"
 import * as Scope from "effect/Scope"
+import type * as Containment from "../Containment.ts"
 import * as EnvPolicy from "../EnvPolicy.ts"
 import * as KillPolicy from "../KillPolicy.ts"
 import type { ManagedProcess } from "../ManagedProcess.ts"
 import type { Launched, ProcessLauncher } from "../ProcessLauncher.ts"
 import type { Container, ProcessTable } from "../ProcessTable.ts"
-import { type PoolClosed, SpawnError } from "../ShepherdError.ts"
+import { type LimitUnavailable, type PoolClosed, SpawnError } from "../ShepherdError.ts"
 import * as Teardown from "../Teardown.ts"
 import * as Handle from "./handle.ts"
 import * as Journal from "./journal.ts"
@@ -101,6 +102,8 @@ export interface Request {
   readonly waitStart: number
   /** The scope the tree is bound to, besides its session. */
   readonly callerScope: Scope.Scope
+  /** Resource limits of this tree (cgroup containment). */
+  readonly limits?: Containment.Limits | undefined
 }
 
 /**
@@ -111,7 +114,10 @@ export interface Request {
  * @since 0.1.0
  * @category constructors
  */
-export const launch = (ctx: Context, request: Request): Effect.Effect<ManagedProcess, SpawnError | PoolClosed> =>
+export const launch = (
+  ctx: Context,
+  request: Request
+): Effect.Effect<ManagedProcess, SpawnError | PoolClosed | LimitUnavailable> =>
   Effect.gen(function*() {
     const { command, display, policy, releaseSlot, session } = request
     const sessionId = session.id
@@ -153,21 +159,23 @@ export const launch = (ctx: Context, request: Request): Effect.Effect<ManagedPro
       yield* Sessions.parallelChildOf(ctx.registry, request.callerScope),
       "sequential"
     )
-    const launched = yield* ctx.launcher.launch(command, env).pipe(
+    const options = { poolId: ctx.poolId, session: sessionId, shepherdId, display, limits: request.limits }
+    const launched = yield* ctx.launcher.launch(command, env, { ...options, sessionLimits: session.limits }).pipe(
       Scope.provide(procScope),
       Effect.catch((error) =>
         Effect.andThen(
           Effect.andThen(
             Effect.andThen(releaseSlot, Scope.close(procScope, Exit.void)),
             Effect.andThen(
-              Effect.flatMap(Clock.currentTimeMillis, (at) =>
-                Journal.exited(ctx.journal, shepherdId, "SpawnFailed", error.message, at)),
-              Effect.sync(() =>
-                ctx.trees.tracked.delete(shepherdId)
-              )
+              Effect.flatMap(
+                Clock.currentTimeMillis,
+                (at) => Journal.exited(ctx.journal, shepherdId, "SpawnFailed", error.message, at)
+              ),
+              Effect.sync(() => ctx.trees.tracked.delete(shepherdId))
             )
           ),
-          Effect.fail(
+          // The containment's own errors are typed already (a leaf it could not create, a limit).
+          error._tag !== "PlatformError" ? Effect.fail(error) : Effect.fail(
             new SpawnError({
               session: sessionId,
               command: display,
@@ -180,7 +188,9 @@ export const launch = (ctx: Context, request: Request): Effect.Effect<ManagedPro
       )
     )
     const startedAt = yield* Clock.currentTimeMillis
-    const container: Container = { pgid: launched.pgid, shepherdId, leader: launched.identity }
+    const container: Container = launched.cgroup === undefined
+      ? { pgid: launched.pgid, shepherdId, leader: launched.identity }
+      : { pgid: launched.pgid, shepherdId, leader: launched.identity, cgroup: launched.cgroup }
     yield* Journal.registered(ctx.journal, container, startedAt)
     const done = Deferred.makeUnsafe<Teardown.Teardown>()
     const awaitDone = Deferred.await(done)

@@ -1,8 +1,9 @@
 /**
  * Cgroup v2 containment, the Effect side (issue 12): detection, the layout
- * `<base>/shepherd-<pool id>/{sentinel, s-<session>/t-<tree>}`, race-free
- * placement, members, "tree empty" as an event, `cgroup.kill`, removal.
- * Not wired into the pool yet.
+ * `<base>/shepherd-<pool id>[.<host pid>.<host start>]/{sentinel, s-<session>/t-<tree>}`,
+ * race-free placement, members, "tree empty" as an event, `cgroup.kill`,
+ * removal. The pool uses them through `NodeContainment` (`cgroupPool.ts`,
+ * `cgroupLauncher.ts`, `cgroupTable.ts`).
  *
  * The synchronous primitives live in `cgroupMounts.ts`, `cgroupDetect.ts`,
  * `cgroupNames.ts`, `cgroupFs.ts`, `cgroupMembers.ts` and `cgroupPlacement.ts`
@@ -32,11 +33,36 @@ export {
   type Usable
 } from "./cgroupDetect.ts"
 export { CgroupError } from "./cgroupError.ts"
-export { type Cgroup, isIntact } from "./cgroupFs.ts"
-export { parsePopulated, type PoolEntry } from "./cgroupMembers.ts"
+export { type Cgroup, childrenUnsafe, isIntact, removeOnceUnsafe } from "./cgroupFs.ts"
+export {
+  killUnsafe,
+  listPoolsUnsafe,
+  parsePopulated,
+  type PoolEntry,
+  populatedUnsafe,
+  procsUnsafe
+} from "./cgroupMembers.ts"
 export { type Mount, parseMountInfo, parseOwnCgroup } from "./cgroupMounts.ts"
-export { decodeName, encodeName, poolDirName, sentinelDirName, sessionDirName, treeDirName } from "./cgroupNames.ts"
-export { type CommandLine, placementFailedCode, shell, wrap, wrapThroughFd } from "./cgroupPlacement.ts"
+export {
+  decodeName,
+  encodeName,
+  type HostMark,
+  hostPoolDirName,
+  parsePoolDirName,
+  poolDirName,
+  sentinelDirName,
+  sessionDirName,
+  treeDirName
+} from "./cgroupNames.ts"
+export {
+  type CommandLine,
+  type ExactCommandLine,
+  placementFailedCode,
+  shell,
+  wrap,
+  wrapExact,
+  wrapThroughFd
+} from "./cgroupPlacement.ts"
 
 /**
  * Detects whether cgroup v2 containment is usable, and where (see `cgroupDetect.ts`).
@@ -58,14 +84,23 @@ export interface PoolCgroups {
 }
 
 /**
- * Creates `<base>/shepherd-<poolId>` and its `sentinel` leaf. Fails with `AlreadyExists` when a
- * cgroup of that name is there (a dead host's: reap it first; nothing is reused).
+ * Creates `<base>/shepherd-<poolId>` (with `host`: `shepherd-<poolId>.<pid>.<start time>`) and its
+ * `sentinel` leaf. Fails with `AlreadyExists` when a cgroup of that name is there (a dead host's:
+ * reap it first; nothing is reused).
  *
  * @since 0.1.0
  * @category layout
  */
-export const createPool = Effect.fn("Cgroup.createPool")(function*(usable: Usable, poolId: string) {
-  const name = CgroupNames.poolDirName(poolId)
+export const createPool = Effect.fn("Cgroup.createPool")(function*(
+  usable: Usable,
+  poolId: string,
+  host?: CgroupNames.HostMark | undefined
+) {
+  const name = yield* attempt(
+    "createPool",
+    usable.base,
+    () => host === undefined ? CgroupNames.poolDirName(poolId) : CgroupNames.hostPoolDirName(poolId, host)
+  )
   const base = yield* attempt("createPool", usable.base, () => baseOf(usable))
   if (base.dev !== usable.dev) {
     return yield* new CgroupError({

@@ -9,7 +9,7 @@
  */
 import * as fs from "node:fs"
 import { type Cgroup, CgroupFailure, childrenUnsafe, errnoOf, fail, readIn, withVerified, writeIn } from "./cgroupFs.ts"
-import { decodeName, poolPrefix, sentinelDirName } from "./cgroupNames.ts"
+import { type HostMark, parsePoolDirName, sentinelDirName } from "./cgroupNames.ts"
 
 const collectProcs = (dir: string, out: Array<number>, recursive: boolean): void => {
   for (const line of readIn(dir, "cgroup.procs").split("\n")) if (line !== "") out.push(Number(line))
@@ -115,6 +115,8 @@ export const placeUnsafe = (cgroup: Cgroup, pid: number): void =>
 export interface PoolEntry {
   /** The pool's id, when the name is one `poolDirName` makes reversibly. */
   readonly poolId: string | undefined
+  /** The host that created it, when its name records one (`hostPoolDirName`). */
+  readonly host?: HostMark | undefined
   readonly cgroup: Cgroup
   /** Whether a live process is in it (its sentinel's leaf included). */
   readonly populated: boolean
@@ -132,12 +134,13 @@ export interface PoolEntry {
 export const listPoolsUnsafe = (base: Cgroup): Array<PoolEntry> => {
   const out: Array<PoolEntry> = []
   for (const cgroup of childrenUnsafe(base)) {
-    const name = cgroup.path.slice(cgroup.path.lastIndexOf("/") + 1)
-    if (!name.startsWith(poolPrefix)) continue
+    const parsed = parsePoolDirName(cgroup.path.slice(cgroup.path.lastIndexOf("/") + 1))
+    if (parsed === undefined) continue
     try {
       const sentinel = childrenUnsafe(cgroup).find((c) => c.path.endsWith(`/${sentinelDirName}`))
       out.push({
-        poolId: decodeName(name.slice(poolPrefix.length)),
+        poolId: parsed.poolId,
+        ...(parsed.host === undefined ? {} : { host: parsed.host }),
         cgroup,
         populated: populatedUnsafe(cgroup),
         sentinelAlive: sentinel !== undefined && populatedUnsafe(sentinel)

@@ -67,6 +67,50 @@ export const poolPrefix = "shepherd-"
 export const poolDirName = (poolId: string): string => `${poolPrefix}${encodeName(poolId)}`
 
 /**
+ * The host that created a pool's cgroup, as its name records it.
+ *
+ * @since 0.2.0
+ * @category models
+ */
+export interface HostMark {
+  readonly pid: number
+  /** The host's start time (clock ticks since boot, decimal). */
+  readonly startTime: string
+}
+
+/**
+ * A pool's cgroup name that also names its host: `shepherd-<pool id>.<pid>.<start time>` (`.`
+ * never occurs in an encoded id), so that a later host can tell a dead host's cgroup from a live
+ * one's without a ledger, whether or not it had a lifeline.
+ *
+ * @since 0.2.0
+ * @category names
+ */
+export const hostPoolDirName = (poolId: string, host: HostMark): string => {
+  if (!Number.isSafeInteger(host.pid) || host.pid <= 0 || !/^\d+$/.test(host.startTime)) {
+    throw new CgroupFailure("BadName", String(host.pid), `bad host identity ${host.pid}/${host.startTime}`)
+  }
+  return `${poolDirName(poolId)}.${host.pid}.${host.startTime}`
+}
+
+/**
+ * What a pool's cgroup name says: its pool id (when reversible) and its host (when recorded).
+ * `undefined` for a name that is not a pool's.
+ *
+ * @since 0.2.0
+ * @category names
+ */
+export const parsePoolDirName = (
+  name: string
+): { readonly poolId: string | undefined; readonly host: HostMark | undefined } | undefined => {
+  if (!name.startsWith(poolPrefix)) return undefined
+  const rest = name.slice(poolPrefix.length)
+  const match = /^([^.]*)\.(\d+)\.(\d+)$/.exec(rest)
+  if (match === null) return { poolId: decodeName(rest), host: undefined }
+  return { poolId: decodeName(match[1]!), host: { pid: Number(match[2]), startTime: match[3]! } }
+}
+
+/**
  * @since 0.1.0
  * @category names
  */

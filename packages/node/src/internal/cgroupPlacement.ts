@@ -95,6 +95,62 @@ export const wrapThroughFd = (fd: number, command: string, args: ReadonlyArray<s
   return { command: shell, args: ["-c", fdScript(fd), arg0, command, ...args] }
 }
 
+// What dash (Debian's and Ubuntu's /bin/sh) does to the environment it passes on: it adds PWD, and
+// resets IFS, OPTIND and PPID (refusing to start on a non-numeric OPTIND); it drops variables whose
+// names are not shell names. The exact wrapper hands those three to the shell as arguments (never
+// in the script) and puts them back, and sets or unsets PWD as the command's environment has it.
+const restored = ["IFS", "OPTIND", "PPID"] as const
+const shellName = /^[A-Za-z_][A-Za-z0-9_]*$/
+
+/**
+ * A wrapper command line together with the environment to spawn it with.
+ *
+ * @since 0.2.0
+ * @category models
+ */
+export interface ExactCommandLine extends CommandLine {
+  readonly env: Record<string, string>
+}
+
+/**
+ * The wrapper command line that runs `command args...` inside `leaf` with exactly `env` (see above
+ * for what the shell would otherwise change), or why it cannot: a variable name the shell drops,
+ * a non-numeric `OPTIND`, a command starting with `-`.
+ *
+ * @since 0.2.0
+ * @category placement
+ */
+export const wrapExact = (
+  leaf: Cgroup,
+  command: string,
+  args: ReadonlyArray<string>,
+  env: Readonly<Record<string, string>>
+): ExactCommandLine | { readonly unwrappable: string } => {
+  if (command === "" || command.startsWith("-")) return { unwrappable: `the command starts with "-": ${command}` }
+  const shellEnv: Record<string, string> = {}
+  for (const [name, value] of Object.entries(env)) {
+    if (!shellName.test(name)) return { unwrappable: `the variable name ${JSON.stringify(name)} is not a shell name` }
+    shellEnv[name] = value
+  }
+  let script = `echo $$ >"$1/cgroup.procs" || exit ${placementFailedCode}; shift;`
+  const values: Array<string> = []
+  for (const name of [...restored, "PWD"]) {
+    const value = shellEnv[name]
+    delete shellEnv[name]
+    if (value === undefined) {
+      if (name === "PWD") script += " unset PWD;"
+      continue
+    }
+    if (name === "OPTIND" && !/^\d+$/.test(value)) {
+      return { unwrappable: `OPTIND=${JSON.stringify(value)} is not a number` }
+    }
+    script += ` ${name}=$1; export ${name}; shift;`
+    values.push(value)
+  }
+  script += ` exec "$@"`
+  return { command: shell, args: ["-c", script, arg0, leaf.path, ...values, command, ...args], env: shellEnv }
+}
+
 /**
  * Post-spawn placement: moves `pid` into `leaf` (checked to be the recorded leaf).
  *

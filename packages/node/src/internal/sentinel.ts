@@ -7,16 +7,24 @@
 //
 // Protocol, one line each:
 //   P <poolId> <signal> <graceMs> <forceWaitMs>
+//   C <pool cgroup> <dev> <ino> <sentinel leaf> <dev> <ino>   (cgroup containment; paths URI-encoded)
 //   + <shepherdId> <pgid> <pid> <startTime>
 //   - <shepherdId>
 //   BYE
+//
+// Under cgroup containment every process in the pool's cgroup but the sentinel itself is a member
+// too (read through the identity-checked cgroup: nothing that left its group and environment gets
+// away), and the force phase ends with `cgroup.kill` on each of the pool's session cgroups.
 //
 // It imports only `node:fs`, the `/proc` reader and the membership rules (no
 // Effect), so that it starts fast; the host runs it as `.ts` from the sources
 // (type stripping) and as `.js` once built.
 import * as Membership from "@shepherd/core/Membership"
 import type { Container } from "@shepherd/core/ProcessTable"
+import type { CgroupRef } from "@shepherd/core/Containment"
 import * as fs from "node:fs"
+import { type Cgroup, childrenUnsafe, removeOnceUnsafe } from "./cgroupFs.ts"
+import * as cgroupTable from "./cgroupTable.ts"
 import * as procfs from "./procfs.ts"
 
 /** A process to terminate; a negative pid is a whole process group (no `/proc`). */
@@ -32,6 +40,8 @@ let graceMs = 5000
 let forceWaitMs = 1000
 let bye = false
 const containers = new Map<string, Container>()
+let poolCgroup: CgroupRef | undefined
+let sentinelLeaf: CgroupRef | undefined
 const hasProc = fs.existsSync("/proc/self/stat")
 const host: Membership.Host = { pid: process.pid, bootId: hasProc ? procfs.readBootId() : "unknown-boot" }
 
@@ -63,7 +73,20 @@ const members = (): Array<Target> => {
     if (judged.state === "led") byGroup.set(c.pgid, judged)
   }
   const prefix = poolId === undefined ? undefined : Membership.poolPrefix(poolId)
+  const inPool = new Set<number>()
+  if (poolCgroup !== undefined) {
+    try {
+      for (const m of cgroupTable.membersOf(poolCgroup, host.bootId, true)) {
+        if (m.pid === host.pid) continue
+        inPool.add(m.pid)
+        out.push(m)
+      }
+    } catch {
+      // unreadable: the group and cookie rules still apply
+    }
+  }
   for (const pid of procfs.listPids()) {
+    if (inPool.has(pid)) continue
     if (pid === host.pid || pid <= 1) continue
     let stat: procfs.Stat | undefined
     try {
@@ -133,7 +156,33 @@ const terminateAll = async (): Promise<void> => {
   if (list.length > 0) {
     list = members()
     for (const m of list) send(m, "SIGKILL")
+    killSessions()
     await waitGone(list, forceWaitMs)
+  }
+}
+
+/** The pool's cgroups below it, but the sentinel's own leaf (the sessions'). */
+const sessionCgroups = (): Array<Cgroup> => {
+  if (poolCgroup === undefined) return []
+  try {
+    return childrenUnsafe(cgroupTable.fromRef(poolCgroup)).filter((c) => c.ino !== BigInt(sentinelLeaf?.ino ?? -1))
+  } catch {
+    return []
+  }
+}
+
+// One write each kills everything in a session's cgroup, forks included.
+const killSessions = (): void => {
+  for (const c of sessionCgroups()) cgroupTable.kill(cgroupTable.toRef(c))
+}
+
+// Empty cgroups are removed (the next host removes the pool's own, once this sentinel is gone).
+const removeEmpty = (c: Cgroup): void => {
+  try {
+    for (const child of childrenUnsafe(c)) removeEmpty(child)
+    removeOnceUnsafe(c)
+  } catch {
+    // busy or gone
   }
 }
 
@@ -151,6 +200,14 @@ process.stdin.on("data", (chunk: string) => {
       signal = b as NodeJS.Signals
       graceMs = Number(c)
       forceWaitMs = Number(d)
+    } else if (op === "C") {
+      const fields = line.split(" ")
+      const ref = (i: number): CgroupRef | undefined =>
+        /^\d+$/.test(fields[i + 1] ?? "") && /^\d+$/.test(fields[i + 2] ?? "")
+          ? { path: decodeURIComponent(fields[i]!), dev: fields[i + 1]!, ino: fields[i + 2]! }
+          : undefined
+      poolCgroup = ref(1)
+      sentinelLeaf = ref(4)
     } else if (op === "+" && a !== undefined && d !== undefined && /^\d+$/.test(d)) {
       containers.set(a, {
         shepherdId: a,
@@ -172,6 +229,7 @@ const sweep = async () => {
     await sleep(delay)
     await terminateAll()
   }
+  for (const c of sessionCgroups()) removeEmpty(c)
 }
 const onClose = () => {
   if (bye) process.exit(0)
