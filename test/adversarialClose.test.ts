@@ -25,7 +25,9 @@ const go = path.join(dir, "go")
 const kill = { grace: `${graceMs} millis`, forceWait: "500 millis" } as const
 
 /** Shapes, each with the reports it may end with. */
-const shapes: ReadonlyArray<{ readonly script: (i: number) => string; readonly members: number; readonly may: ReadonlyArray<string> }> = [
+const shapes: ReadonlyArray<
+  { readonly script: (i: number) => string; readonly members: number; readonly may: ReadonlyArray<string> }
+> = [
   // Dies on SIGTERM, with its child.
   { script: () => "sleep 1000 & wait", members: 2, may: ["Graceful"] },
   // Exits some time after SIGTERM (before the grace ends), its child dies on SIGTERM.
@@ -54,45 +56,48 @@ const shapes: ReadonlyArray<{ readonly script: (i: number) => string; readonly m
   { script: () => "exec sleep 1000", members: 1, may: ["Graceful"] }
 ]
 
-describe.runIf(process.platform === "linux")("adversarial: a session close of trees that end at scattered moments", () => {
-  for (const round of [1, 2]) {
-    it.live(`70 mixed trees close with every report true and nothing left (round ${round})`, () =>
-      withPool({ name: `adv-close-${round}`, slots: 80, kill }, (pool, prefix) =>
-        Effect.gen(function*() {
-          const session = yield* pool.session(`close-${round}`)
-          const trees = yield* Effect.forEach(
-            Array.from({ length: 70 }, (_, i) => i),
-            (i) => {
-              const shape = shapes[i % shapes.length]!
-              return Effect.map(session.spawn(sh(shape.script(i))), (m) => ({ m, shape, i }))
-            },
-            { concurrency: 16 }
-          )
-          for (const t of trees) yield* awaitMembers(t.m.shepherdId, t.shape.members)
-          // One tree is escalated to SIGKILL while the close runs (an escalation wakes its tree).
-          const escalated = trees.find((t) => t.i % shapes.length === 3)!
-          const closing = yield* Effect.forkChild(pool.closeSession(`close-${round}`))
-          yield* Effect.sleep(graceMs / 4)
-          const forced = yield* escalated.m.terminate({ signal: "SIGKILL" })
-          // The self-exiting trees go around the grace deadline (when is not asserted).
-          yield* Effect.sleep(graceMs / 2)
-          fs.writeFileSync(go, "")
-          const reports = yield* Fiber.join(closing)
-          assert.strictEqual(reports.length, 70)
-          assertNoSurvivors(prefix)
-          const byId = new Map(reports.map((r) => [r.shepherdId, r]))
-          const wrong: Array<string> = []
-          for (const t of trees) {
-            const r = byId.get(t.m.shepherdId)
-            if (r === undefined) {
-              wrong.push(`${t.i}: no report`)
-              continue
+describe.runIf(process.platform === "linux")(
+  "adversarial: a session close of trees that end at scattered moments",
+  () => {
+    for (const round of [1, 2]) {
+      it.live(`70 mixed trees close with every report true and nothing left (round ${round})`, () =>
+        withPool({ name: `adv-close-${round}`, slots: 80, kill }, (pool, prefix) =>
+          Effect.gen(function*() {
+            const session = yield* pool.session(`close-${round}`)
+            const trees = yield* Effect.forEach(
+              Array.from({ length: 70 }, (_, i) => i),
+              (i) => {
+                const shape = shapes[i % shapes.length]!
+                return Effect.map(session.spawn(sh(shape.script(i))), (m) => ({ m, shape, i }))
+              },
+              { concurrency: 16 }
+            )
+            for (const t of trees) yield* awaitMembers(t.m.shepherdId, t.shape.members)
+            // One tree is escalated to SIGKILL while the close runs (an escalation wakes its tree).
+            const escalated = trees.find((t) => t.i % shapes.length === 3)!
+            const closing = yield* Effect.forkChild(pool.closeSession(`close-${round}`))
+            yield* Effect.sleep(graceMs / 4)
+            const forced = yield* escalated.m.terminate({ signal: "SIGKILL" })
+            // The self-exiting trees go around the grace deadline (when is not asserted).
+            yield* Effect.sleep(graceMs / 2)
+            fs.writeFileSync(go, "")
+            const reports = yield* Fiber.join(closing)
+            assert.strictEqual(reports.length, 70)
+            assertNoSurvivors(prefix)
+            const byId = new Map(reports.map((r) => [r.shepherdId, r]))
+            const wrong: Array<string> = []
+            for (const t of trees) {
+              const r = byId.get(t.m.shepherdId)
+              if (r === undefined) {
+                wrong.push(`${t.i}: no report`)
+                continue
+              }
+              const may = t === escalated ? ["Forced"] : t.shape.may
+              if (!may.includes(r._tag)) wrong.push(`${t.i} (${t.shape.script(t.i)}): ${r._tag}`)
             }
-            const may = t === escalated ? ["Forced"] : t.shape.may
-            if (!may.includes(r._tag)) wrong.push(`${t.i} (${t.shape.script(t.i)}): ${r._tag}`)
-          }
-          assert.strictEqual(forced._tag, "Forced")
-          assert.deepStrictEqual(wrong, [])
-        })))
+            assert.strictEqual(forced._tag, "Forced")
+            assert.deepStrictEqual(wrong, [])
+          })))
+    }
   }
-})
+)

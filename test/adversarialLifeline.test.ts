@@ -62,10 +62,12 @@ else:
 `
 
 /** Shrinks the host's send buffer towards its sentinel (the kernel doubles the value asked for). */
-const shrinkPipe = (sentinel: number, host: number) => Number(python(socketHelper, "shrink", String(sentinel), String(host)))
+const shrinkPipe = (sentinel: number, host: number) =>
+  Number(python(socketHelper, "shrink", String(sentinel), String(host)))
 
 /** Bytes waiting in the sentinel's stdin. */
-const pending = (sentinel: number, host: number) => Number(python(socketHelper, "pending", String(sentinel), String(host)))
+const pending = (sentinel: number, host: number) =>
+  Number(python(socketHelper, "pending", String(sentinel), String(host)))
 
 /** Live processes in the groups led by `leaders` (the trees' members: none carries a cookie). */
 const inGroups = (leaders: ReadonlySet<number>) =>

@@ -148,28 +148,29 @@ describe.runIf(process.platform === "linux")("adversarial: the fork witness hold
 
   it.live("a descendant forked as the leader exits (no pause), 20 times", () =>
     withDir((dir) =>
-    withPool({ name: "adv-w-atexit", slots: 4, kill }, (pool, prefix) =>
-      Effect.gen(function*() {
-        const marker = `adv-w-atexit-${path.basename(dir)}`
-        const fifo = mkfifo(dir)
-        yield* Effect.forEach(
-          Array.from({ length: 20 }, (_, i) => i),
-          (i) =>
-            Effect.gen(function*() {
-              // A forked subshell (no exec) blocked on a FIFO, forked as the leader exits.
-              const managed = yield* pool.spawn(shm(`(exec 3<>${fifo}; read x <&3) & exit 0`, `${marker}-${i}`), {
-                session: "s"
-              })
-              const report = yield* managed.awaitTeardown
-              assert.strictEqual(report._tag, "Exited")
-            }),
-          { concurrency: 4, discard: true }
-        )
-        const left = marked(marker)
-        killMarked(marker)
-        assert.deepStrictEqual(left.map((p) => p.cmdline), [])
-        assertNoSurvivors(prefix)
-      }))))
+      withPool({ name: "adv-w-atexit", slots: 4, kill }, (pool, prefix) =>
+        Effect.gen(function*() {
+          const marker = `adv-w-atexit-${path.basename(dir)}`
+          const fifo = mkfifo(dir)
+          yield* Effect.forEach(
+            Array.from({ length: 20 }, (_, i) => i),
+            (i) =>
+              Effect.gen(function*() {
+                // A forked subshell (no exec) blocked on a FIFO, forked as the leader exits.
+                const managed = yield* pool.spawn(shm(`(exec 3<>${fifo}; read x <&3) & exit 0`, `${marker}-${i}`), {
+                  session: "s"
+                })
+                const report = yield* managed.awaitTeardown
+                assert.strictEqual(report._tag, "Exited")
+              }),
+            { concurrency: 4, discard: true }
+          )
+          const left = marked(marker)
+          killMarked(marker)
+          assert.deepStrictEqual(left.map((p) => p.cmdline), [])
+          assertNoSurvivors(prefix)
+        }))
+    ))
 
   it.live("a descendant hidden behind a burst of 300 short-lived forks (more than 64 foreign pids)", () =>
     withDir((dir) =>
@@ -208,9 +209,9 @@ describe.runIf(process.platform === "linux")("adversarial: the fork witness hold
                   pool,
                   prefix,
                   sh(
-                  `setsid sh -c 'exec 3<>${fifo}; echo $$ > ${pidFile}; read x <&3' ${marker} & ` +
-                    `while [ ! -s ${pidFile} ]; do :; done; exit 0`
-                ),
+                    `setsid sh -c 'exec 3<>${fifo}; echo $$ > ${pidFile}; read x <&3' ${marker} & ` +
+                      `while [ ! -s ${pidFile} ]; do :; done; exit 0`
+                  ),
                   pidFile,
                   marker
                 )
