@@ -127,7 +127,8 @@ export const wrapExact = (
   env: Readonly<Record<string, string>>
 ): ExactCommandLine | { readonly unwrappable: string } => {
   if (command === "" || command.startsWith("-")) return { unwrappable: `the command starts with "-": ${command}` }
-  const shellEnv: Record<string, string> = {}
+  // No prototype: a variable named `__proto__` is one like any other.
+  const shellEnv: Record<string, string> = Object.create(null)
   for (const [name, value] of Object.entries(env)) {
     if (!shellName.test(name)) return { unwrappable: `the variable name ${JSON.stringify(name)} is not a shell name` }
     shellEnv[name] = value
