@@ -63,6 +63,28 @@ const toStdio = (
   return toStdio(option.stream)
 }
 
+interface ExitWatch {
+  readonly exited: Deferred.Deferred<ExitStatus>
+  status: ExitStatus | undefined
+  /** One listener is the common case (the pool's); more (a session close) are rare. */
+  listeners: (() => void) | Array<() => void> | undefined
+}
+
+/** Records the child's exit and tells the listeners (its own function: its closure holds nothing else). */
+const watchExit = (child: NodeChildProcess.ChildProcess): ExitWatch => {
+  const watch: ExitWatch = { exited: Deferred.makeUnsafe<ExitStatus>(), status: undefined, listeners: undefined }
+  child.on("exit", (code, signal) => {
+    const status: ExitStatus = { code, signal }
+    watch.status = status
+    Deferred.doneUnsafe(watch.exited, Exit.succeed(status))
+    const listeners = watch.listeners
+    watch.listeners = undefined
+    if (typeof listeners === "function") listeners()
+    else if (listeners !== undefined) { for (const f of listeners) f() }
+  })
+  return watch
+}
+
 const getInputFd = () => Sink.drain
 const getOutputFd = () => Stream.empty
 /** The I/O of a process with no pipe at all (every stdio ignored or inherited), shared. */
@@ -110,36 +132,27 @@ const launch = Effect.fnUntraced(function*(
   const stdout = toStdio(options.stdout)
   const stderr = toStdio(options.stderr)
 
-  const exited = Deferred.makeUnsafe<ExitStatus>()
-  let status: ExitStatus | undefined
-  // One listener is the common case (the pool's); more (a session close) are rare.
-  let onExit: (() => void) | Array<() => void> | undefined
   const before = forkWitness.mark()
-  const child = yield* Effect.callback<NodeChildProcess.ChildProcess, PlatformError.PlatformError>((resume) => {
-    const child = NodeChildProcess.spawn(command.command, command.args.map(unwrap), {
-      cwd,
-      env,
-      stdio: [stdin, stdout, stderr],
-      // Own session and process group: the group is the container, and no terminal signal reaches it behind our back.
-      detached: process.platform !== "win32",
-      shell: options.shell,
-      windowsHide: true
-    })
-    if (child.pid !== undefined) forkWitness.forked()
+  // Spawned here, not in a callback: no closure may keep `env` (every process's own copy of the
+  // environment) alive for as long as the process lives.
+  const child = NodeChildProcess.spawn(command.command, command.args.map(unwrap), {
+    cwd,
+    env,
+    stdio: [stdin, stdout, stderr],
+    // Own session and process group: the group is the container, and no terminal signal reaches it behind our back.
+    detached: process.platform !== "win32",
+    shell: options.shell,
+    windowsHide: true
+  })
+  if (child.pid !== undefined) forkWitness.forked()
+  const watch = watchExit(child)
+  yield* Effect.callback<void, PlatformError.PlatformError>((resume) => {
     child.on("error", (error: NodeJS.ErrnoException) => {
       if (child.pid === undefined) {
         resume(Effect.fail(spawnError(command, error, `${display}: ${error.code ?? error.message}`)))
       }
     })
-    child.on("exit", (code, signal) => {
-      status = { code, signal }
-      Deferred.doneUnsafe(exited, Exit.succeed(status))
-      const listeners = onExit
-      onExit = undefined
-      if (typeof listeners === "function") listeners()
-      else if (listeners !== undefined) { for (const f of listeners) f() }
-    })
-    child.on("spawn", () => resume(Effect.succeed(child)))
+    child.on("spawn", () => resume(Effect.void))
   })
   const pid = child.pid!
   const identity = identify(pid) ?? { pid, startTime: "0", bootId: "unknown" }
@@ -206,17 +219,17 @@ const launch = Effect.fnUntraced(function*(
     pid,
     pgid: pid,
     identity,
-    exit: Deferred.await(exited),
-    exitStatus: () => status,
+    exit: Deferred.await(watch.exited),
+    exitStatus: () => watch.status,
     onExit: (f) => {
-      if (status !== undefined) f()
-      else if (onExit === undefined) onExit = f
-      else if (typeof onExit === "function") onExit = [onExit, f]
-      else onExit.push(f)
+      if (watch.status !== undefined) f()
+      else if (watch.listeners === undefined) watch.listeners = f
+      else if (typeof watch.listeners === "function") watch.listeners = [watch.listeners, f]
+      else watch.listeners.push(f)
     },
     alone: () => forkWitness.alone(before),
     // Node refuses (returns false) once it has reaped the child, so this never reaches a reused pid.
-    signal: (signal) => status === undefined && child.kill(signal),
+    signal: (signal) => watch.status === undefined && child.kill(signal),
     io: stdinSink === Sink.drain && out === Stream.empty && err === Stream.empty ? noIo : {
       stdin: stdinSink,
       stdout: out,

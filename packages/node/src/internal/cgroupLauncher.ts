@@ -94,132 +94,133 @@ const neverRan = (leaf: Cgroup): boolean => {
 const unwrapWord = (word: string | Redacted.Redacted<string>): string =>
   Redacted.isRedacted(word) ? Redacted.value(word) : word
 
-const launchInLeaf = (
+// A generator function of its own (not a closure over its arguments): no callback it creates may
+// keep `env`, the process's own copy of the environment, alive for as long as the process lives.
+const launchInLeaf = Effect.fnUntraced(function*(
   base: ProcessLauncher["Service"],
   p: CgroupPool,
   command: ChildProcess.StandardCommand,
   env: Readonly<Record<string, string>>,
   options: LaunchOptions
-) =>
-  Effect.gen(function*() {
-    const { display, session } = options
-    const shellOption = command.options.shell
-    // What the base refuses (shell with arguments, extra descriptors) it refuses unwrapped.
-    if (
-      (shellOption !== undefined && shellOption !== false && command.args.length > 0) ||
-      (command.options.additionalFds !== undefined && Object.keys(command.options.additionalFds).length > 0)
-    ) {
-      return yield* base.launch(command, env, options)
-    }
-    const file = shellOption === undefined || shellOption === false
-      ? command.command
-      : typeof shellOption === "string"
-      ? shellOption
-      : "/bin/sh"
-    const args = shellOption === undefined || shellOption === false ? command.args : ["-c", command.command]
+) {
+  const { display, session } = options
+  const shellOption = command.options.shell
+  // What the base refuses (shell with arguments, extra descriptors) it refuses unwrapped.
+  if (
+    (shellOption !== undefined && shellOption !== false && command.args.length > 0) ||
+    (command.options.additionalFds !== undefined && Object.keys(command.options.additionalFds).length > 0)
+  ) {
+    return yield* base.launch(command, env, options)
+  }
+  const file = shellOption === undefined || shellOption === false
+    ? command.command
+    : typeof shellOption === "string"
+    ? shellOption
+    : "/bin/sh"
+  const args = shellOption === undefined || shellOption === false ? command.args : ["-c", command.command]
 
-    let wrapper = p.placement === "wrapper"
-    if (wrapper) {
-      const cwd = command.options.cwd ?? process.cwd()
-      // A working directory that is not there is the base's error to report (it checks first).
-      const found = fs.existsSync(cwd) ? lookUp(file, env.PATH, cwd) : "ok"
-      if (found !== "ok") {
-        return yield* PlatformError.systemError({
-          _tag: found === "ENOENT" ? "NotFound" : "PermissionDenied",
-          module: "ChildProcess",
-          method: "spawn",
-          syscall: `spawn ${file}`,
-          pathOrDescriptor: command.command,
-          description: `${display}: ${found}`
+  let wrapper = p.placement === "wrapper"
+  if (wrapper) {
+    const cwd = command.options.cwd ?? process.cwd()
+    // A working directory that is not there is the base's error to report (it checks first).
+    const found = fs.existsSync(cwd) ? lookUp(file, env.PATH, cwd) : "ok"
+    if (found !== "ok") {
+      return yield* PlatformError.systemError({
+        _tag: found === "ENOENT" ? "NotFound" : "PermissionDenied",
+        module: "ChildProcess",
+        method: "spawn",
+        syscall: `spawn ${file}`,
+        pathOrDescriptor: command.command,
+        description: `${display}: ${found}`
+      })
+    }
+  }
+
+  const leaf = yield* Effect.try({
+    try: () => createLeaf(p, options),
+    catch: (error) =>
+      error instanceof LimitFailure
+        ? new LimitUnavailable({ ...error.refusal, session })
+        : new SpawnError({
+          session,
+          command: display,
+          kind: "Containment",
+          reason: `cannot create the tree's cgroup: ${error instanceof Error ? error.message : String(error)}`
+        })
+  })
+  // Registered before the launch: the scope closes it after the launch's own finalizers.
+  yield* Effect.addFinalizer(() => releaseLeaf(p, session, leaf))
+
+  let launched: Launched
+  const line = wrapper ? wrapExact(leaf, file, args.map(unwrapWord), env) : undefined
+  if (line !== undefined && !("unwrappable" in line)) {
+    // The command's own argument words (Redacted ones included) stay as they were given.
+    const words = [...line.args.slice(0, line.args.length - args.length), ...args]
+    launched = yield* base.launch(
+      ChildProcess.make(line.command, words, { ...command.options, shell: false }),
+      line.env,
+      options
+    )
+  } else {
+    if (line !== undefined) {
+      yield* Effect.logDebug(`cgroup placement after spawn for ${display}: ${line.unwrappable}`)
+    }
+    wrapper = false
+    launched = yield* base.launch(command, env, options)
+    try {
+      placeUnsafe(leaf, launched.pid)
+    } catch (error) {
+      // Gone already: it ran (briefly) outside the leaf; its group and cookie still cover it.
+      if (!(error instanceof CgroupFailure && error.reason === "NoSuchProcess")) {
+        launched.signal?.("SIGKILL")
+        return yield* new SpawnError({
+          session,
+          command: display,
+          kind: "Containment",
+          reason: `cannot move pid ${launched.pid} into its cgroup: ${
+            error instanceof Error ? error.message : String(error)
+          }`
         })
       }
     }
+  }
 
-    const leaf = yield* Effect.try({
-      try: () => createLeaf(p, options),
-      catch: (error) =>
-        error instanceof LimitFailure
-          ? new LimitUnavailable({ ...error.refusal, session })
-          : new SpawnError({
-            session,
-            command: display,
-            kind: "Containment",
-            reason: `cannot create the tree's cgroup: ${error instanceof Error ? error.message : String(error)}`
-          })
-    })
-    // Registered before the launch: the scope closes it after the launch's own finalizers.
-    yield* Effect.addFinalizer(() => releaseLeaf(p, session, leaf))
-
-    let launched: Launched
-    const line = wrapper ? wrapExact(leaf, file, args.map(unwrapWord), env) : undefined
-    if (line !== undefined && !("unwrappable" in line)) {
-      // The command's own argument words (Redacted ones included) stay as they were given.
-      const words = [...line.args.slice(0, line.args.length - args.length), ...args]
-      launched = yield* base.launch(
-        ChildProcess.make(line.command, words, { ...command.options, shell: false }),
-        line.env,
-        options
-      )
-    } else {
-      if (line !== undefined) {
-        yield* Effect.logDebug(`cgroup placement after spawn for ${display}: ${line.unwrappable}`)
+  const ref = cgroupTable.toRef(leaf)
+  const pid = launched.pid
+  let patched: ExitStatus | undefined
+  // Decided once, by the first to ask after the exit: the exit callback, or whoever the exit woke
+  // first. Always before the leaf's removal, which waits for the teardown (that asks too).
+  const exitStatus = (): ExitStatus | undefined => {
+    if (patched !== undefined || !wrapper) return patched ?? launched.exitStatus()
+    const status = launched.exitStatus()
+    if (status === undefined) return undefined
+    patched = status.code === placementFailedCode && neverRan(leaf)
+      ? {
+        ...status,
+        spawnError: new SpawnError({
+          session,
+          command: display,
+          kind: "Containment",
+          reason: `the command never ran: it could not be placed in its cgroup ${leaf.path}`
+        })
       }
-      wrapper = false
-      launched = yield* base.launch(command, env, options)
-      try {
-        placeUnsafe(leaf, launched.pid)
-      } catch (error) {
-        // Gone already: it ran (briefly) outside the leaf; its group and cookie still cover it.
-        if (!(error instanceof CgroupFailure && error.reason === "NoSuchProcess")) {
-          launched.signal?.("SIGKILL")
-          return yield* new SpawnError({
-            session,
-            command: display,
-            kind: "Containment",
-            reason: `cannot move pid ${launched.pid} into its cgroup: ${
-              error instanceof Error ? error.message : String(error)
-            }`
-          })
-        }
-      }
-    }
-
-    const ref = cgroupTable.toRef(leaf)
-    const pid = launched.pid
-    let patched: ExitStatus | undefined
-    // Decided once, by the first to ask after the exit: the exit callback, or whoever the exit woke
-    // first. Always before the leaf's removal, which waits for the teardown (that asks too).
-    const exitStatus = (): ExitStatus | undefined => {
-      if (patched !== undefined || !wrapper) return patched ?? launched.exitStatus()
-      const status = launched.exitStatus()
-      if (status === undefined) return undefined
-      patched = status.code === placementFailedCode && neverRan(leaf)
-        ? {
-          ...status,
-          spawnError: new SpawnError({
-            session,
-            command: display,
-            kind: "Containment",
-            reason: `the command never ran: it could not be placed in its cgroup ${leaf.path}`
-          })
-        }
-        : status
-      return patched
-    }
-    if (wrapper) launched.onExit?.(() => void exitStatus())
-    const decorated: Launched = {
-      ...launched,
-      cgroup: ref,
-      exitStatus,
-      exit: Effect.map(launched.exit, (status) => exitStatus() ?? status),
-      // The leaf holds every descendant (wrapper) or every one forked after the move (post-spawn,
-      // where the fork witness must prove the first moments too).
-      alone: wrapper
-        ? () => cgroupTable.alone(ref, pid) ?? launched.alone?.() ?? false
-        : () => launched.alone?.() === true && cgroupTable.alone(ref, pid) === true
-    }
-    return decorated
-  })
+      : status
+    return patched
+  }
+  if (wrapper) launched.onExit?.(() => void exitStatus())
+  const decorated: Launched = {
+    ...launched,
+    cgroup: ref,
+    exitStatus,
+    exit: Effect.map(launched.exit, (status) => exitStatus() ?? status),
+    // The leaf holds every descendant (wrapper) or every one forked after the move (post-spawn,
+    // where the fork witness must prove the first moments too).
+    alone: wrapper
+      ? () => cgroupTable.alone(ref, pid) ?? launched.alone?.() ?? false
+      : () => launched.alone?.() === true && cgroupTable.alone(ref, pid) === true
+  }
+  return decorated
+})
 
 /**
  * The launcher of `pools` (by pool id): a launch for a pool without cgroups goes to `base` as it is.

@@ -33,30 +33,30 @@ export interface Mark {
 /** The launcher's own forks (children that got a pid), ever. */
 let ownForks = 0
 
-/** The latest reading. Any reading taken before a fork may serve as its mark: an older one only proves less. */
-let latest: Mark | undefined
-/** A reading taken in the current synchronous run of the event loop (trees closed together share it). */
+/**
+ * A reading taken in the current synchronous run of the event loop: trees
+ * closed together share it, and a spawn started from a tree's end uses the
+ * reading that proved that tree alone.
+ */
 let fresh: Mark | undefined
 
 const read = (): Mark | undefined => {
   if (fresh !== undefined) return fresh
   const forks = procfs.readForks()
-  latest = forks === undefined ? undefined : { forks, own: ownForks }
-  if (latest !== undefined) {
-    fresh = latest
-    queueMicrotask(() => {
-      fresh = undefined
-    })
-  }
-  return latest
+  if (forks === undefined) return undefined
+  fresh = { forks, own: ownForks }
+  queueMicrotask(() => {
+    fresh = undefined
+  })
+  return fresh
 }
 
 /**
- * The count before a fork: the latest reading (each `alone` reads it, so a
- * pool that spawns as its trees end reads it once per tree), or a fresh one;
- * `undefined` when it cannot be read (nothing will be proven).
+ * The count just before a fork (an earlier reading would do, but every fork
+ * elsewhere since it would leave the leader unproven); `undefined` when it
+ * cannot be read (nothing will be proven).
  */
-export const mark = (): Mark | undefined => latest ?? read()
+export const mark = (): Mark | undefined => read()
 
 /** Counts one of the launcher's forks (a child that got a pid). */
 export const forked = (): void => {
