@@ -66,16 +66,22 @@ afterEach(async () => {
 })
 
 describe.runIf(hasClock)("forkWitness", () => {
-  it("proves a leader that forked nothing alone, also after other leaders of the launcher", async () => {
-    // Another process may fork meanwhile (a parallel test); that only makes one attempt unproven.
-    let proven = 0
-    for (let attempt = 0; attempt < 30 && proven === 0; attempt++) {
+  it("proves a leader that forked nothing alone, also after other leaders of the launcher", async (ctx) => {
+    // Any other process forking meanwhile (a parallel test) leaves an attempt unproven, rightly:
+    // the assertion is only made on attempts where the machine forked nothing else (the count,
+    // read around the attempt, grew by our two forks alone).
+    for (let attempt = 0; attempt < 30; attempt++) {
+      const around = procfs.readForks()!
       const first = spawnLeader("exit 0")
       const second = spawnLeader("exit 0")
       await Promise.all([first.exited, second.exited])
-      if (forkWitness.alone(first.before)) proven++
+      const proven = forkWitness.alone(first.before)
+      if (procfs.readForks()! - around === 2) {
+        assert.isTrue(proven)
+        return
+      }
     }
-    assert.isAbove(proven, 0)
+    ctx.skip("the machine never stayed quiet for one attempt: nothing to conclude")
   })
 
   it("never proves alone a leader whose child is still in its group", async () => {
