@@ -62,6 +62,24 @@ const gone = (error: unknown) => {
   return code === "ENOENT" || code === "ESRCH"
 }
 
+/**
+ * Reads `fd` whole into the shared scratch buffer (growing it), from offset 0
+ * when `fromStart` (a file kept open), else from where it stands; returns the byte count.
+ */
+const readAll = (fd: number, fromStart: boolean): number => {
+  let length = 0
+  while (true) {
+    if (length === scratch.length) {
+      const bigger = Buffer.allocUnsafe(scratch.length * 2)
+      scratch.copy(bigger, 0, 0, length)
+      scratch = bigger
+    }
+    const n = fs.readSync(fd, scratch, length, scratch.length - length, fromStart ? length : null)
+    if (n === 0) return length
+    length += n
+  }
+}
+
 /** Reads a whole `/proc` file into the shared scratch buffer; returns the byte count, -1 if the process is gone. */
 const readProc = (path: string): number => {
   let fd: number
@@ -72,17 +90,7 @@ const readProc = (path: string): number => {
     throw new Unreadable(`${path}: ${(error as NodeJS.ErrnoException).code ?? String(error)}`)
   }
   try {
-    let length = 0
-    while (true) {
-      if (length === scratch.length) {
-        const bigger = Buffer.allocUnsafe(scratch.length * 2)
-        scratch.copy(bigger, 0, 0, length)
-        scratch = bigger
-      }
-      const n = fs.readSync(fd, scratch, length, scratch.length - length, null)
-      if (n === 0) return length
-      length += n
-    }
+    return readAll(fd, false)
   } catch (error) {
     if (gone(error)) return -1
     throw new Unreadable(`${path}: ${(error as NodeJS.ErrnoException).code ?? String(error)}`)
@@ -204,17 +212,7 @@ const readAgain = (path: string): number => {
     clockFiles.set(path, fd)
   }
   try {
-    let length = 0
-    while (true) {
-      if (length === scratch.length) {
-        const bigger = Buffer.allocUnsafe(scratch.length * 2)
-        scratch.copy(bigger, 0, 0, length)
-        scratch = bigger
-      }
-      const n = fs.readSync(fd, scratch, length, scratch.length - length, length)
-      if (n === 0) return length
-      length += n
-    }
+    return readAll(fd, true)
   } catch (error) {
     clockFiles.delete(path)
     fs.closeSync(fd)
