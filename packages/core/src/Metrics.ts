@@ -49,19 +49,14 @@ const exitedWith = (attributes?: Metric.Metric.Attributes) =>
  */
 export const exited = exitedWith()
 
-const spawnFailuresWith = (attributes?: Metric.Metric.Attributes) =>
-  Metric.counter("shepherd_spawn_failures", {
-    description:
-      "Spawn requests that failed (attribute `reason`: SpawnError, SlotTimeout, HardCapExceeded, PoolClosed)",
-    incremental: true,
-    attributes
-  })
-
 /**
  * @since 0.1.0
  * @category metrics
  */
-export const spawnFailures = spawnFailuresWith()
+export const spawnFailures = Metric.counter("shepherd_spawn_failures", {
+  description: "Spawn requests that failed (attribute `reason`: SpawnError, SlotTimeout, HardCapExceeded, PoolClosed)",
+  incremental: true
+})
 
 const slotWaitersWith = (attributes?: Metric.Metric.Attributes) =>
   Metric.gauge("shepherd_slot_waiters", {
@@ -101,18 +96,14 @@ const teardownDurationWith = (attributes?: Metric.Metric.Attributes) =>
  */
 export const teardownDuration = teardownDurationWith()
 
-const orphansReapedWith = (attributes?: Metric.Metric.Attributes) =>
-  Metric.counter("shepherd_orphans_reaped", {
-    description: "Trees terminated by recovery or the reaper (attribute `source`: recovery, stale, untracked)",
-    incremental: true,
-    attributes
-  })
-
 /**
  * @since 0.1.0
  * @category metrics
  */
-export const orphansReaped = orphansReapedWith()
+export const orphansReaped = Metric.counter("shepherd_orphans_reaped", {
+  description: "Trees terminated by recovery or the reaper (attribute `source`: recovery, stale, untracked)",
+  incremental: true
+})
 
 const ledgerEventsWith = (attributes?: Metric.Metric.Attributes) =>
   Metric.counter("shepherd_ledger_events", {
@@ -127,25 +118,14 @@ const ledgerEventsWith = (attributes?: Metric.Metric.Attributes) =>
  */
 export const ledgerEvents = ledgerEventsWith()
 
-const ledgerCompactionsWith = (attributes?: Metric.Metric.Attributes) =>
-  Metric.counter("shepherd_ledger_compactions", {
-    description: "Ledger compactions",
-    incremental: true,
-    attributes
-  })
-
 /**
  * @since 0.1.0
  * @category metrics
  */
-export const ledgerCompactions = ledgerCompactionsWith()
-
-const lifelineRestartsWith = (attributes?: Metric.Metric.Attributes) =>
-  Metric.counter("shepherd_lifeline_restarts", {
-    description: "Lifelines restarted after dying on their own (attribute `outcome`: restarted, failed)",
-    incremental: true,
-    attributes
-  })
+export const ledgerCompactions = Metric.counter("shepherd_ledger_compactions", {
+  description: "Ledger compactions",
+  incremental: true
+})
 
 /**
  * Lifeline restarts after the lifeline died on its own (attribute `outcome`:
@@ -154,7 +134,10 @@ const lifelineRestartsWith = (attributes?: Metric.Metric.Attributes) =>
  * @since 0.1.0
  * @category metrics
  */
-export const lifelineRestarts = lifelineRestartsWith()
+export const lifelineRestarts = Metric.counter("shepherd_lifeline_restarts", {
+  description: "Lifelines restarted after dying on their own (attribute `outcome`: restarted, failed)",
+  incremental: true
+})
 
 /**
  * A pool's metrics with its attributes fixed at construction: the same series
@@ -167,15 +150,10 @@ export const lifelineRestarts = lifelineRestartsWith()
 export const forPool = (attributes: Readonly<Record<string, string>>) => ({
   spawned: spawnedWith(attributes),
   running: runningWith(attributes),
-  exited: exitedWith(attributes),
-  spawnFailures: spawnFailuresWith(attributes),
   slotWaiters: slotWaitersWith(attributes),
   slotWait: slotWaitWith(attributes),
   teardownDuration: teardownDurationWith(attributes),
-  orphansReaped: orphansReapedWith(attributes),
   ledgerEvents: ledgerEventsWith(attributes),
-  ledgerCompactions: ledgerCompactionsWith(attributes),
-  lifelineRestarts: lifelineRestartsWith(attributes),
   /** `exited` per outcome. */
   exitedBy: (outcome: string) => exitedWith({ ...attributes, outcome })
 })
