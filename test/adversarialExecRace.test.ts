@@ -16,8 +16,8 @@
  * "not proven" for each of them: the miss is the scan's).
  *
  * Fixed: `procfs.readCookie` looks again at an empty environ of a live process that is not a
- * kernel thread (for up to about 2 ms), and one that stays empty counts as "cannot be told" (not
- * remembered), not as "no cookie".
+ * kernel thread, for up to about 2 ms, before it counts as "no cookie" (an exec is over long before;
+ * a process started with `env -i` stays empty and is remembered, so the wait is paid once).
  */
 import { afterEach, assert, describe, it } from "@effect/vitest"
 import { Effect } from "effect"

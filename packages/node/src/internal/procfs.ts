@@ -147,8 +147,8 @@ const pause = new Int32Array(new SharedArrayBuffer(4))
 /**
  * The `SHEPHERD_ID` in a process's environment at its last exec; `undefined`
  * when it has none (or is gone), `null` when its environment cannot be read
- * (another user's process) or stays empty while the process lives (a kernel
- * thread's empty one counts as none).
+ * (another user's process). An empty one is looked at again for a moment
+ * first: a process inside `execve()` shows none.
  */
 export const readCookie = (pid: number): string | undefined | null => {
   let n: number
@@ -156,8 +156,8 @@ export const readCookie = (pid: number): string | undefined | null => {
     n = readProc(`/proc/${pid}/environ`)
     // A live process inside execve() shows an empty environment until the kernel has set up the
     // new one (between exec_mmap and create_elf_tables): judged then, a descendant with the tree's
-    // cookie would pass for one without. Look again for a moment; what stays empty and is neither
-    // a kernel thread nor dead cannot be told (null: not remembered, looked at again next time).
+    // cookie would pass for one without. Look again for a moment (about 2 ms at most, once per
+    // process: the answer is remembered); what stays empty really has no environment (`env -i`).
     for (let tries = 0; n === 0 && tries < 40; tries++) {
       const stat = readStat(pid)
       if (stat === undefined || isDead(stat) || stat.ppid === 2 || pid === 2) return undefined
@@ -167,8 +167,7 @@ export const readCookie = (pid: number): string | undefined | null => {
   } catch {
     return null
   }
-  if (n < 0) return undefined
-  if (n === 0) return null
+  if (n <= 0) return undefined
   const env = scratch.subarray(0, n)
   let at = env.indexOf(cookiePrefix)
   while (at > 0 && env[at - 1] !== 0) at = env.indexOf(cookiePrefix, at + 1)
