@@ -85,6 +85,7 @@ const watchExit = (child: NodeChildProcess.ChildProcess): ExitWatch => {
   return watch
 }
 
+const ignore = () => {}
 const getInputFd = () => Sink.drain
 const getOutputFd = () => Stream.empty
 /** The I/O of a process with no pipe at all (every stdio ignored or inherited), shared. */
@@ -144,17 +145,20 @@ const launch = Effect.fnUntraced(function*(
     shell: options.shell,
     windowsHide: true
   })
-  if (child.pid !== undefined) forkWitness.forked()
   const watch = watchExit(child)
-  yield* Effect.callback<void, PlatformError.PlatformError>((resume) => {
-    child.on("error", (error: NodeJS.ErrnoException) => {
-      if (child.pid === undefined) {
+  if (child.pid === undefined) {
+    // Node reports a failed spawn (a missing executable, EACCES) on the next tick, without a pid.
+    return yield* Effect.callback<never, PlatformError.PlatformError>((resume) => {
+      child.on("error", (error: NodeJS.ErrnoException) => {
         resume(Effect.fail(spawnError(command, error, `${display}: ${error.code ?? error.message}`)))
-      }
+      })
     })
-    child.on("spawn", () => resume(Effect.void))
-  })
-  const pid = child.pid!
+  }
+  // A pid means the exec succeeded (libuv's spawn returns only then); its "spawn" event is not
+  // waited for, which saves a suspension per spawn. A later "error" (a failed kill) must not crash.
+  forkWitness.forked()
+  child.on("error", ignore)
+  const pid = child.pid
   const identity = identify(pid) ?? { pid, startTime: "0", bootId: "unknown" }
   // When the process scope closes (after the teardown), the pipes must not keep the host's event
   // loop alive: a descendant that survived (Escaped) could hold their other end forever.

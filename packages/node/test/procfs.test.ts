@@ -18,6 +18,11 @@ const waitUntil = async (check: () => boolean, ms = 60_000) => {
     await new Promise((r) => setTimeout(r, 10))
   }
 }
+const countPauses = (f: () => void): number => {
+  const before = procfs.pauses.taken
+  f()
+  return procfs.pauses.taken - before
+}
 const kill = (pid: number | undefined) => {
   try {
     if (pid !== undefined) process.kill(-pid, "SIGKILL")
@@ -29,7 +34,7 @@ const kill = (pid: number | undefined) => {
 describe("procfs", () => {
   it("parseStat splits after the last parenthesis of the command name", () => {
     const stat = procfs.parseStat(7, "7 (a) b (c)) S 1 7 7 0 -1 4194560 0 0 0 0 0 0 0 0 20 0 1 0 12345 0 0")
-    assert.deepStrictEqual(stat, { pid: 7, state: "S", ppid: 1, pgid: 7, sid: 7, startTime: "12345" })
+    assert.deepStrictEqual(stat, { pid: 7, state: "S", ppid: 1, pgid: 7, sid: 7, flags: 4194560, startTime: "12345" })
     assert.isUndefined(procfs.parseStat(7, "7 (truncated"))
     assert.isUndefined(procfs.parseStat(7, "7 (a) S 1 7"))
   })
@@ -43,6 +48,33 @@ describe("procfs", () => {
     assert.strictEqual(Membership.liveness({ ...self, startTime: "1" }, host, procfs.observe), "dead")
     assert.isUndefined(procfs.observe(4_194_000))
     assert.isAtLeast(procfs.threadCount(process.pid)!, 1)
+  })
+
+  // The look-again at an empty environ (a process inside execve()) is for that case only: a
+  // process started with `env -i` or a kernel thread has no environment for good, and a scan that
+  // waited on each would stall the host wherever such processes come and go.
+  it.runIf(hasProc)("an environment that is empty for good is not waited for; a cookie is read", async () => {
+    const empty = NodeChildProcess.spawn("sleep", ["30"], { stdio: "ignore", detached: true, env: {} })
+    const marked = NodeChildProcess.spawn("sleep", ["30"], {
+      stdio: "ignore",
+      detached: true,
+      env: { SHEPHERD_ID: `t-procfs-${process.pid}:2` }
+    })
+    try {
+      // Wait until both have exec'd (their command name is sleep's).
+      await waitUntil(() => [empty, marked].every((c) => procfs.readCmdline(c.pid!).startsWith("sleep")))
+      const pauses = countPauses(() => {
+        assert.isUndefined(procfs.readCookie(empty.pid!))
+        assert.strictEqual(procfs.readCookie(marked.pid!), `t-procfs-${process.pid}:2`)
+        if (fs.existsSync("/proc/2/stat") && ((procfs.readStat(2)?.flags ?? 0) & 0x200000) !== 0) {
+          assert.isUndefined(procfs.readCookie(2))
+        }
+      })
+      assert.strictEqual(pauses, 0)
+    } finally {
+      kill(empty.pid)
+      kill(marked.pid)
+    }
   })
 
   it.runIf(hasProc)("a real zombie is dead, and is not signalled", async () => {

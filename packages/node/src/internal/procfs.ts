@@ -12,6 +12,8 @@ export interface Stat {
   readonly ppid: number
   readonly pgid: number
   readonly sid: number
+  /** Field 9: the kernel's `PF_*` flags of the task. */
+  readonly flags: number
   /** Field 22: start time in clock ticks since boot, kept as text (exact). */
   readonly startTime: string
 }
@@ -20,7 +22,7 @@ export interface Stat {
 export const parseStat = (pid: number, text: string): Stat | undefined => {
   const close = text.lastIndexOf(")")
   if (close < 0) return undefined
-  // Fields after the comm: 3=state 4=ppid 5=pgrp 6=session ... 22=starttime. Walked, not split: a
+  // Fields after the comm: 3=state 4=ppid 5=pgrp 6=session 9=flags ... 22=starttime. Walked, not split: a
   // scan reads this for every process, and the 52 fields of a split are mostly garbage.
   const fields: Array<string> = []
   let at = close + 2
@@ -30,7 +32,7 @@ export const parseStat = (pid: number, text: string): Stat | undefined => {
       if (fields.length === 19 && at < text.length) fields.push(text.slice(at).trimEnd())
       break
     }
-    if (fields.length < 4 || fields.length === 19) fields.push(text.slice(at, space))
+    if (fields.length < 4 || fields.length === 6 || fields.length === 19) fields.push(text.slice(at, space))
     else fields.push("")
     at = space + 1
   }
@@ -42,6 +44,7 @@ export const parseStat = (pid: number, text: string): Stat | undefined => {
     ppid: Number(fields[1]),
     pgid: Number(fields[2]),
     sid: Number(fields[3]),
+    flags: Number(fields[6]),
     startTime
   }
 }
@@ -142,26 +145,58 @@ export const readBootId = (): string => {
 }
 
 const cookiePrefix = Buffer.from("SHEPHERD_ID=")
+/** `PF_EXITING` and `PF_KTHREAD` of `include/linux/sched.h`. */
+const pfExiting = 0x4
+const pfKthread = 0x200000
 const pause = new Int32Array(new SharedArrayBuffer(4))
+/** How many pauses `readCookie` took waiting for an environment (tests read it). */
+export const pauses = { taken: 0 }
+
+/**
+ * Whether a process whose environment reads empty has one to come: `true`
+ * while it is inside `execve()` (the kernel shows no environment between
+ * `exec_mmap()` and `create_elf_tables()`, where its `env_end`, field 51 of
+ * `/proc/<pid>/stat`, is still 0), `false` when it really has none (started
+ * with `env -i`: `env_end` is set), or is gone, dead, exiting or a kernel
+ * thread. `undefined`: its environment has been set up since the read, so
+ * reading it again now tells.
+ */
+const environmentPending = (pid: number): boolean | undefined => {
+  const n = readProc(`/proc/${pid}/stat`)
+  if (n < 0) return false
+  const text = scratch.toString("latin1", 0, n)
+  const stat = parseStat(pid, text)
+  if (stat === undefined || isDead(stat) || (stat.flags & (pfExiting | pfKthread)) !== 0) return false
+  // Fields 3.. after the command name; env_start and env_end are fields 50 and 51 (Linux 3.5+).
+  const fields = text.slice(text.lastIndexOf(")") + 2).split(" ")
+  const envStart = fields[50 - 3]
+  const envEnd = fields[51 - 3]
+  if (envStart === undefined || envEnd === undefined) return true // an old kernel: look again
+  if (envEnd === "0") return true
+  return envStart === envEnd ? false : undefined
+}
 
 /**
  * The `SHEPHERD_ID` in a process's environment at its last exec; `undefined`
  * when it has none (or is gone), `null` when its environment cannot be read
- * (another user's process). An empty one is looked at again for a moment
- * first: a process inside `execve()` shows none.
+ * (another user's process). An empty one of a process inside `execve()` is
+ * looked at again until the kernel has set it up.
  */
 export const readCookie = (pid: number): string | undefined | null => {
   let n: number
   try {
     n = readProc(`/proc/${pid}/environ`)
     // A live process inside execve() shows an empty environment until the kernel has set up the
-    // new one (between exec_mmap and create_elf_tables): judged then, a descendant with the tree's
-    // cookie would pass for one without. Look again for a moment (about 2 ms at most, once per
-    // process: the answer is remembered); what stays empty really has no environment (`env -i`).
+    // new one: judged then, a descendant with the tree's cookie would pass for one without. The
+    // kernel's own bounds tell that case from a process that has none (`env -i`, paid nothing).
+    // The wait is bounded (about 2 ms: an exec stalled longer, on a cold disk, is judged as it is).
     for (let tries = 0; n === 0 && tries < 40; tries++) {
-      const stat = readStat(pid)
-      if (stat === undefined || isDead(stat) || stat.ppid === 2 || pid === 2) return undefined
-      Atomics.wait(pause, 0, 0, 0.05)
+      const pending = environmentPending(pid)
+      if (pending === false) return undefined
+      if (pending === true) {
+        pauses.taken++
+        Atomics.wait(pause, 0, 0, 0.05)
+      }
       n = readProc(`/proc/${pid}/environ`)
     }
   } catch {

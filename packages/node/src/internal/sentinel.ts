@@ -16,13 +16,14 @@
 // too (read through the identity-checked cgroup: nothing that left its group and environment gets
 // away), and the force phase ends with `cgroup.kill` on each of the pool's session cgroups.
 //
-// It imports only `node:fs`, the `/proc` reader and the membership rules (no
+// It imports only `node:fs`, `node:net`, the `/proc` reader and the membership rules (no
 // Effect), so that it starts fast; the host runs it as `.ts` from the sources
 // (type stripping) and as `.js` once built.
 import * as Membership from "@shepherd/core/Membership"
 import type { Container } from "@shepherd/core/ProcessTable"
 import type { CgroupRef } from "@shepherd/core/Containment"
 import * as fs from "node:fs"
+import * as net from "node:net"
 import { type Cgroup, childrenUnsafe, removeOnceUnsafe } from "./cgroupFs.ts"
 import * as cgroupTable from "./cgroupTable.ts"
 import * as procfs from "./procfs.ts"
@@ -187,8 +188,7 @@ const removeEmpty = (c: Cgroup): void => {
 }
 
 let buffer = ""
-process.stdin.setEncoding("latin1")
-process.stdin.on("data", (chunk: string) => {
+const onData = (chunk: string): void => {
   buffer += chunk
   let nl: number
   while ((nl = buffer.indexOf("\n")) >= 0) {
@@ -220,7 +220,7 @@ process.stdin.on("data", (chunk: string) => {
       bye = true
     }
   }
-})
+}
 // A child the host was forking when it died gets its cookie only at exec:
 // sweep again a few times after the first termination.
 const sweep = async () => {
@@ -235,7 +235,27 @@ const onClose = () => {
   if (bye) process.exit(0)
   sweep().then(() => process.exit(0), () => process.exit(1))
 }
-process.stdin.on("end", onClose)
-process.stdin.on("error", onClose)
+// The pipe is read paced: after a read, reading stops for `paceMs` (the kernel keeps what arrives
+// meanwhile), so a host spawning hundreds of processes a second wakes this process about 50 times a
+// second at most, not once per spawn (each wake-up of a Node process costs tens of µs of CPU, taken from the
+// host's own cores). An idle host costs no wake-up at all, and its death (end of file) is seen at
+// most `paceMs` late. `onread` is the stream mode in which a pause stops reading at the socket.
+const paceMs = 20
+const pipe = new net.Socket({
+  fd: 0,
+  readable: true,
+  writable: false,
+  onread: {
+    buffer: Buffer.allocUnsafe(64 * 1024),
+    callback: (n: number, buf: Uint8Array) => {
+      onData(Buffer.from(buf.buffer, buf.byteOffset, n).toString("latin1"))
+      pipe.pause()
+      setTimeout(() => pipe.resume(), paceMs)
+      return true
+    }
+  }
+})
+pipe.on("end", onClose)
+pipe.on("error", onClose)
 // The host's terminal signals are not ours to obey: only the pipe decides.
 for (const s of ["SIGINT", "SIGHUP", "SIGTERM"] as const) process.on(s, () => {})
