@@ -136,15 +136,23 @@ const launch = Effect.fnUntraced(function*(
   const before = forkWitness.mark()
   // Spawned here, not in a callback: no closure may keep `env` (every process's own copy of the
   // environment) alive for as long as the process lives.
-  const child = NodeChildProcess.spawn(command.command, command.args.map(unwrap), {
-    cwd,
-    env,
-    stdio: [stdin, stdout, stderr],
-    // Own session and process group: the group is the container, and no terminal signal reaches it behind our back.
-    detached: process.platform !== "win32",
-    shell: options.shell,
-    windowsHide: true
-  })
+  let child: NodeChildProcess.ChildProcess
+  try {
+    child = NodeChildProcess.spawn(command.command, command.args.map(unwrap), {
+      cwd,
+      env,
+      stdio: [stdin, stdout, stderr],
+      // Own session and process group: the group is the container, and no terminal signal reaches it behind our back.
+      detached: process.platform !== "win32",
+      shell: options.shell,
+      windowsHide: true
+    })
+  } catch (error) {
+    // Node throws, instead of emitting "error", for every errno but EACCES, EAGAIN, EMFILE, ENFILE
+    // and ENOENT (lib/internal/child_process.js): E2BIG, ENOTDIR (a cwd that is a file), ...
+    const e = error as NodeJS.ErrnoException
+    return yield* Effect.fail(spawnError(command, e, `${display}: ${e.code ?? e.message}`))
+  }
   const watch = watchExit(child)
   if (child.pid === undefined) {
     // Node reports a failed spawn (a missing executable, EACCES) on the next tick, without a pid.

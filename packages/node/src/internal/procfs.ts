@@ -156,42 +156,53 @@ export const pauses = { taken: 0 }
  * Whether a process whose environment reads empty has one to come: `true`
  * while it is inside `execve()` (the kernel shows no environment between
  * `exec_mmap()` and `create_elf_tables()`, where its `env_end`, field 51 of
- * `/proc/<pid>/stat`, is still 0), `false` when it really has none (started
- * with `env -i`: `env_end` is set), or is gone, dead, exiting or a kernel
- * thread. `undefined`: its environment has been set up since the read, so
- * reading it again now tells.
+ * `/proc/<pid>/stat`, is still 0, and inside `create_elf_tables()`, where
+ * the bounds are equal but no code is mapped yet), `false` when it really has
+ * none (started with `env -i`), or is gone, dead, exiting or a kernel thread.
+ * `undefined`: its environment has been set up since the read, so reading it
+ * again now tells.
  */
 const environmentPending = (pid: number): boolean | undefined => {
   const n = readProc(`/proc/${pid}/stat`)
   if (n < 0) return false
   const text = scratch.toString("latin1", 0, n)
   const stat = parseStat(pid, text)
-  if (stat === undefined || isDead(stat) || (stat.flags & (pfExiting | pfKthread)) !== 0) return false
+  if (stat === undefined || isDead(stat) || (stat.flags & pfKthread) !== 0) return false
   // Fields 3.. after the command name; env_start and env_end are fields 50 and 51 (Linux 3.5+).
   const fields = text.slice(text.lastIndexOf(")") + 2).split(" ")
+  // An exiting leader whose group still has another thread (field 20) may be in de_thread(): that
+  // thread is inside execve() and takes over this pid (and its start time) with the new environment.
+  if ((stat.flags & pfExiting) !== 0) return Number(fields[20 - 3]) > 1
   const envStart = fields[50 - 3]
   const envEnd = fields[51 - 3]
   if (envStart === undefined || envEnd === undefined) return true // an old kernel: look again
   if (envEnd === "0") return true
-  return envStart === envEnd ? false : undefined
+  if (envStart !== envEnd) return undefined
+  // Equal bounds are not yet "none": create_elf_tables() sets env_start = env_end before its envp
+  // loop and the final env_end after it, and load_elf_binary() sets start_code (field 26) only
+  // after that. A process whose exec has completed has a start_code; one still inside has 0.
+  return fields[26 - 3] === "0" ? true : false
 }
 
 /**
  * The `SHEPHERD_ID` in a process's environment at its last exec; `undefined`
- * when it has none (or is gone), `null` when its environment cannot be read
- * (another user's process). An empty one of a process inside `execve()` is
- * looked at again until the kernel has set it up.
+ * when it has none (or is gone), `null` when that cannot be told (another
+ * user's process; an exec that takes longer than the look-again). An empty one
+ * of a process inside `execve()` is looked at again until the kernel has set it up.
  */
 export const readCookie = (pid: number): string | undefined | null => {
   let n: number
   try {
     n = readProc(`/proc/${pid}/environ`)
     // A live process inside execve() shows an empty environment until the kernel has set up the
-    // new one: judged then, a descendant with the tree's cookie would pass for one without. The
-    // kernel's own bounds tell that case from a process that has none (`env -i`, paid nothing).
-    // The wait is bounded (about 2 ms: an exec stalled longer, on a cold disk, is judged as it is).
-    for (let tries = 0; n === 0 && tries < 40; tries++) {
-      const pending = environmentPending(pid)
+    // new one (and, while another of its threads execs, none at all: ESRCH, as if gone): judged
+    // then, a descendant with the tree's cookie would pass for one without. The kernel's own
+    // bounds tell that case from a process that has none (`env -i`, paid nothing). The wait is
+    // bounded (about 10 ms); an exec that outlasts it (a loaded machine, a cold disk) cannot be
+    // told yet: `null`, which nobody remembers, so the next scan or reaper tick reads it again.
+    let pending: boolean | undefined
+    for (let tries = 0; n <= 0 && tries < 200; tries++) {
+      pending = environmentPending(pid)
       if (pending === false) return undefined
       if (pending === true) {
         pauses.taken++
@@ -199,6 +210,7 @@ export const readCookie = (pid: number): string | undefined | null => {
       }
       n = readProc(`/proc/${pid}/environ`)
     }
+    if (n <= 0 && pending === true) return null
   } catch {
     return null
   }
