@@ -35,11 +35,11 @@ export interface Status {
 }
 
 /**
- * A registration could not be handed to the lifeline within its wait: the
+ * A tree could not be registered with the lifeline within its wait: the
  * lifeline's process did not take what was sent to it (stalled: stopped,
- * starved of CPU) for `waitedMs`. The tree it was for is not protected
- * against a hard host death; the pool tears it down and fails its spawn
- * (`SpawnError` of kind `"Lifeline"`).
+ * starved of CPU) for `waitedMs`. The tree would not be protected against a
+ * hard host death: the pool fails its spawn (`SpawnError` of kind
+ * `"Lifeline"`), after tearing it down if it had started.
  *
  * @since 0.2.0
  * @category errors
@@ -50,7 +50,7 @@ export class LifelineUnavailable extends Schema.TaggedError<LifelineUnavailable>
   reason: Schema.String
 }) {
   override get message(): string {
-    return `lifeline: the registration of ${this.shepherdId} was not taken within ${this.waitedMs} ms: ${this.reason}`
+    return `lifeline: ${this.shepherdId} could not be registered within ${this.waitedMs} ms: ${this.reason}`
   }
 }
 
@@ -98,8 +98,8 @@ export class Lifeline extends Context.Service<Lifeline, {
    * the leaf for the lifeline's own process: on the host's death everything
    * in the pool's cgroup is terminated too.
    *
-   * `options.registerWaitMs` bounds how long `register` waits for a lifeline
-   * that does not take what is sent to it (default 10 000).
+   * `options.registerWaitMs` bounds how long `ready` and `register` wait for
+   * a lifeline that does not take what is sent to it (default 10 000).
    */
   readonly attach: (
     poolId: string,
