@@ -3,10 +3,11 @@
  * on the pipe's descriptor when nothing is queued on the stream, the stream otherwise), on real
  * processes: a host (test/fixtures/advLifelineHost.ts) registers trees whose members carry no
  * SHEPHERD_ID (`env -i`), so that only the sentinel's registration of their group can end them,
- * while its sentinel is stalled (SIGSTOP) and its pipe is full. The pipe is shrunk to one page
- * The "pipe" is a Unix stream socket (libuv's stdio pipes); in the first test the host's SO_SNDBUF is
- * shrunk to its minimum (through pidfd_getfd(2)) so that a few registrations fill it; the second
- * keeps the default (~170 registrations fill it).
+ * while its sentinel is stalled (SIGSTOP) and its pipe is full. The "pipe" is a Unix stream socket
+ * (libuv's stdio pipes); in the first test the host's SO_SNDBUF is shrunk to its minimum (through
+ * pidfd_getfd(2)) so that a few registrations fill it; the others keep the default (~170
+ * registrations fill it). A spawn returns only once its registration is in that socket: with the
+ * pipe full, spawns wait (and fail after the pool's `lifelineWait`).
  */
 import { afterEach, assert, describe, it } from "@effect/vitest"
 import * as NodeChildProcess from "node:child_process"
@@ -83,140 +84,234 @@ const sig = (pid: number, signal: NodeJS.Signals) => {
 
 interface Host {
   readonly child: NodeChildProcess.ChildProcess
-  readonly exited: Promise<void>
-  /** The next JSON line the host prints. */
-  readonly next: () => Promise<any>
-  output: () => string
+  /** Every JSON line the host printed, in order. */
+  readonly lines: Array<any>
+  readonly output: () => string
+  readonly send: (line: string) => void
 }
 
-const startHost = (marker: string): Host => {
-  const child = NodeChildProcess.spawn(process.execPath, [fixture, marker], { stdio: ["pipe", "pipe", "pipe"] })
+const startHost = (marker: string, lifelineWait?: string): Host => {
+  const child = NodeChildProcess.spawn(
+    process.execPath,
+    lifelineWait === undefined ? [fixture, marker] : [fixture, marker, lifelineWait],
+    { stdio: ["pipe", "pipe", "pipe"] }
+  )
   let output = ""
-  const json: Array<any> = []
-  const waiters: Array<(v: any) => void> = []
-  const exited = new Promise<void>((resolve) => child.on("exit", () => resolve()))
-  const collect = (chunk: Buffer) => {
-    output += chunk.toString("utf8")
-    const lines = output.split("\n")
-    const complete = lines.slice(0, -1).filter((l) => l.startsWith("{"))
-    while (complete.length > json.length + consumed) {
-      const v = JSON.parse(complete[json.length + consumed]!)
-      const w = waiters.shift()
-      if (w !== undefined) {
-        consumed++
-        w(v)
-      } else json.push(v)
-    }
-  }
-  let consumed = 0
-  child.stdout!.on("data", collect)
+  let partial = ""
+  const lines: Array<any> = []
+  child.stdout!.on("data", (chunk: Buffer) => {
+    const text = chunk.toString("utf8")
+    output += text
+    const parts = (partial + text).split("\n")
+    partial = parts.pop()!
+    for (const line of parts) if (line.startsWith("{")) lines.push(JSON.parse(line))
+  })
   child.stderr!.on("data", (c: Buffer) => {
     output += c.toString("utf8")
   })
-  return {
-    child,
-    exited,
-    next: () => {
-      if (json.length > 0) {
-        consumed++
-        return Promise.resolve(json.shift())
-      }
-      return Promise.race([
-        new Promise((resolve) => waiters.push(resolve)),
-        exited.then(() => Promise.reject(new Error(`host exited:\n${output}`)))
-      ])
-    },
-    output: () => output
-  }
+  return { child, lines, output: () => output, send: (line) => void child.stdin!.write(`${line}\n`) }
 }
 
+const alive = (host: Host) => host.child.exitCode === null && host.child.signalCode === null
+
+/** The host's lines carrying `key`. */
+const linesWith = (host: Host, key: string) => host.lines.filter((l) => key in l)
+
+/** Waits for the host's `n`th line carrying `key` (from 1); fails with the host's output. */
+const nth = async (host: Host, key: string, n: number): Promise<any> => {
+  await waitUntil(() => linesWith(host, key).length >= n || !alive(host))
+  const found = linesWith(host, key)
+  if (found.length < n) throw new Error(`no line ${n} with "${key}" from the host:\n${host.output()}`)
+  return found[n - 1]
+}
+
+/** The host's lifeline status, asked now. */
+const statusOf = async (host: Host) => {
+  const n = linesWith(host, "status").length + 1
+  host.send("status")
+  return (await nth(host, "status", n)).status
+}
+
+/** Until some spawn of the host waits for its stalled sentinel (the pipe is full: nothing drains it). */
+const untilWaiting = async (host: Host) => {
+  for (let i = 0; i < 3000; i++) {
+    if (((await statusOf(host)).waiting ?? 0) >= 1) return
+    await new Promise((r) => setTimeout(r, 20))
+  }
+  throw new Error(`no spawn waits for the sentinel:\n${host.output()}`)
+}
+
+/** The leaders the host reported (spawns that returned). */
+const reported = (host: Host) => new Set(linesWith(host, "leader").map((l) => l.leader as number))
+
+/** Live tree leaders started by the host (their `sh` carries the marker), reported or not. */
+const startedLeaders = (marker: string) =>
+  new Set(
+    processes().filter((p) => p.cmdline.includes(`${marker}-`) && p.pid === p.pgid && p.state !== "Z")
+      .map((p) => p.pid)
+  )
+
 /**
- * Starts a host, stalls its sentinel with a one-page pipe, runs `commands` (each answered with the
- * leaders it started), then `beforeKill`, SIGKILLs the host, lets the sentinel go and waits for its
- * sweep; returns the live members of the registered trees.
+ * Starts a host, waits for its sentinel to read the pool line, optionally shrinks its pipe, stalls
+ * the sentinel (SIGSTOP), and runs `body`; whatever happens, the host, the sentinel and every tree
+ * the host started (found by the marker, reported or not) are killed at the end.
  */
-const scenario = async (
-  commands: ReadonlyArray<string>,
-  beforeKill: (sentinel: number, host: number) => Promise<void>,
-  shrink = true
-) => {
+const withStalledHost = async <A>(
+  options: { readonly shrink: boolean; readonly lifelineWait?: string },
+  body: (host: Host, sentinel: number, marker: string) => Promise<A>
+): Promise<A> => {
   const marker = `adv-lifeline-${process.pid}-${Date.now()}`
-  const host = startHost(marker)
-  const leaders = new Set<number>()
+  const host = startHost(marker, options.lifelineWait)
   let sentinel: number | undefined
   try {
-    const hello = await host.next()
+    const hello = await nth(host, "poolId", 1)
     track(`${hello.poolId}:`)
     sentinel = hello.sentinel as number
     // The sentinel has read the pool line: the pipe is empty, it can be shrunk.
     assert.isTrue(await waitUntil(() => pending(sentinel!, host.child.pid!) === 0), "the sentinel reads")
-    if (shrink) assert.isAtMost(shrinkPipe(sentinel, host.child.pid!), 16384)
+    if (options.shrink) assert.isAtMost(shrinkPipe(sentinel, host.child.pid!), 16384)
     sig(sentinel, "SIGSTOP")
-    for (const command of commands) {
-      host.child.stdin!.write(`${command}\n`)
-      const { leaders: started } = await host.next()
-      for (const pid of started as Array<number>) leaders.add(pid)
-    }
-    // Every tree is up (sh and its sleep) before the host dies.
-    assert.isTrue(
-      await waitUntil(() => inGroups(leaders).length >= 2 * leaders.size),
-      `trees up: ${inGroups(leaders).length} of ${2 * leaders.size}`
-    )
-    await beforeKill(sentinel, host.child.pid!)
-    host.child.kill("SIGKILL")
-    await host.exited
-    sig(sentinel, "SIGCONT")
-    assert.isTrue(await waitUntil(() => !isAlive(sentinel!)), "the sentinel finished its sweep")
-    return { left: inGroups(leaders), leaders }
+    return await body(host, sentinel, marker)
   } finally {
     host.child.kill("SIGKILL")
     if (sentinel !== undefined) {
       sig(sentinel, "SIGCONT")
       sig(sentinel, "SIGKILL")
     }
-    for (const p of inGroups(leaders)) sig(p.pid, "SIGKILL")
+    // Every tree the host started (its leader carries the marker), and every one it reported.
+    const groups = new Set([...startedLeaders(marker), ...reported(host)])
+    for (const p of inGroups(groups)) sig(p.pid, "SIGKILL")
   }
 }
 
+/** SIGKILLs the host, lets the sentinel go and waits for its sweep. */
+const killHost = async (host: Host, sentinel: number) => {
+  const exited = new Promise<void>((resolve) => {
+    if (!alive(host)) resolve()
+    else host.child.on("exit", () => resolve())
+  })
+  host.child.kill("SIGKILL")
+  await exited
+  sig(sentinel, "SIGCONT")
+  assert.isTrue(await waitUntil(() => !isAlive(sentinel)), "the sentinel finished its sweep")
+}
+
+/** Every reported tree is up (sh and its sleep). */
+const treesUp = async (leaders: ReadonlySet<number>) =>
+  assert.isTrue(
+    await waitUntil(() => inGroups(leaders).length >= 2 * leaders.size),
+    `trees up: ${inGroups(leaders).length} of ${2 * leaders.size}`
+  )
+
+const show = (left: ReadonlyArray<{ pid: number; pgid: number; cmdline: string }>) =>
+  left.map((p) => `${p.pid} pgid ${p.pgid}: ${p.cmdline}`)
+
 describe.runIf(process.platform === "linux")("adversarial: lifeline registrations through a full pipe", () => {
-  // Held: with the pipe full, registrations and goodbyes (trees that exit at once) interleave in the
-  // stream's queue after the plain writes; once the sentinel has drained them, a host SIGKILL ends
-  // every registered tree: nothing reordered or lost across the write(2)/stream hand-over.
-  it("registrations queued behind a full pipe reach a slow sentinel in order", async () => {
-    const { left, leaders } = await scenario(["spawn 100", "short 60", "spawn 100", "short 60", "spawn 100"], async (
-      sentinel,
-      hostPid
-    ) => {
+  // With the pipe full, registrations and goodbyes (trees that exit at once) interleave in the
+  // stream's queue after the plain writes, and the spawns wait; once the sentinel has drained them
+  // every spawn has returned, and a host SIGKILL ends every tree: nothing reordered or lost across
+  // the write(2)/stream hand-over.
+  it("registrations queued behind a full pipe reach a slow sentinel in order", () =>
+    withStalledHost({ shrink: true, lifelineWait: "10 minutes" }, async (host, sentinel) => {
+      const commands = ["spawn 100", "short 60", "spawn 100", "short 60", "spawn 100"]
+      for (const command of commands) host.send(command)
+      await untilWaiting(host)
       sig(sentinel, "SIGCONT")
+      await nth(host, "done", commands.length)
+      assert.deepStrictEqual(linesWith(host, "failed"), [])
+      const leaders = reported(host)
+      assert.strictEqual(leaders.size, 300)
+      await treesUp(leaders)
       // Drained: the pipe stays empty for a while (the host's queue has gone through it).
       let empty = 0
       await waitUntil(() => {
-        empty = pending(sentinel, hostPid) === 0 ? empty + 1 : 0
+        empty = pending(sentinel, host.child.pid!) === 0 ? empty + 1 : 0
         return empty >= 20
       })
-    })
-    assert.strictEqual(leaders.size, 300)
-    assert.deepStrictEqual(left.map((p) => `${p.pid} pgid ${p.pgid}: ${p.cmdline}`), [])
-  })
+      await killHost(host, sentinel)
+      assert.deepStrictEqual(show(inGroups(leaders)), [])
+    }))
 
-  // BROKEN (not by writeTo: the stream did the same before issue 11). `register` returns once the
-  // line is handed to the pipe's stream; with the pipe full (a stalled sentinel: CPU starvation,
-  // a slow start) the rest waits in the host's memory,
-  // and a SIGKILLed host loses it. The sentinel then knows only the trees whose lines reached the
-  // pipe: the members of the others that carry no cookie (env -i, a program that clears its
-  // environment) survive the host, although the pool had registered them.
-  // How much is "full": the sentinel's stdin is a Unix stream socket, whose sender is limited by
-  // its SO_SNDBUF (212992) counted in socket buffers, ~1.2 KiB each whatever the line's length;
-  // every registration is one write, so about 170 registrations fill it, not 212992 / 55 bytes.
-  // Reproduction: this test (default buffers): typically ~170 of 600 trees are ended, the other
-  // ~430 (sh + sleep each, no SHEPHERD_ID, in the tree's process group) live on.
-  // A fix needs the pipe to hold what was registered (a blocking write when it is full, a larger
-  // pipe with F_SETPIPE_SZ and a bound on queued bytes, or spawns that wait for room).
-  it.fails("a tree registered while the sentinel's pipe is full is ended when the host is SIGKILLed", async () => {
-    const { left, leaders } = await scenario(["spawn 600"], async () => {}, false)
-    assert.strictEqual(leaders.size, 600)
-    const trees = new Set(left.map((p) => p.pgid))
-    console.log(`lifeline, full pipe: ${trees.size} of ${leaders.size} registered trees survived the host`)
-    assert.deepStrictEqual(left.map((p) => `${p.pid} pgid ${p.pgid}: ${p.cmdline}`), [])
-  })
+  // Was BROKEN (issue: `register` returned once the line was handed to the pipe's stream; with the
+  // pipe full the rest waited in the host's memory and a SIGKILLed host lost it: ~430 of 600 trees
+  // lived on). How much is "full": the sentinel's stdin is a Unix stream socket, whose sender is
+  // limited by its SO_SNDBUF (212992) counted in socket buffers, ~1.2 KiB each whatever the line's
+  // length; every registration is one write, so about 170 registrations fill it. Now a spawn
+  // returns only once its registration is in the socket, and the spawns after it do not fork while
+  // it waits: the host is SIGKILLed while spawns wait, and every tree whose spawn returned is ended.
+  it("a tree registered while the sentinel's pipe is full is ended when the host is SIGKILLed", () =>
+    withStalledHost({ shrink: false, lifelineWait: "10 minutes" }, async (host, sentinel, marker) => {
+      host.send("spawn 600")
+      await untilWaiting(host)
+      const leaders = reported(host)
+      assert.isAbove(leaders.size, 0)
+      assert.isBelow(leaders.size, 600, "the spawns wait for the stalled sentinel")
+      await treesUp(leaders)
+      // Started and not returned: at most the spawns under way (16), whose registration waits.
+      const waiting = [...startedLeaders(marker)].filter((pid) => !leaders.has(pid))
+      assert.isAtLeast(waiting.length, 1)
+      assert.isAtMost(waiting.length, 16)
+      assert.deepStrictEqual(linesWith(host, "failed"), [])
+      await killHost(host, sentinel)
+      const left = inGroups(leaders)
+      console.log(`lifeline, full pipe: ${leaders.size} trees returned, ${waiting.length} waiting at the kill`)
+      assert.deepStrictEqual(show(left), [])
+    }))
+
+  // The stalled sentinel dies while spawns wait for it: its successor is greeted with every
+  // registered container, the waiting ones included, and they go on.
+  it("spawns waiting for a sentinel that dies go on once its successor is greeted", () =>
+    withStalledHost({ shrink: false, lifelineWait: "10 minutes" }, async (host, sentinel) => {
+      host.send("spawn 200")
+      await untilWaiting(host)
+      sig(sentinel, "SIGKILL")
+      const done = await nth(host, "done", 1)
+      assert.deepStrictEqual(linesWith(host, "failed"), [])
+      assert.strictEqual(done.leaders.length, 200)
+      const status = await statusOf(host)
+      assert.strictEqual(status.restarts, 1)
+      assert.strictEqual(status.waiting, 0)
+      assert.notStrictEqual(status.pid, sentinel)
+      const leaders = reported(host)
+      await treesUp(leaders)
+      try {
+        await killHost(host, status.pid)
+      } finally {
+        sig(status.pid, "SIGKILL")
+      }
+      assert.deepStrictEqual(show(inGroups(leaders)), [])
+    }))
+
+  // A sentinel that stays stalled: spawns fail with a typed error after `lifelineWait` (a started
+  // tree is torn down first), nothing is left of them, and the lifeline works again once the
+  // sentinel reads.
+  it("a spawn that waits for a stalled sentinel fails typed after lifelineWait, leaving nothing", () =>
+    withStalledHost({ shrink: false, lifelineWait: "300 millis" }, async (host, sentinel, marker) => {
+      host.send("spawn 200")
+      const done = await nth(host, "done", 1)
+      const failed = linesWith(host, "failed")
+      const leaders = reported(host)
+      assert.strictEqual(leaders.size, done.leaders.length)
+      assert.strictEqual(leaders.size + failed.length, 200)
+      assert.isAbove(failed.length, 0, "some spawns found the pipe full")
+      assert.deepStrictEqual(
+        [...new Set(failed.map((f) => `${f.tag} ${f.kind}`))],
+        ["SpawnError Lifeline"],
+        JSON.stringify(failed[0])
+      )
+      assert.match(failed[0].failed, /lifeline: .* could not be registered within 300 ms/)
+      // The failed spawns' trees, started or not, are gone.
+      assert.deepStrictEqual([...startedLeaders(marker)].filter((pid) => !leaders.has(pid)), [])
+      await treesUp(leaders)
+      // The sentinel reads again: the lifeline takes new trees at once.
+      sig(sentinel, "SIGCONT")
+      host.send("spawn 5")
+      const again = await nth(host, "done", 2)
+      assert.strictEqual(again.leaders.length, 5)
+      assert.strictEqual(linesWith(host, "failed").length, failed.length)
+      const all = reported(host)
+      await treesUp(all)
+      await killHost(host, sentinel)
+      assert.deepStrictEqual(show(inGroups(all)), [])
+    }))
 })

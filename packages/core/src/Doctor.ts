@@ -156,7 +156,9 @@ export const DoctorReport = Schema.Struct({
     alive: Schema.Boolean,
     watching: Schema.Int,
     restarts: Schema.Int,
-    lastError: Schema.optionalKey(Schema.String)
+    lastError: Schema.optionalKey(Schema.String),
+    /** Spawns waiting for a stalled lifeline. */
+    waiting: Schema.optionalKey(Schema.Int)
   })),
   envPolicy: EnvPolicy,
   /** Which containment is in force, and why. */

@@ -9,6 +9,7 @@
  */
 import * as Context from "effect/Context"
 import type * as Effect from "effect/Effect"
+import * as Schema from "effect/Schema"
 import type * as Scope from "effect/Scope"
 import type { CgroupRef } from "./Containment.ts"
 import type { KillPolicy } from "./KillPolicy.ts"
@@ -29,6 +30,28 @@ export interface Status {
   readonly restarts: number
   /** Why the lifeline last died, or why it is not alive. */
   readonly lastError?: string | undefined
+  /** Spawns waiting for the lifeline to take what was sent to it (a stalled lifeline). */
+  readonly waiting?: number | undefined
+}
+
+/**
+ * A tree could not be registered with the lifeline within its wait: the
+ * lifeline's process did not take what was sent to it (stalled: stopped,
+ * starved of CPU) for `waitedMs`. The tree would not be protected against a
+ * hard host death: the pool fails its spawn (`SpawnError` of kind
+ * `"Lifeline"`), after tearing it down if it had started.
+ *
+ * @since 0.2.0
+ * @category errors
+ */
+export class LifelineUnavailable extends Schema.TaggedError<LifelineUnavailable>()("LifelineUnavailable", {
+  shepherdId: Schema.String,
+  waitedMs: Schema.Number,
+  reason: Schema.String
+}) {
+  override get message(): string {
+    return `lifeline: ${this.shepherdId} could not be registered within ${this.waitedMs} ms: ${this.reason}`
+  }
 }
 
 /**
@@ -38,7 +61,21 @@ export interface Status {
  * @category models
  */
 export interface Attached {
-  readonly register: (container: Container) => Effect.Effect<void>
+  /**
+   * Before a spawn forks: waits while the lifeline has not taken what was
+   * sent to it (a stalled lifeline), so that no process is started whose
+   * registration would wait in the host's memory; `LifelineUnavailable`
+   * after the attach's `registerWaitMs`. Succeeds at once in the common case.
+   */
+  readonly ready: (shepherdId: string) => Effect.Effect<void, LifelineUnavailable>
+  /**
+   * Hands `container` to the lifeline. It succeeds once the registration is
+   * where a hard death of the host cannot lose it (for `NodeLifeline`: in the
+   * kernel's socket buffer towards the sentinel, not in the host's memory);
+   * when the lifeline cannot take it within the attach's `registerWaitMs`, it
+   * fails with `LifelineUnavailable`.
+   */
+  readonly register: (container: Container) => Effect.Effect<void, LifelineUnavailable>
   readonly unregister: (shepherdId: string) => Effect.Effect<void>
   readonly status: Effect.Effect<Status>
 }
@@ -60,10 +97,16 @@ export class Lifeline extends Context.Service<Lifeline, {
    * Under cgroup containment, `options.cgroup` names the pool's cgroup and
    * the leaf for the lifeline's own process: on the host's death everything
    * in the pool's cgroup is terminated too.
+   *
+   * `options.registerWaitMs` bounds how long `ready` and `register` wait for
+   * a lifeline that does not take what is sent to it (default 10 000).
    */
   readonly attach: (
     poolId: string,
     policy: KillPolicy,
-    options?: { readonly cgroup?: { readonly pool: CgroupRef; readonly sentinel: CgroupRef } | undefined }
+    options?: {
+      readonly cgroup?: { readonly pool: CgroupRef; readonly sentinel: CgroupRef } | undefined
+      readonly registerWaitMs?: number | undefined
+    }
   ) => Effect.Effect<Attached, never, Scope.Scope>
 }>()("@shepherd/core/Lifeline") {}

@@ -281,7 +281,9 @@ const make = Effect.fnUntraced(function*(config: ShepherdConfig.Resolved) {
     journal.lifeline = yield* lifelineService.attach(
       poolId,
       config.kill,
-      containment.lifeline === undefined ? undefined : { cgroup: containment.lifeline }
+      containment.lifeline === undefined
+        ? { registerWaitMs: config.lifelineWaitMs }
+        : { cgroup: containment.lifeline, registerWaitMs: config.lifelineWaitMs }
     )
   }
   const registry = Sessions.make(poolId)

@@ -58,6 +58,7 @@ export const KillPolicyConfig = Schema.Struct({
  * | `reapInterval` | `"30 seconds"` | period of the orphan reaper (it also runs at start) |
  * | `ledger` | per platform | ledger file path, or `false` for none (read by the platform layer) |
  * | `lifeline` | `true` | keep a lifeline so trees die with a host killed hard |
+ * | `lifelineWait` | `"10 seconds"` | longest wait of a spawn for a stalled lifeline to take its registration (then `SpawnError` `"Lifeline"`) |
  * | `containment` | `SHEPHERD_CONTAINMENT`, else `"auto"` | `"auto"`, `"cgroup"` or `"process-group"` (read by the platform layer) |
  * | `cgroup.base` | detected | the cgroup v2 directory to create the pool's cgroup in |
  * | `cgroup.placement` | `"wrapper"` | `"wrapper"` (race-free) or `"post-spawn"` (faster, racy) |
@@ -87,6 +88,13 @@ export const ShepherdConfig = Schema.Struct({
   ),
   ledger: Schema.optionalKey(Schema.Union([Schema.String.check(Schema.isMinLength(1)), Schema.Literal(false)])),
   lifeline: Schema.optionalKey(Schema.Boolean),
+  lifelineWait: Schema.optionalKey(
+    DurationInput.check(
+      Schema.makeFilter<string | number>((input) =>
+        (KillPolicy.durationMillis(input) ?? 0) > 0 || "expected a positive duration"
+      )
+    )
+  ),
   containment: Schema.optionalKey(Containment.Mode),
   cgroup: Schema.optionalKey(Schema.Struct({
     base: Schema.optionalKey(
@@ -119,6 +127,8 @@ export interface Resolved {
   /** The ledger path, `false` for none, `undefined` for the platform's default. */
   readonly ledger: string | false | undefined
   readonly lifeline: boolean
+  /** Longest wait of a spawn for the lifeline to take its registration. */
+  readonly lifelineWaitMs: number
   /** The containment asked for; `undefined` for the platform's default (`SHEPHERD_CONTAINMENT`, else `auto`). */
   readonly containment: Containment.Mode | undefined
   readonly cgroup: { readonly base: string | undefined; readonly placement: Containment.Placement }
@@ -184,6 +194,7 @@ export const resolve = (input: unknown): Effect.Effect<Resolved, InvalidConfig> 
         reapIntervalMs: config.reapInterval === undefined ? 30_000 : KillPolicy.durationMillis(config.reapInterval)!,
         ledger: config.ledger,
         lifeline: config.lifeline ?? true,
+        lifelineWaitMs: config.lifelineWait === undefined ? 10_000 : KillPolicy.durationMillis(config.lifelineWait)!,
         containment: config.containment,
         cgroup: { base: config.cgroup?.base, placement: config.cgroup?.placement ?? "wrapper" }
       })

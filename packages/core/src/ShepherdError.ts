@@ -66,7 +66,9 @@ export class HardCapExceeded extends Schema.TaggedError<HardCapExceeded>()("Hard
  * `InvalidKillPolicy` (the per-spawn kill policy), `Pipeline` (pipelines are
  * not supervised as one tree), `Containment` (its cgroup could not be
  * created, or the command could not be placed in it: nothing ran),
- * `InvalidLimits` (the per-spawn limits).
+ * `InvalidLimits` (the per-spawn limits), `Lifeline` (the lifeline could not
+ * take the tree's registration within `lifelineWait`: a tree that had started
+ * was torn down; while the lifeline is stalled, spawns wait before forking).
  *
  * @since 0.1.0
  * @category errors
@@ -77,7 +79,8 @@ export const SpawnErrorKind = Schema.Literals([
   "InvalidKillPolicy",
   "Pipeline",
   "Containment",
-  "InvalidLimits"
+  "InvalidLimits",
+  "Lifeline"
 ])
 
 /**
@@ -89,8 +92,10 @@ export type SpawnErrorKind = typeof SpawnErrorKind.Type
 /**
  * The command could not be started: the operating system refused it
  * (missing executable, bad working directory, permission, ...), its intent
- * could not be recorded in the ledger, or the request was invalid. `kind`
- * says which, `reason` in words. The slot it held was released.
+ * could not be recorded in the ledger, the lifeline could not take its
+ * registration (a tree that had started was torn down), or the request was
+ * invalid. `kind` says which, `reason` in words. The slot it held was
+ * released.
  *
  * @since 0.1.0
  * @category errors

@@ -8,6 +8,7 @@ import { assert, describe, it } from "@effect/vitest"
 import { Clock, Effect, Fiber, Layer, Option } from "effect"
 import { ChildProcess } from "effect/process"
 import { TestClock } from "effect/testing"
+import * as Lifeline from "../src/Lifeline.ts"
 import { CurrentSession, ProcessPool } from "../src/ProcessPool.ts"
 import type * as Teardown from "../src/Teardown.ts"
 import { TestOs } from "../src/testing.ts"
@@ -886,4 +887,77 @@ describe("ProcessPool reaper", () => {
       const error = yield* Effect.flip(ShepherdConfig.resolve({ reapInterval: 0 }))
       assert.strictEqual(error.field, "reapInterval")
     }))
+})
+
+describe("ProcessPool and its lifeline", () => {
+  // A lifeline whose `ready` or `register` fails on demand, recording what it was told.
+  const lifeline = () => {
+    const calls: Array<string> = []
+    const fail = { ready: false, register: false }
+    const unavailable = (shepherdId: string) =>
+      Effect.fail(new Lifeline.LifelineUnavailable({ shepherdId, waitedMs: 10, reason: "stalled" }))
+    const service = Lifeline.Lifeline.of({
+      attach: () =>
+        Effect.succeed({
+          ready: (shepherdId) => fail.ready ? unavailable(shepherdId) : Effect.void,
+          register: (c) => {
+            calls.push(`register ${c.shepherdId}`)
+            return fail.register ? unavailable(c.shepherdId) : Effect.void
+          },
+          unregister: (id) => Effect.sync(() => void calls.push(`unregister ${id}`)),
+          status: Effect.succeed({ kind: "test", alive: true, watching: 0, restarts: 0 })
+        })
+    })
+    return { service, calls, fail }
+  }
+
+  it.effect("a spawn whose registration the lifeline does not take is torn down and fails typed", () => {
+    const { calls, fail, service } = lifeline()
+    return Effect.gen(function*() {
+      const os = TestOs.make()
+      yield* withPool(os, { slots: 1 }, (pool) =>
+        Effect.gen(function*() {
+          fail.register = true
+          const spawning = yield* Effect.forkChild(pool.spawn(cmd("worker")))
+          yield* TestClock.adjust(60_000)
+          const error = errorOf(yield* poll(spawning))
+          assert.strictEqual(error._tag, "SpawnError")
+          if (error._tag !== "SpawnError") return
+          assert.strictEqual(error.kind, "Lifeline")
+          assert.include(error.reason, "stalled")
+          // Started, then torn down: nothing runs, the slot is back, the lifeline was told both.
+          assert.deepStrictEqual(os.spawnOrder(), ["worker"])
+          assert.deepStrictEqual(os.alive(), [])
+          assert.deepStrictEqual(yield* slotsOf(pool), { inUse: 0, waiting: 0 })
+          assert.deepStrictEqual(yield* pool.processes, [])
+          assert.strictEqual(calls.length, 2)
+          assert.match(calls[0]!, /^register /)
+          assert.match(calls[1]!, /^unregister /)
+          fail.register = false
+          const ok = yield* Effect.forkChild(pool.spawn(cmd("worker")))
+          yield* TestClock.adjust(0)
+          valueOf(yield* poll(ok))
+          assert.deepStrictEqual(yield* slotsOf(pool), { inUse: 1, waiting: 0 })
+        }))
+    }).pipe(Effect.provideService(Lifeline.Lifeline, service))
+  })
+
+  it.effect("a spawn while the lifeline is not ready fails typed without forking", () => {
+    const { calls, fail, service } = lifeline()
+    return Effect.gen(function*() {
+      const os = TestOs.make()
+      yield* withPool(os, { slots: 1 }, (pool) =>
+        Effect.gen(function*() {
+          fail.ready = true
+          const spawning = yield* Effect.forkChild(pool.spawn(cmd("worker")))
+          yield* TestClock.adjust(60_000)
+          const error = errorOf(yield* poll(spawning))
+          assert.strictEqual(error._tag, "SpawnError")
+          if (error._tag === "SpawnError") assert.strictEqual(error.kind, "Lifeline")
+          assert.deepStrictEqual(os.spawnOrder(), [])
+          assert.deepStrictEqual(calls, [])
+          assert.deepStrictEqual(yield* slotsOf(pool), { inUse: 0, waiting: 0 })
+        }))
+    }).pipe(Effect.provideService(Lifeline.Lifeline, service))
+  })
 })

@@ -33,7 +33,8 @@ const invalid: ReadonlyArray<readonly [string, unknown, string]> = [
   ["unknown env preset", { env: "none" }, "env"],
   ["unknown containment", { containment: "cgroups" }, "containment"],
   ["relative cgroup base", { cgroup: { base: "sys/fs/cgroup" } }, "cgroup.base"],
-  ["unknown cgroup placement", { cgroup: { placement: "later" } }, "cgroup.placement"]
+  ["unknown cgroup placement", { cgroup: { placement: "later" } }, "cgroup.placement"],
+  ["a zero lifeline wait", { lifelineWait: 0 }, "lifelineWait"]
 ]
 
 describe("ShepherdConfig.resolve", () => {
@@ -46,6 +47,7 @@ describe("ShepherdConfig.resolve", () => {
       assert.strictEqual(config.slotTimeoutMs, 30_000)
       assert.deepStrictEqual(config.kill, KillPolicy.defaults)
       assert.deepStrictEqual(config.env, EnvPolicy.inherit)
+      assert.strictEqual(config.lifelineWaitMs, 10_000)
     }))
 
   it.effect("resolves durations, Infinity and presets", () =>
@@ -55,9 +57,11 @@ describe("ShepherdConfig.resolve", () => {
         slots: 2,
         slotTimeout: "Infinity",
         kill: { signal: "SIGINT", grace: "1500 millis", forceWait: 250 },
-        env: "agent-host"
+        env: "agent-host",
+        lifelineWait: "2 seconds"
       })
       assert.strictEqual(config.name, "ci.build-1")
+      assert.strictEqual(config.lifelineWaitMs, 2000)
       assert.strictEqual(config.hardCap, 16, "hardCap defaults to slots × 8")
       assert.strictEqual(config.slotTimeoutMs, Number.POSITIVE_INFINITY)
       assert.deepStrictEqual(config.kill, { signal: "SIGINT", graceMs: 1500, forceWaitMs: 250 })

@@ -31,6 +31,7 @@ const ledger = (fail: boolean) => {
 const lifeline = () => {
   const calls: Array<string> = []
   const attached: Lifeline.Attached = {
+    ready: () => Effect.void,
     register: (c) => Effect.sync(() => void calls.push(`register ${c.shepherdId}`)),
     unregister: (id) => Effect.sync(() => void calls.push(`unregister ${id}`)),
     status: Effect.succeed({ kind: "test", alive: true, watching: 0, restarts: 0 })

@@ -19,12 +19,25 @@
  * session cgroups (whatever it did to its group and environment), ending
  * with `cgroup.kill` on each.
  *
+ * A spawn returns only once its tree's registration is in the kernel's
+ * socket buffer towards the sentinel: a host SIGKILLed at any later moment
+ * cannot lose it. The common case is one plain write(2), nothing more. When
+ * the sentinel does not read (stopped, starved of CPU) and its socket is
+ * full, what could not be written waits in the stream and the spawn waits
+ * with it, up to `registerWaitMs` (the pool's `lifelineWait`, 10 s by
+ * default): then the spawn fails (`LifelineUnavailable`, which the pool turns
+ * into a `SpawnError` of kind `"Lifeline"` after tearing the tree down). A
+ * sentinel that dies meanwhile is restarted and greeted with every registered
+ * container: the waiting spawns go on once that greeting is written. Spawns
+ * do not wait under cgroup containment (the sentinel ends the pool's cgroups,
+ * whatever it was told) nor once the lifeline gave up (logged as an error).
+ *
  * Cost: one extra process per pool (not per child), one short pipe write per
  * spawn, and one per event-loop turn for the exits.
  *
  * @since 0.1.0
  */
-import { Lifeline } from "@shepherd/core/Lifeline"
+import { Lifeline, LifelineUnavailable } from "@shepherd/core/Lifeline"
 import type { Attached } from "@shepherd/core/Lifeline"
 import type { KillPolicy } from "@shepherd/core/KillPolicy"
 import * as Metrics from "@shepherd/core/Metrics"
@@ -50,6 +63,8 @@ const sentinelPath = fileURLToPath(
 /** More deaths than this within `restartWindowMs` and the lifeline gives up. */
 const maxRestarts = 5
 const restartWindowMs = 60_000
+/** The default longest wait of a registration for a sentinel that does not read. */
+const defaultRegisterWaitMs = 10_000
 
 interface Sentinel {
   readonly pid: number | undefined
@@ -57,6 +72,18 @@ interface Sentinel {
   exited: boolean
   /** Resolves with why the sentinel ended: its exit, or the error that kept it from starting. */
   readonly ended: Promise<string>
+  /** Writes handed to the stream (what write(2) could not take at once), in order. */
+  queued: number
+  /** How many of them the stream reported written (in the kernel), in order. */
+  written: number
+}
+
+/** A registration that waits for the stream write carrying it (`target` on `sentinel`). */
+interface Waiter {
+  sentinel: Sentinel
+  /** `sentinel.written` at which the registration is in the kernel (Infinity: only a greeting). */
+  target: number
+  readonly settle: (failure?: string) => void
 }
 
 const startSentinel = (poolId: string, leaf: CgroupRef | undefined): Sentinel => {
@@ -77,10 +104,19 @@ const startSentinel = (poolId: string, leaf: CgroupRef | undefined): Sentinel =>
       pid: undefined,
       stdin: undefined,
       exited: true,
-      ended: Promise.resolve(`could not start: ${String(error)}`)
+      ended: Promise.resolve(`could not start: ${String(error)}`),
+      queued: 0,
+      written: 0
     }
   }
-  const sentinel: Sentinel = { pid: child.pid, stdin: child.stdin ?? undefined, exited: false, ended }
+  const sentinel: Sentinel = {
+    pid: child.pid,
+    stdin: child.stdin ?? undefined,
+    exited: false,
+    ended,
+    queued: 0,
+    written: 0
+  }
   if (leaf !== undefined && child.pid !== undefined) {
     try {
       // In its leaf of the pool's cgroup, where a later host sees that it still works (it forks nothing:
@@ -109,22 +145,25 @@ const startSentinel = (poolId: string, leaf: CgroupRef | undefined): Sentinel =>
  * Writes `text` to the sentinel's pipe: one plain write(2) when nothing is queued on the stream (so
  * the order holds), which costs a fraction of a stream write (every spawn registers its tree); the
  * stream takes whatever that write could not (a full pipe, an error: its own error handler
- * applies).
+ * applies), and calls `written` once that part is in the kernel (or failed). True when the whole
+ * text is in the kernel on return.
  */
-const writeTo = (stdin: Writable, text: string): void => {
+const writeTo = (stdin: Writable, text: string, written: (error?: Error | null) => void): boolean => {
   const fd = (stdin as unknown as { _handle?: { fd?: unknown } })._handle?.fd
   if (stdin.writableLength === 0 && typeof fd === "number" && fd >= 0) {
     const data = Buffer.from(text)
-    let written = 0
+    let done = 0
     try {
-      written = fs.writeSync(fd, data)
+      done = fs.writeSync(fd, data)
     } catch {
       // EAGAIN (a full pipe), EPIPE (a dead sentinel): the stream deals with it
     }
-    if (written < data.length) stdin.write(data.subarray(written))
-    return
+    if (done === data.length) return true
+    stdin.write(data.subarray(done), written)
+    return false
   }
-  stdin.write(text)
+  stdin.write(text, written)
+  return false
 }
 
 // Uninterruptible: the sentinel it starts must have its release registered (the supervisor fiber
@@ -132,7 +171,10 @@ const writeTo = (stdin: Writable, text: string): void => {
 const attach = (
   poolId: string,
   policy: KillPolicy,
-  options?: { readonly cgroup?: { readonly pool: CgroupRef; readonly sentinel: CgroupRef } | undefined }
+  options?: {
+    readonly cgroup?: { readonly pool: CgroupRef; readonly sentinel: CgroupRef } | undefined
+    readonly registerWaitMs?: number | undefined
+  }
 ) =>
   Effect.uninterruptible(Effect.gen(function*() {
     // Everything a new sentinel must be told: kept here so that a restarted one starts where the
@@ -145,7 +187,27 @@ const attach = (
     const containerLine = (c: Container) => `+ ${c.shepherdId} ${c.pgid} ${c.leader.pid} ${c.leader.startTime}`
     const restartsMetric = Metric.withAttributes(Metrics.lifelineRestarts, { pool: poolId })
 
-    let current = startSentinel(poolId, cgroup?.sentinel)
+    const registerWaitMs = options?.registerWaitMs ?? defaultRegisterWaitMs
+
+    // Registrations whose line waits in a stream (a full pipe) or for a restarted sentinel.
+    const waiters = new Set<Waiter>()
+    const settleWritten = (sentinel: Sentinel) => {
+      for (const waiter of waiters) {
+        if (waiter.sentinel === sentinel && waiter.target <= sentinel.written) waiter.settle()
+      }
+    }
+    // One callback per sentinel for the writes its stream takes over (they complete in order). A
+    // failed one (a dead sentinel) settles nothing: the restarted sentinel's greeting does.
+    const withWrites = (sentinel: Sentinel) => ({
+      sentinel,
+      written: (error?: Error | null) => {
+        if (error !== null && error !== undefined) return
+        sentinel.written++
+        settleWritten(sentinel)
+      }
+    })
+
+    let current = withWrites(startSentinel(poolId, cgroup?.sentinel))
     let released = false
     let restarts = 0
     let lastError: string | undefined
@@ -154,10 +216,19 @@ const attach = (
     // Goodbye lines are sent in one write per event-loop turn: closing hundreds of trees at once
     // would otherwise queue hundreds of pipe writes.
     let buffered = ""
-    const flush = () => {
+    /**
+     * Sends what is buffered: 0 when it is in the kernel on return, else the count of the current
+     * sentinel's stream writes after which it is (Infinity when it could not be sent at all: the
+     * sentinel is dead, its successor's greeting carries the registrations).
+     */
+    const flush = (): number => {
       const text = buffered
       buffered = ""
-      if (text !== "" && !current.exited && current.stdin?.writable === true) writeTo(current.stdin, text)
+      const { sentinel, written } = current
+      if (text === "") return 0
+      if (sentinel.exited || sentinel.stdin?.writable !== true) return Number.POSITIVE_INFINITY
+      if (writeTo(sentinel.stdin, text, written)) return 0
+      return ++sentinel.queued
     }
     const write = (line: string) => {
       if (buffered === "") setImmediate(flush)
@@ -167,38 +238,78 @@ const attach = (
     // new container (its group, for members that lost the cookie). Only goodbyes wait a turn.
     const writeNow = (line: string) => {
       buffered += `${line}\n`
-      flush()
+      return flush()
     }
     const greet = () => {
       buffered = ""
-      writeNow([poolLine, ...[...registered.values()].map(containerLine)].join("\n"))
+      const target = writeNow([poolLine, ...[...registered.values()].map(containerLine)].join("\n"))
+      // Every registration still waiting is in this greeting.
+      for (const waiter of waiters) {
+        waiter.sentinel = current.sentinel
+        waiter.target = target
+      }
+      settleWritten(current.sentinel)
     }
     greet()
+
+    /** Waits until the stream write `target` of `sentinel` is in the kernel, at most `registerWaitMs`. */
+    const awaitWritten = (shepherdId: string, sentinel: Sentinel, target: number) =>
+      Effect.callback<void, LifelineUnavailable>((resume) => {
+        const waiter: Waiter = {
+          sentinel,
+          target,
+          settle: (failure) => {
+            waiters.delete(waiter)
+            clearTimeout(timer)
+            resume(
+              failure === undefined
+                ? Effect.void
+                : Effect.fail(new LifelineUnavailable({ shepherdId, waitedMs: registerWaitMs, reason: failure }))
+            )
+          }
+        }
+        const timer = setTimeout(() => {
+          const now = current.sentinel
+          waiter.settle(
+            now.exited
+              ? `sentinel ${now.pid ?? "(none)"} is not running`
+              : `sentinel ${now.pid ?? "(none)"} does not read its pipe (stopped, or starved of CPU)`
+          )
+        }, registerWaitMs)
+        waiters.add(waiter)
+        if (sentinel.written >= target) waiter.settle()
+        return Effect.sync(() => {
+          waiters.delete(waiter)
+          clearTimeout(timer)
+        })
+      })
 
     const supervise = Effect.gen(function*() {
       const deaths: Array<number> = []
       while (true) {
-        const reason = yield* Effect.promise(() => current.ended)
+        const reason = yield* Effect.promise(() => current.sentinel.ended)
         if (released) return
         const now = yield* Clock.currentTimeMillis
         while (deaths.length > 0 && now - deaths[0]! > restartWindowMs) deaths.shift()
         deaths.push(now)
-        lastError = `sentinel ${current.pid ?? "(none)"} ${reason}`
+        lastError = `sentinel ${current.sentinel.pid ?? "(none)"} ${reason}`
         if (deaths.length > maxRestarts) {
           gaveUp = true
           lastError = `gave up after ${deaths.length} deaths within ${restartWindowMs} ms; last: ${lastError}`
+          // As every later spawn: unprotected, which the error below says.
+          for (const waiter of waiters) waiter.settle()
           yield* Metric.update(Metric.withAttributes(restartsMetric, { outcome: "failed" }), 1)
           return yield* Effect.logError(
             `lifeline of pool ${poolId}: ${lastError}. Trees are NOT protected against a hard host death.`
           )
         }
-        current = startSentinel(poolId, cgroup?.sentinel)
+        current = withWrites(startSentinel(poolId, cgroup?.sentinel))
         greet()
         restarts++
         yield* Metric.update(Metric.withAttributes(restartsMetric, { outcome: "restarted" }), 1)
         yield* Effect.logWarning(
           `lifeline of pool ${poolId}: ${lastError}; restarted as pid ${
-            current.pid ?? "(none)"
+            current.sentinel.pid ?? "(none)"
           } with ${registered.size} container(s)`
         )
       }
@@ -208,17 +319,31 @@ const attach = (
     yield* Effect.addFinalizer(() =>
       Effect.sync(() => {
         released = true
+        for (const waiter of waiters) waiter.settle("the pool is closing")
         write("BYE")
         flush()
-        current.stdin?.end()
+        current.sentinel.stdin?.end()
       })
     )
 
     const attached: Attached = {
+      ready: (shepherdId: string) =>
+        Effect.suspend(() => {
+          const { sentinel } = current
+          // Nothing in the stream (the common case), or nothing to wait for (as in `register`).
+          if ((!sentinel.exited && sentinel.written === sentinel.queued) || cgroup !== undefined || gaveUp) {
+            return Effect.void
+          }
+          return awaitWritten(shepherdId, sentinel, sentinel.exited ? Number.POSITIVE_INFINITY : sentinel.queued)
+        }),
       register: (c: Container) =>
-        Effect.sync(() => {
+        Effect.suspend(() => {
           registered.set(c.shepherdId, c)
-          writeNow(containerLine(c))
+          const target = writeNow(containerLine(c))
+          // In the kernel (the common case), or nothing to wait for: the pool's cgroups are ended
+          // whatever the sentinel was told; a lifeline that gave up protects nothing.
+          if (target === 0 || cgroup !== undefined || gaveUp) return Effect.void
+          return awaitWritten(c.shepherdId, current.sentinel, target)
         }),
       unregister: (shepherdId: string) =>
         Effect.sync(() => {
@@ -227,11 +352,12 @@ const attach = (
         }),
       status: Effect.sync(() => ({
         kind: "sentinel",
-        pid: current.pid,
-        alive: !gaveUp && !current.exited && current.pid !== undefined,
+        pid: current.sentinel.pid,
+        alive: !gaveUp && !current.sentinel.exited && current.sentinel.pid !== undefined,
         watching: registered.size,
         restarts,
-        ...(lastError === undefined ? {} : { lastError })
+        ...(lastError === undefined ? {} : { lastError }),
+        waiting: waiters.size
       }))
     }
     return attached

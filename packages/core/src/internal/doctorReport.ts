@@ -165,7 +165,10 @@ export const make = (sources: Sources): Effect.Effect<Doctor.DoctorReport> =>
           alive: lifelineStatus.alive,
           watching: lifelineStatus.watching,
           restarts: lifelineStatus.restarts,
-          ...(lifelineStatus.lastError === undefined ? {} : { lastError: lifelineStatus.lastError })
+          ...(lifelineStatus.lastError === undefined ? {} : { lastError: lifelineStatus.lastError }),
+          ...(lifelineStatus.waiting === undefined || lifelineStatus.waiting === 0
+            ? {}
+            : { waiting: lifelineStatus.waiting })
         }
       }),
       envPolicy: config.env,

@@ -84,12 +84,17 @@ export const intent = (
 
 /**
  * Right after the OS spawn: the tree's identity goes to the ledger, then its
- * container to the lifeline.
+ * container to the lifeline. The lifeline's failure is the caller's: a tree
+ * it could not take is not protected against a hard death of the host.
  *
  * @since 0.1.0
  * @category writes
  */
-export const registered = (journal: Journal, container: Container, at: number): Effect.Effect<void> => {
+export const registered = (
+  journal: Journal,
+  container: Container,
+  at: number
+): Effect.Effect<void, Lifeline.LifelineUnavailable> => {
   const registration = record(journal, {
     _tag: "Registered",
     shepherdId: container.shepherdId,

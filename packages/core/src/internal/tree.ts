@@ -133,6 +133,21 @@ export const launch = (
     env.SHEPHERD_ID = shepherdId
     const secrets = secretsOf(command)
 
+    const lifeline = ctx.journal.lifeline
+    if (lifeline !== undefined) {
+      // A stalled lifeline: no fork whose registration would wait in the host's memory.
+      const ready = yield* Effect.result(lifeline.ready(shepherdId))
+      if (ready._tag === "Failure") {
+        yield* releaseSlot
+        return yield* new SpawnError({
+          session: sessionId,
+          command: display,
+          kind: "Lifeline",
+          reason: ready.failure.message,
+          cause: ready.failure
+        })
+      }
+    }
     ctx.trees.tracked.add(shepherdId)
     if (ctx.journal.ledger !== undefined) {
       const intent = yield* Effect.result(Journal.intent(ctx.journal, {
@@ -191,7 +206,9 @@ export const launch = (
     const container: Container = launched.cgroup === undefined
       ? { pgid: launched.pgid, shepherdId, leader: launched.identity }
       : { pgid: launched.pgid, shepherdId, leader: launched.identity, cgroup: launched.cgroup }
-    yield* Journal.registered(ctx.journal, container, startedAt)
+    // The lifeline's registration waits (bounded) while the lifeline does not take it: a tree is not
+    // handed to its caller before a hard death of the host would end it.
+    const registration = yield* Effect.result(Journal.registered(ctx.journal, container, startedAt))
     const done = Deferred.makeUnsafe<Teardown.Teardown>()
     const awaitDone = Deferred.await(done)
     let running: KillPolicy.KillPolicy | undefined
@@ -319,6 +336,18 @@ export const launch = (
     // launcher's exit callback when it has one: no fiber per process waits for the exit).
     if (launched.onExit !== undefined) launched.onExit(() => ctx.runWatcher(stop))
     else yield* FiberSet.run(ctx.watchers, Effect.andThen(launched.exit, stop))
+    if (registration._tag === "Failure") {
+      // Not protected against a hard host death: torn down (slot, ledger and lifeline as for any tree
+      // that ends) and refused.
+      yield* stop
+      return yield* new SpawnError({
+        session: sessionId,
+        command: display,
+        kind: "Lifeline",
+        reason: registration.failure.message,
+        cause: registration.failure
+      })
+    }
     if (ctx.registry.closing || session.closed !== undefined) {
       // The session began closing while we were launching: its close (which waited for
       // this launch) tears the tree down; the caller gets PoolClosed.
