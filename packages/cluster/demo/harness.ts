@@ -96,8 +96,11 @@ export const startRunner = (index: number, spec: RunnerSpec, options?: { readonl
           }
         }
       })
-      child.on("exit", (code, signal) =>
-        resume(Effect.fail(new Error(`runner ${index} exited before it was ready (${code ?? signal})`))))
+      child.on(
+        "exit",
+        (code, signal) =>
+          resume(Effect.fail(new Error(`runner ${index} exited before it was ready (${code ?? signal})`)))
+      )
     }).pipe(Effect.timeout("60 seconds")),
     ({ child }) =>
       Effect.gen(function*() {
@@ -123,12 +126,17 @@ export const sigkill = (runner: RunnerProcess) =>
 export const carriers = (prefix: string) => NodeProcessTable.carriers(prefix)
 
 /** Polls `check` every 50 ms until it holds; fails after `limit` (a hang guard, not a timing assertion). */
-export const waitUntil = <E, R>(what: string, check: Effect.Effect<boolean, E, R>, limit: Duration.Input = "60 seconds") =>
+export const waitUntil = <E, R>(
+  what: string,
+  check: Effect.Effect<boolean, E, R>,
+  limit: Duration.Input = "60 seconds"
+) =>
   Effect.gen(function*() {
     while (!(yield* check)) yield* Effect.sleep("50 millis")
   }).pipe(
     Effect.timeoutOrElse({
       duration: limit,
-      orElse: () => Effect.fail(new Error(`gave up waiting (${Duration.format(Duration.fromInputUnsafe(limit))}) for ${what}`))
+      orElse: () =>
+        Effect.fail(new Error(`gave up waiting (${Duration.format(Duration.fromInputUnsafe(limit))}) for ${what}`))
     })
   )

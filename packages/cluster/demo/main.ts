@@ -67,7 +67,10 @@ const program = Effect.gen(function*() {
   const log = (line: string) => Console.log(`${since()}  ${line}`)
   yield* Console.log(paint("1", `Shepherd cluster demo (run ${runId}): 3 runners, 6 sessions, PostgreSQL storage`))
   yield* Console.log(
-    paint("2", `kill policy grace ${grace} ms + forceWait ${forceWait} ms; shard lease ${lease} ms (≥ 2 × refresh + lifeline bound)`)
+    paint(
+      "2",
+      `kill policy grace ${grace} ms + forceWait ${forceWait} ms; shard lease ${lease} ms (≥ 2 × refresh + lifeline bound)`
+    )
   )
 
   if (!Harness.postgresAvailable()) {
@@ -82,7 +85,10 @@ const program = Effect.gen(function*() {
   yield* log("tables created (cluster messages, runners, shard leases, session records)")
 
   const scope = yield* Scope.Scope
-  const clientContext = yield* Layer.buildWithScope(ClusterRunner.layerClient({ database, sharding: { shardLockExpiration: lease } }), scope)
+  const clientContext = yield* Layer.buildWithScope(
+    ClusterRunner.layerClient({ database, sharding: { shardLockExpiration: lease } }),
+    scope
+  )
   const sql = Context.get(clientContext, SqlClient.SqlClient)
   const client = yield* SessionClient.make.pipe(Effect.provideContext(clientContext as Context.Context<Sharding>))
 
@@ -119,11 +125,19 @@ const program = Effect.gen(function*() {
   yield* log("the three runners hold 100 shards each")
 
   const sessions = ["s1", "s2", "s3", "s4", "s5", "s6"].map((s) => `${s}-${runId}`)
-  yield* Effect.forEach(sessions, (session) =>
-    Effect.forEach(trees, (argv, i) =>
-      client.spawn(session, { argv, env: { SHEPHERD_CLUSTER_DEMO: runId } }, { spawnId: `${session}/tree-${i}` }), {
-      discard: true
-    }), { concurrency: "unbounded", discard: true })
+  yield* Effect.forEach(
+    sessions,
+    (session) =>
+      Effect.forEach(
+        trees,
+        (argv, i) =>
+          client.spawn(session, { argv, env: { SHEPHERD_CLUSTER_DEMO: runId } }, { spawnId: `${session}/tree-${i}` }),
+        {
+          discard: true
+        }
+      ),
+    { concurrency: "unbounded", discard: true }
+  )
   // A retried Spawn (same spawnId) returns the first result and starts nothing.
   const first = yield* client.status(sessions[0]!)
   const retried = yield* client.spawn(sessions[0]!, { argv: trees[0], env: { SHEPHERD_CLUSTER_DEMO: runId } }, {
@@ -132,7 +146,9 @@ const program = Effect.gen(function*() {
   const again = yield* client.status(sessions[0]!)
   yield* log(
     `retried Spawn ${retried.spawnId}: pid ${retried.pid} (first: ${first.trees[0]?.pid}); ` +
-      `${again.trees.length} trees recorded before and after: ${first.trees.length === again.trees.length ? "nothing spawned twice" : "SPAWNED TWICE"}`
+      `${again.trees.length} trees recorded before and after: ${
+        first.trees.length === again.trees.length ? "nothing spawned twice" : "SPAWNED TWICE"
+      }`
   )
   if (retried.pid !== first.trees[0]?.pid || first.trees.length !== again.trees.length) {
     return yield* Effect.fail(new Error("a retried Spawn spawned again"))
@@ -147,7 +163,11 @@ const program = Effect.gen(function*() {
   for (const s of statuses) yield* log(bySession(s))
   for (const r of runners) {
     const held = statuses.filter((s) => s.runner === r.address).length
-    yield* log(`runner ${r.index} holds ${held} session(s), ${Harness.carriers(`${r.poolId}:`).length} supervised processes (/proc)`)
+    yield* log(
+      `runner ${r.index} holds ${held} session(s), ${
+        Harness.carriers(`${r.poolId}:`).length
+      } supervised processes (/proc)`
+    )
   }
 
   const victim = runners.reduce((best, r) =>
@@ -157,22 +177,40 @@ const program = Effect.gen(function*() {
   )
   const moved = statuses.filter((s) => s.runner === victim.address)
   const victimProcesses = Harness.carriers(`${victim.poolId}:`).length
-  yield* Console.log(paint("1", `\nSIGKILL runner ${victim.index} (pid ${victim.pid}): ${moved.length} sessions, ${victimProcesses} processes`))
+  yield* Console.log(
+    paint(
+      "1",
+      `\nSIGKILL runner ${victim.index} (pid ${victim.pid}): ${moved.length} sessions, ${victimProcesses} processes`
+    )
+  )
   const killedAt = Date.now()
   yield* Harness.sigkill(victim)
   yield* log(paint("31", `runner ${victim.index} is dead (no finalizer ran)`))
 
-  yield* Harness.waitUntil("the dead runner's trees to be gone", Effect.sync(() => Harness.carriers(`${victim.poolId}:`).length === 0))
+  yield* Harness.waitUntil(
+    "the dead runner's trees to be gone",
+    Effect.sync(() => Harness.carriers(`${victim.poolId}:`).length === 0)
+  )
   const goneMs = Date.now() - killedAt
-  yield* log(paint("32", `its ${victimProcesses} processes are gone (/proc), ${goneMs} ms after the kill: its lifeline ended them`))
+  yield* log(
+    paint(
+      "32",
+      `its ${victimProcesses} processes are gone (/proc), ${goneMs} ms after the kill: its lifeline ended them`
+    )
+  )
 
-  const answered = yield* Effect.forEach(moved, (s) =>
-    Effect.map(client.status(s.session), (status) => ({ status, ms: Date.now() - killedAt })), {
-    concurrency: "unbounded"
-  })
+  const answered = yield* Effect.forEach(
+    moved,
+    (s) => Effect.map(client.status(s.session), (status) => ({ status, ms: Date.now() - killedAt })),
+    {
+      concurrency: "unbounded"
+    }
+  )
   const answeringMs = Math.max(...answered.map((a) => a.ms))
   for (const { ms, status } of answered) yield* log(`${bySession(status)}  (answered ${ms} ms after the kill)`)
-  yield* log(paint("32", `its ${moved.length} sessions answer from the other runners, ${answeringMs} ms after the kill`))
+  yield* log(
+    paint("32", `its ${moved.length} sessions answer from the other runners, ${answeringMs} ms after the kill`)
+  )
   const notLost = answered.flatMap((a) => a.status.trees.filter((t) => t.state !== "Lost"))
   if (notLost.length > 0 || answered.some((a) => a.status.runner === victim.address)) {
     return yield* Effect.fail(new Error("a re-homed session does not report its earlier trees as Lost"))
@@ -197,10 +235,14 @@ const main = Effect.gen(function*() {
   yield* Console.log(`kill → trees gone:          ${times.goneMs} ms`)
   yield* Console.log(`kill → sessions answering:  ${times.answeringMs} ms`)
   if (left.length > 0) {
-    yield* Console.log(paint("31;1", `✘ /proc check: ${left.length} process(es) of run ${runId} survive: ${left.join(", ")}`))
+    yield* Console.log(
+      paint("31;1", `✘ /proc check: ${left.length} process(es) of run ${runId} survive: ${left.join(", ")}`)
+    )
     return yield* Effect.fail(new Error("processes survived"))
   }
-  yield* Console.log(paint("32;1", `✔ /proc check: 0 processes carrying SHEPHERD_ID=cluster-${runId}-* or ${marker} survive`))
+  yield* Console.log(
+    paint("32;1", `✔ /proc check: 0 processes carrying SHEPHERD_ID=cluster-${runId}-* or ${marker} survive`)
+  )
 })
 
 main.pipe(Effect.provideService(References.MinimumLogLevel, "Warn"), NodeRuntime.runMain)

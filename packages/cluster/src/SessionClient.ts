@@ -6,11 +6,22 @@
  *
  * @since 0.1.0
  */
-import type { AlreadyProcessingMessage, EntityNotAssignedToRunner, MailboxFull, PersistenceError } from "effect/cluster/ClusterError"
+import type {
+  AlreadyProcessingMessage,
+  EntityNotAssignedToRunner,
+  MailboxFull,
+  PersistenceError
+} from "effect/cluster/ClusterError"
 import type { Sharding } from "effect/cluster/Sharding"
 import * as Effect from "effect/Effect"
 import * as Schema from "effect/Schema"
-import { MalformedCommand, type SessionClosed, type SessionNotFound, type SpawnFailed, type StorageFailed } from "./ClusterError.ts"
+import {
+  MalformedCommand,
+  type SessionClosed,
+  type SessionNotFound,
+  type SpawnFailed,
+  type StorageFailed
+} from "./ClusterError.ts"
 import { Command, SessionEntity, type SessionStatus } from "./SessionEntity.ts"
 import type { TreeRecord } from "./TreeStore.ts"
 

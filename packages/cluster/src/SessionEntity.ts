@@ -169,7 +169,14 @@ export const layer: Layer.Layer<
       Effect.gen(function*() {
         const spawnId = spawnIds.get(report.shepherdId)
         if (spawnId === undefined) return
-        yield* store.markEnded(sessionId, spawnId, "Ended", report._tag, Teardown.describe(report), yield* Clock.currentTimeMillis)
+        yield* store.markEnded(
+          sessionId,
+          spawnId,
+          "Ended",
+          report._tag,
+          Teardown.describe(report),
+          yield* Clock.currentTimeMillis
+        )
       }).pipe(Effect.ignore)
     // Registered after the trees' scope: runs first when the entity stops (runner shutdown, shard
     // handed off). Every tree is torn down concurrently and its report written down.
@@ -202,7 +209,8 @@ export const layer: Layer.Layer<
         (command.kill?.forceWaitMs ?? policy.forceWaitMs) > policy.forceWaitMs
       ) {
         return yield* new MalformedCommand({
-          reason: `kill.graceMs/forceWaitMs may not exceed the runner's (${policy.graceMs} ms / ${policy.forceWaitMs} ms):` +
+          reason:
+            `kill.graceMs/forceWaitMs may not exceed the runner's (${policy.graceMs} ms / ${policy.forceWaitMs} ms):` +
             " the shard lease is sized for that lifeline bound"
         })
       }
@@ -250,7 +258,14 @@ export const layer: Layer.Layer<
     const failSpawn = (spawnId: string, error: unknown) =>
       Effect.gen(function*() {
         const { reason, tag } = describeCause(error)
-        yield* store.markEnded(sessionId, spawnId, "Failed", "SpawnFailed", `${tag}: ${reason}`, yield* Clock.currentTimeMillis)
+        yield* store.markEnded(
+          sessionId,
+          spawnId,
+          "Failed",
+          "SpawnFailed",
+          `${tag}: ${reason}`,
+          yield* Clock.currentTimeMillis
+        )
         return yield* new SpawnFailed({ session: sessionId, spawnId, cause: tag, reason })
       })
 

@@ -197,62 +197,62 @@ const toRecord = (row: Record<string, unknown>): TreeRecord =>
 
 function make(sql: SqlClient.SqlClient): TreeStore["Service"] {
   return {
-  adopt: (session, owner, at) =>
-    Effect.gen(function*() {
-      const lost = yield* sql`UPDATE shepherd_cluster_trees
+    adopt: (session, owner, at) =>
+      Effect.gen(function*() {
+        const lost = yield* sql`UPDATE shepherd_cluster_trees
         SET state = 'Lost', outcome = 'Lost', ended_at = ${at},
           detail = 'its runner ' || runner || ' (pid ' || runner_pid || ') stopped hosting the session before the tree was reported gone'
         WHERE session_id = ${session} AND incarnation <> ${owner.incarnation} AND state IN ('Starting', 'Running')
         RETURNING spawn_id`
-      yield* sql`UPDATE shepherd_cluster_sessions
+        yield* sql`UPDATE shepherd_cluster_sessions
         SET runner = ${owner.runner}, runner_pid = ${owner.runnerPid}, incarnation = ${owner.incarnation}
         WHERE session_id = ${session}`
-      return lost.length
-    }).pipe(sql.withTransaction, Effect.mapError(fail("adopt"))),
-  sessionState: (session) =>
-    sql`SELECT state FROM shepherd_cluster_sessions WHERE session_id = ${session}`.pipe(
-      Effect.map((rows) => rows.length === 0 ? Option.none() : Option.some(rows[0]!.state as SessionState)),
-      Effect.mapError(fail("sessionState"))
-    ),
-  openSession: (session, owner, at) =>
-    sql`INSERT INTO shepherd_cluster_sessions (session_id, state, runner, runner_pid, incarnation, opened_at)
+        return lost.length
+      }).pipe(sql.withTransaction, Effect.mapError(fail("adopt"))),
+    sessionState: (session) =>
+      sql`SELECT state FROM shepherd_cluster_sessions WHERE session_id = ${session}`.pipe(
+        Effect.map((rows) => rows.length === 0 ? Option.none() : Option.some(rows[0]!.state as SessionState)),
+        Effect.mapError(fail("sessionState"))
+      ),
+    openSession: (session, owner, at) =>
+      sql`INSERT INTO shepherd_cluster_sessions (session_id, state, runner, runner_pid, incarnation, opened_at)
       VALUES (${session}, 'Open', ${owner.runner}, ${owner.runnerPid}, ${owner.incarnation}, ${at})
       ON CONFLICT (session_id) DO NOTHING`.pipe(Effect.asVoid, Effect.mapError(fail("openSession"))),
-  closeSession: (session, at) =>
-    sql`UPDATE shepherd_cluster_sessions SET state = 'Closed', closed_at = ${at} WHERE session_id = ${session}`.pipe(
-      Effect.asVoid,
-      Effect.mapError(fail("closeSession"))
-    ),
-  find: (session, spawnId) =>
-    sql`SELECT * FROM shepherd_cluster_trees WHERE session_id = ${session} AND spawn_id = ${spawnId}`.pipe(
-      Effect.map((rows) => rows.length === 0 ? Option.none() : Option.some(toRecord(rows[0]!))),
-      Effect.mapError(fail("find"))
-    ),
-  insertIntent: (session, spawnId, argv, owner, at) =>
-    sql`INSERT INTO shepherd_cluster_trees
+    closeSession: (session, at) =>
+      sql`UPDATE shepherd_cluster_sessions SET state = 'Closed', closed_at = ${at} WHERE session_id = ${session}`.pipe(
+        Effect.asVoid,
+        Effect.mapError(fail("closeSession"))
+      ),
+    find: (session, spawnId) =>
+      sql`SELECT * FROM shepherd_cluster_trees WHERE session_id = ${session} AND spawn_id = ${spawnId}`.pipe(
+        Effect.map((rows) => rows.length === 0 ? Option.none() : Option.some(toRecord(rows[0]!))),
+        Effect.mapError(fail("find"))
+      ),
+    insertIntent: (session, spawnId, argv, owner, at) =>
+      sql`INSERT INTO shepherd_cluster_trees
       (session_id, spawn_id, argv, state, runner, runner_pid, incarnation, created_at)
       VALUES (${session}, ${spawnId}, ${JSON.stringify(argv)}, 'Starting', ${owner.runner}, ${owner.runnerPid},
         ${owner.incarnation}, ${at})
       ON CONFLICT (session_id, spawn_id) DO NOTHING
       RETURNING spawn_id`.pipe(Effect.map((rows) => rows.length === 1), Effect.mapError(fail("insertIntent"))),
-  markRunning: (session, spawnId, facts) =>
-    sql`UPDATE shepherd_cluster_trees
+    markRunning: (session, spawnId, facts) =>
+      sql`UPDATE shepherd_cluster_trees
       SET state = 'Running', pid = ${facts.pid}, pool_id = ${facts.poolId}, shepherd_id = ${facts.shepherdId}
       WHERE session_id = ${session} AND spawn_id = ${spawnId} AND state = 'Starting'`.pipe(
-      Effect.asVoid,
-      Effect.mapError(fail("markRunning"))
-    ),
-  markEnded: (session, spawnId, state, outcome, detail, at) =>
-    sql`UPDATE shepherd_cluster_trees
+        Effect.asVoid,
+        Effect.mapError(fail("markRunning"))
+      ),
+    markEnded: (session, spawnId, state, outcome, detail, at) =>
+      sql`UPDATE shepherd_cluster_trees
       SET state = ${state}, outcome = ${outcome}, detail = ${detail}, ended_at = ${at}
       WHERE session_id = ${session} AND spawn_id = ${spawnId} AND state IN ('Starting', 'Running')`.pipe(
-      Effect.asVoid,
-      Effect.mapError(fail("markEnded"))
-    ),
-  list: (session) =>
-    sql`SELECT * FROM shepherd_cluster_trees WHERE session_id = ${session} ORDER BY created_at, spawn_id`.pipe(
-      Effect.map((rows) => rows.map(toRecord)),
-      Effect.mapError(fail("list"))
-    )
+        Effect.asVoid,
+        Effect.mapError(fail("markEnded"))
+      ),
+    list: (session) =>
+      sql`SELECT * FROM shepherd_cluster_trees WHERE session_id = ${session} ORDER BY created_at, spawn_id`.pipe(
+        Effect.map((rows) => rows.map(toRecord)),
+        Effect.mapError(fail("list"))
+      )
   }
 }

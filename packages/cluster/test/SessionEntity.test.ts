@@ -75,18 +75,22 @@ const clusterLayer = Layer.effect(
       Effect.sync(() => fs.mkdtempSync(path.join(os.tmpdir(), "shepherd-cluster-test-"))),
       (dir) => Effect.sync(() => fs.rmSync(dir, { recursive: true, force: true }))
     )
-    const runners = yield* Effect.forEach([1, 2, 3], (i) =>
-      Effect.flatMap(Harness.freePort, (port) =>
-        Harness.startRunner(i, {
-          name: `cluster-${runId}-r${i}`,
-          port,
-          dbPort: pg.port,
-          ledger: path.join(dir, `runner-${i}.ledger`),
-          graceMs: grace,
-          forceWaitMs: forceWait,
-          shardLockExpirationMs: lease,
-          slots: 8
-        })), { concurrency: "unbounded" })
+    const runners = yield* Effect.forEach(
+      [1, 2, 3],
+      (i) =>
+        Effect.flatMap(Harness.freePort, (port) =>
+          Harness.startRunner(i, {
+            name: `cluster-${runId}-r${i}`,
+            port,
+            dbPort: pg.port,
+            ledger: path.join(dir, `runner-${i}.ledger`),
+            graceMs: grace,
+            forceWaitMs: forceWait,
+            shardLockExpirationMs: lease,
+            slots: 8
+          })),
+      { concurrency: "unbounded" }
+    )
     const sql = Context.get(context, SqlClient.SqlClient)
     yield* Harness.waitUntil(
       "the three runners to hold all shards",
@@ -132,13 +136,15 @@ describe("ClusterConfig", () => {
 
   it.effect("a runner layer with an unsafe lease fails to build with the typed error, before it connects", () =>
     Effect.gen(function*() {
-      const exit = yield* Effect.exit(Layer.build(ClusterRunner.layer({
-        host: "127.0.0.1",
-        port: 1,
-        database: { host: "127.0.0.1", port: 1 },
-        pool: { kill: { grace: "5 seconds", forceWait: "1 second" }, ledger: false },
-        sharding: { shardLockExpiration: "10 seconds" }
-      })).pipe(Effect.scoped))
+      const exit = yield* Effect.exit(
+        Layer.build(ClusterRunner.layer({
+          host: "127.0.0.1",
+          port: 1,
+          database: { host: "127.0.0.1", port: 1 },
+          pool: { kill: { grace: "5 seconds", forceWait: "1 second" }, ledger: false },
+          sharding: { shardLockExpiration: "10 seconds" }
+        })).pipe(Effect.scoped)
+      )
       assert.isTrue(Exit.isFailure(exit))
       const error = Exit.isFailure(exit) ? Option.getOrUndefined(Exit.findErrorOption(exit)) : undefined
       assert.strictEqual((error as { _tag?: string } | undefined)?._tag, "InvalidClusterConfig")
@@ -165,7 +171,9 @@ describe.skipIf(!available)("SessionEntity across three runners (skipped without
           assert.strictEqual(malformed._tag, "MalformedCommand", JSON.stringify(command))
         }
         // Checked by the runner: a grace longer than the one the shard lease was sized for.
-        const tooSlow = yield* Effect.flip(client.spawn(`bad-${runId}`, { argv: sleeper, env, kill: { graceMs: 60_000 } }))
+        const tooSlow = yield* Effect.flip(
+          client.spawn(`bad-${runId}`, { argv: sleeper, env, kill: { graceMs: 60_000 } })
+        )
         assert.strictEqual(tooSlow._tag, "MalformedCommand")
         const missing = yield* Effect.flip(client.spawn(`bad-${runId}`, { argv: [`/nonexistent/${runId}`], env }))
         assert.strictEqual(missing._tag, "SpawnFailed")
@@ -185,7 +193,10 @@ describe.skipIf(!available)("SessionEntity across three runners (skipped without
         const status = yield* client.status(session)
         assert.strictEqual(status.trees.length, 1)
         // One tree on the OS too: its leader and the sleep.
-        assert.strictEqual(Harness.carriers(`${first.shepherdId}`).filter((p) => p.shepherdId === first.shepherdId).length, 2)
+        assert.strictEqual(
+          Harness.carriers(`${first.shepherdId}`).filter((p) => p.shepherdId === first.shepherdId).length,
+          2
+        )
         const closed = yield* client.close(session)
         assert.strictEqual(closed.state, "Closed")
         assert.deepStrictEqual(closed.trees.map((t) => t.state), ["Ended"])
