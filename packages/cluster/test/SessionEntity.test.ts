@@ -241,6 +241,38 @@ describe.skipIf(!available)("SessionEntity across three runners (skipped without
         assert.isTrue(closed.every((s) => s.state === "Closed" && s.trees.every((t) => t.state !== "Running")))
       }))
 
+    it.effect("a runner stopped with SIGTERM hands its sessions over with their trees' reports (Ended, not Lost)", () =>
+      Effect.gen(function*() {
+        const { client, runners } = yield* Cluster
+        const alive = runners.filter((r) => r.child.exitCode === null && r.child.signalCode === null)
+        assert.isAbove(alive.length, 1)
+        const sessions = Array.from({ length: 6 }, (_, i) => `handover-${i}-${runId}`)
+        yield* Effect.forEach(sessions, (s) => client.spawn(s, { argv: sleeper, env }, { spawnId: "a" }), {
+          concurrency: "unbounded",
+          discard: true
+        })
+        const before = yield* Effect.forEach(sessions, client.status, { concurrency: "unbounded" })
+        const count = (r: Harness.RunnerProcess) => before.filter((s) => s.runner === r.address).length
+        const leaving = alive.reduce((a, b) => count(b) > count(a) ? b : a)
+        const moved = before.filter((s) => s.runner === leaving.address)
+        assert.isAbove(moved.length, 0)
+        leaving.child.kill("SIGTERM")
+        yield* Effect.callback<void>((resume) => {
+          if (leaving.child.exitCode !== null || leaving.child.signalCode !== null) return resume(Effect.void)
+          leaving.child.once("exit", () => resume(Effect.void))
+        }).pipe(Effect.timeout("60 seconds"))
+        assert.strictEqual(Harness.carriers(`${leaving.poolId}:`).length, 0)
+        const after = yield* Effect.forEach(moved, (s) => client.status(s.session), { concurrency: "unbounded" }).pipe(
+          Effect.timeout("60 seconds")
+        )
+        for (const status of after) {
+          assert.notStrictEqual(status.runner, leaving.address)
+          assert.deepStrictEqual(status.trees.map((t) => t.state), ["Ended"])
+          assert.include(["Graceful", "Forced"], status.trees[0]!.outcome)
+        }
+        yield* Effect.forEach(sessions, client.close, { concurrency: "unbounded", discard: true })
+      }))
+
     it.effect("nothing of this run is left but the runners' own processes", () =>
       Effect.sync(() => assert.deepStrictEqual(survivors(), [])))
   })
