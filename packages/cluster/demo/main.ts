@@ -107,7 +107,7 @@ const program = Effect.gen(function*() {
         graceMs: grace,
         forceWaitMs: forceWait,
         shardLockExpirationMs: lease,
-        slots: 8
+        slots: 16
       })
     }), { concurrency: "unbounded" })
   for (const r of runners) yield* log(`runner ${r.index}: pid ${r.pid}, ${r.address}, pool ${r.poolId}`)

@@ -1,8 +1,9 @@
 /**
  * `SessionClient`: the client side of `SessionEntity`. It checks a command
  * before it goes on the wire (a malformed one fails with `MalformedCommand`),
- * gives each spawn an id (so that retrying it never spawns twice), and finds
- * each session wherever the cluster placed it.
+ * gives each spawn an id (so that retrying it never spawns twice), finds
+ * each session wherever the cluster placed it, and sends a request again when
+ * its session moved while it ran.
  *
  * @since 0.1.0
  */
@@ -13,6 +14,7 @@ import type {
   PersistenceError
 } from "effect/cluster/ClusterError"
 import type { Sharding } from "effect/cluster/Sharding"
+import * as Cause from "effect/Cause"
 import * as Effect from "effect/Effect"
 import * as Schema from "effect/Schema"
 import {
@@ -57,6 +59,21 @@ export interface SessionClient {
 const decodeCommand = Schema.decodeUnknownEffect(Command)
 
 /**
+ * A request whose session moved while it ran (its entity was stopped on the
+ * old runner) ends as an interruption that is not ours: send it again, up to
+ * 10 times. Safe for every message: `Spawn` carries its id, `Close` and
+ * `Status` are idempotent. An interruption of the caller itself is not caught.
+ */
+const resend = <A, E>(request: Effect.Effect<A, E>, attempt = 0): Effect.Effect<A, E> =>
+  Effect.catchCause(
+    request,
+    (cause) =>
+      attempt < 10 && Cause.hasInterruptsOnly(cause)
+        ? Effect.delay(resend(request, attempt + 1), "200 millis")
+        : Effect.failCause(cause)
+  )
+
+/**
  * Makes a client (needs the cluster's `Sharding`, e.g. `ClusterRunner.layerClient`).
  *
  * @since 0.1.0
@@ -71,9 +88,9 @@ export const make: Effect.Effect<SessionClient, never, Sharding> = Effect.gen(fu
           Effect.mapError((error) => new MalformedCommand({ reason: error.message }))
         )
         const spawnId = options?.spawnId ?? globalThis.crypto.randomUUID()
-        return yield* clientFor(session).Spawn({ spawnId, command: decoded })
+        return yield* resend(clientFor(session).Spawn({ spawnId, command: decoded }))
       }),
-    status: (session) => clientFor(session).Status(),
-    close: (session) => clientFor(session).Close()
+    status: (session) => resend(clientFor(session).Status()),
+    close: (session) => resend(clientFor(session).Close())
   }
 })

@@ -87,7 +87,7 @@ const clusterLayer = Layer.effect(
             graceMs: grace,
             forceWaitMs: forceWait,
             shardLockExpirationMs: lease,
-            slots: 8
+            slots: 16
           })),
       { concurrency: "unbounded" }
     )
