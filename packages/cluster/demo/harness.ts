@@ -140,3 +140,33 @@ export const waitUntil = <E, R>(
         Effect.fail(new Error(`gave up waiting (${Duration.format(Duration.fromInputUnsafe(limit))}) for ${what}`))
     })
   )
+
+/** A process as seen once: its pid and its start time (clock ticks since boot, `/proc/<pid>/stat` field 22). */
+export interface Seen {
+  readonly pid: number
+  readonly start: string
+}
+
+const statOf = (pid: number): { readonly state: string; readonly start: string } | undefined => {
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, "latin1")
+    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ")
+    return { state: fields[0]!, start: fields[19]! }
+  } catch {
+    return undefined
+  }
+}
+
+/** The carriers of `prefix` with their start times, to watch them cheaply afterwards. */
+export const snapshot = (prefix: string): Array<Seen> =>
+  carriers(prefix).flatMap((p) => {
+    const stat = statOf(p.pid)
+    return stat === undefined ? [] : [{ pid: p.pid, start: stat.start }]
+  })
+
+/** Those of `seen` still alive (same pid and start time, not a zombie): reads only their own `/proc` entries. */
+export const stillAlive = (seen: ReadonlyArray<Seen>): Array<Seen> =>
+  seen.filter((p) => {
+    const stat = statOf(p.pid)
+    return stat !== undefined && stat.start === p.start && stat.state !== "Z" && stat.state !== "X"
+  })

@@ -176,7 +176,9 @@ const program = Effect.gen(function*() {
       : best
   )
   const moved = statuses.filter((s) => s.runner === victim.address)
-  const victimProcesses = Harness.carriers(`${victim.poolId}:`).length
+  // The victim's processes, pid and start time: polling just these is cheap, so the time is the kill's, not a scan's.
+  const victimTrees = Harness.snapshot(`${victim.poolId}:`)
+  const victimProcesses = victimTrees.length
   yield* Console.log(
     paint(
       "1",
@@ -189,9 +191,13 @@ const program = Effect.gen(function*() {
 
   yield* Harness.waitUntil(
     "the dead runner's trees to be gone",
-    Effect.sync(() => Harness.carriers(`${victim.poolId}:`).length === 0)
+    Effect.sync(() => Harness.stillAlive(victimTrees).length === 0)
   )
   const goneMs = Date.now() - killedAt
+  // And no process of its pool is left at all (a full /proc scan by SHEPHERD_ID).
+  const leftOfVictim = Harness.carriers(`${victim.poolId}:`).length
+  if (leftOfVictim > 0) return yield* Effect.fail(new Error(`${leftOfVictim} processes of the killed runner survive`))
+
   yield* log(
     paint(
       "32",
