@@ -26,7 +26,9 @@ export const postgresAvailable = (): boolean =>
 
 const run = (args: ReadonlyArray<string>) =>
   Effect.callback<string, Error>((resume) => {
-    NodeChildProcess.execFile("bash", [pgScript, ...args], { timeout: 60_000 }, (error, stdout, stderr) => {
+    // The script picks a free port with `$NODE` (this very Node).
+    const env = { ...process.env, NODE: process.execPath }
+    NodeChildProcess.execFile("bash", [pgScript, ...args], { timeout: 60_000, env }, (error, stdout, stderr) => {
       if (error) resume(Effect.fail(new Error(`scripts/pg.sh ${args[0]} failed: ${error.message}\n${stderr}`)))
       else resume(Effect.succeed(stdout.trim()))
     })
