@@ -70,6 +70,23 @@ export class SpawnFailed extends Schema.TaggedError<SpawnFailed>()("SpawnFailed"
 }
 
 /**
+ * The tree's output is not available: it was spawned by an earlier runner of
+ * the session (output lives in the spawning runner's memory only), or never.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class OutputUnavailable extends Schema.TaggedError<OutputUnavailable>()("OutputUnavailable", {
+  session: Schema.String,
+  spawnId: Schema.String,
+  reason: Schema.String
+}) {
+  override get message(): string {
+    return `no output for ${this.spawnId} in session ${JSON.stringify(this.session)}: ${this.reason}`
+  }
+}
+
+/**
  * The session records in the database could not be read or written.
  *
  * @since 0.1.0

@@ -17,8 +17,10 @@ import type { Sharding } from "effect/cluster/Sharding"
 import * as Cause from "effect/Cause"
 import * as Effect from "effect/Effect"
 import * as Schema from "effect/Schema"
+import type * as Stream from "effect/Stream"
 import {
   MalformedCommand,
+  type OutputUnavailable,
   type SessionClosed,
   type SessionNotFound,
   type SpawnFailed,
@@ -52,6 +54,14 @@ export interface SessionClient {
   ) => Effect.Effect<TreeRecord, MalformedCommand | SessionClosed | SpawnFailed | StorageFailed | TransportError>
   /** The session's trees (those of earlier runners included: `Lost` when their runner died). */
   readonly status: (session: string) => Effect.Effect<SessionStatus, SessionNotFound | StorageFailed | TransportError>
+  /**
+   * The tree's output lines (stdout and stderr merged): the last 1000, then
+   * the live ones until its output ends. Not resent when the session moves.
+   */
+  readonly output: (
+    session: string,
+    spawnId: string
+  ) => Stream.Stream<string, SessionNotFound | OutputUnavailable | TransportError>
   /** Tears the session's trees down and closes it. */
   readonly close: (session: string) => Effect.Effect<SessionStatus, SessionNotFound | StorageFailed | TransportError>
 }
@@ -91,6 +101,7 @@ export const make: Effect.Effect<SessionClient, never, Sharding> = Effect.gen(fu
         return yield* resend(clientFor(session).Spawn({ spawnId, command: decoded }))
       }),
     status: (session) => resend(clientFor(session).Status()),
+    output: (session, spawnId) => clientFor(session).Output({ spawnId }),
     close: (session) => resend(clientFor(session).Close())
   }
 })

@@ -11,7 +11,10 @@
  * - `Status`: the session's trees, including those of earlier runners:
  *   a tree whose runner died before reporting it gone is `Lost`.
  *
- * Output streaming is not offered: children's stdio is ignored.
+ * - `Output { spawnId }`: a stream of the tree's output lines (stdout and
+ *   stderr merged): the last 1000 lines, then the live ones until the tree's
+ *   output ends. Output is kept in the runner's memory only: a tree of an
+ *   earlier runner has none (`OutputUnavailable`).
  *
  * @since 0.1.0
  */
@@ -26,11 +29,20 @@ import * as Effect from "effect/Effect"
 import * as FiberSet from "effect/FiberSet"
 import type * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
+import * as PubSub from "effect/PubSub"
 import * as ChildProcess from "effect/process/ChildProcess"
 import * as Rpc from "effect/rpc/Rpc"
 import * as Schema from "effect/Schema"
 import * as Scope from "effect/Scope"
-import { MalformedCommand, SessionClosed, SessionNotFound, SpawnFailed, StorageFailed } from "./ClusterError.ts"
+import * as Stream from "effect/Stream"
+import {
+  MalformedCommand,
+  OutputUnavailable,
+  SessionClosed,
+  SessionNotFound,
+  SpawnFailed,
+  StorageFailed
+} from "./ClusterError.ts"
 import { type Owner, TreeRecord, TreeStore } from "./TreeStore.ts"
 
 const NonNegativeInt = Schema.Int.check(Schema.isGreaterThanOrEqualTo(0))
@@ -115,12 +127,71 @@ export const Status = Rpc.make("Status", {
 })
 
 /**
+ * @since 0.1.0
+ * @category rpcs
+ */
+export const Output = Rpc.make("Output", {
+  payload: { spawnId: Schema.String },
+  success: Schema.String,
+  error: Schema.Union([SessionNotFound, OutputUnavailable]),
+  stream: true
+})
+
+/**
  * The entity: one per session id.
  *
  * @since 0.1.0
  * @category entities
  */
-export const SessionEntity = Entity.make("ShepherdSession", [Spawn, Close, Status])
+export const SessionEntity = Entity.make("ShepherdSession", [Spawn, Close, Status, Output])
+
+const outputLines = 1000
+
+type OutputEvent = { readonly seq: number; readonly line: string } | { readonly seq: number; readonly end: true }
+
+interface OutputBuffer {
+  readonly push: (line: string) => Effect.Effect<void>
+  readonly end: Effect.Effect<void>
+  /** The retained lines, then the live ones, until the output ends. */
+  readonly stream: Stream.Stream<string>
+}
+
+const makeOutputBuffer: Effect.Effect<OutputBuffer> = Effect.map(PubSub.unbounded<OutputEvent>(), (pubsub) => {
+  const lines: Array<{ readonly seq: number; readonly line: string }> = []
+  let seq = 0
+  let ended = false
+  return {
+    push: (line) =>
+      Effect.suspend(() => {
+        const event = { seq: ++seq, line }
+        lines.push(event)
+        if (lines.length > outputLines) lines.shift()
+        return PubSub.publish(pubsub, event)
+      }).pipe(Effect.asVoid),
+    end: Effect.suspend(() => {
+      if (ended) return Effect.void
+      ended = true
+      return Effect.asVoid(PubSub.publish(pubsub, { seq: ++seq, end: true }))
+    }),
+    // Subscribe first, then copy the retained lines: a line pushed in between is in both, and the
+    // sequence number drops the second copy.
+    stream: Stream.unwrap(Effect.gen(function*() {
+      const subscription = yield* PubSub.subscribe(pubsub)
+      const retained = lines.slice()
+      const last = retained.length === 0 ? 0 : retained[retained.length - 1]!.seq
+      const retainedStream = Stream.fromIterable(retained.map((event) => event.line))
+      if (ended) return retainedStream
+      return Stream.concat(
+        retainedStream,
+        Stream.fromSubscription(subscription).pipe(
+          Stream.filter((event) => event.seq > last),
+          Stream.takeWhile((event) => !("end" in event)),
+          Stream.map((event) => "line" in event ? event.line : "")
+        )
+      )
+    }))
+  }
+})
 
 const describeCause = (error: unknown): { readonly tag: string; readonly reason: string } => {
   const e = error as { readonly _tag?: unknown; readonly message?: unknown }
@@ -165,6 +236,7 @@ export const layer: Layer.Layer<
     const trees = yield* Scope.fork(entityScope, "parallel")
     const watchers = yield* FiberSet.make<void, never>()
     const spawnIds = new Map<string, string>()
+    const outputs = new Map<string, OutputBuffer>()
     const record = (report: Teardown.Teardown) =>
       Effect.gen(function*() {
         const spawnId = spawnIds.get(report.shepherdId)
@@ -231,9 +303,7 @@ export const layer: Layer.Layer<
         ...(command.cwd === undefined ? {} : { cwd: command.cwd }),
         ...(command.env === undefined ? {} : { env: command.env }),
         extendEnv: true,
-        stdin: "ignore",
-        stdout: "ignore",
-        stderr: "ignore"
+        stdin: "ignore"
       })
       const kill = command.kill === undefined ? undefined : {
         ...(command.kill.signal === undefined ? {} : { signal: command.kill.signal }),
@@ -252,6 +322,19 @@ export const layer: Layer.Layer<
       })
       // A tree that ends by itself (or is closed) gets its report written down.
       yield* FiberSet.run(watchers, Effect.flatMap(managed.awaitTeardown, record))
+      // Its output is read at once (a pipe nobody reads would stall it) into the buffer `Output` serves.
+      const buffer = yield* makeOutputBuffer
+      outputs.set(spawnId, buffer)
+      yield* FiberSet.run(
+        watchers,
+        managed.handle.all.pipe(
+          Stream.decodeText(),
+          Stream.splitLines,
+          Stream.runForEach((line) => buffer.push(line)),
+          Effect.ignore,
+          Effect.ensuring(buffer.end)
+        )
+      )
       return Option.getOrThrow(yield* store.find(sessionId, spawnId))
     })
 
@@ -271,7 +354,20 @@ export const layer: Layer.Layer<
 
     return SessionEntity.of({
       Spawn: ({ payload }) => spawn(payload.spawnId, payload.command),
-      Status: () => status,
+      // Status and Output never wait behind a Spawn that waits for a slot.
+      Status: () => Rpc.fork(status),
+      Output: ({ payload }) =>
+        Rpc.fork(Stream.unwrap(Effect.gen(function*() {
+          const buffer = outputs.get(payload.spawnId)
+          if (buffer !== undefined) return buffer.stream
+          const state = yield* store.sessionState(sessionId).pipe(Effect.orElseSucceed(() => Option.none()))
+          if (Option.isNone(state)) return yield* new SessionNotFound({ session: sessionId })
+          return yield* new OutputUnavailable({
+            session: sessionId,
+            spawnId: payload.spawnId,
+            reason: "no tree of this id was spawned by the runner hosting the session now"
+          })
+        }))),
       Close: () =>
         Effect.gen(function*() {
           const state = yield* store.sessionState(sessionId)

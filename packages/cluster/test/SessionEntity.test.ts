@@ -11,7 +11,7 @@
  * is asserted: the waits are hang guards only.
  */
 import { assert, describe, it, layer } from "@effect/vitest"
-import { Context, Effect, Exit, Layer, Option, Scope } from "effect"
+import { Context, Effect, Exit, Fiber, Layer, Option, Scope, Stream } from "effect"
 import type { Sharding } from "effect/cluster/Sharding"
 import * as SqlClient from "effect/sql/SqlClient"
 import * as fs from "node:fs"
@@ -186,23 +186,46 @@ describe.skipIf(!available)("SessionEntity across three runners (skipped without
         const { client } = yield* Cluster
         const session = `retry-${runId}`
         const first = yield* client.spawn(session, { argv: sleeper, env }, { spawnId: "only-once" })
-        const second = yield* client.spawn(session, { argv: sleeper, env }, { spawnId: "only-once" })
         assert.strictEqual(first.state, "Running")
+        const tree = () => Harness.carriers(`${first.shepherdId}`).filter((p) => p.shepherdId === first.shepherdId)
+        // One tree on the OS: its leader and the sleep it forks.
+        yield* Harness.waitUntil("the tree's sleep", Effect.sync(() => tree().length === 2))
+        const second = yield* client.spawn(session, { argv: sleeper, env }, { spawnId: "only-once" })
         assert.strictEqual(second.pid, first.pid)
         assert.strictEqual(second.shepherdId, first.shepherdId)
         const status = yield* client.status(session)
         assert.strictEqual(status.trees.length, 1)
-        // One tree on the OS too: its leader and the sleep.
-        assert.strictEqual(
-          Harness.carriers(`${first.shepherdId}`).filter((p) => p.shepherdId === first.shepherdId).length,
-          2
-        )
+        // Still the one tree.
+        assert.strictEqual(tree().length, 2)
         const closed = yield* client.close(session)
         assert.strictEqual(closed.state, "Closed")
         assert.deepStrictEqual(closed.trees.map((t) => t.state), ["Ended"])
-        assert.strictEqual(Harness.carriers(`${first.shepherdId}`).length, 0)
+        assert.strictEqual(tree().length, 0)
         const refused = yield* Effect.flip(client.spawn(session, { argv: sleeper, env }))
         assert.strictEqual(refused._tag, "SessionClosed")
+      }))
+
+    it.effect("Output streams a tree's retained and live lines; unknown trees and sessions get typed errors", () =>
+      Effect.gen(function*() {
+        const { client } = yield* Cluster
+        const session = `output-${runId}`
+        const script = "echo one; echo two >&2; sleep 0.5; echo three; trap '' TERM; sleep 1000 & wait"
+        yield* client.spawn(session, { argv: ["sh", "-c", script], env }, { spawnId: "talker" })
+        const lines = yield* client.output(session, "talker").pipe(Stream.take(3), Stream.runCollect)
+        assert.deepStrictEqual([...lines].slice(0, 2).sort(), ["one", "two"])
+        assert.strictEqual([...lines][2], "three")
+        // A second reader gets the retained lines again.
+        const again = yield* client.output(session, "talker").pipe(Stream.take(3), Stream.runCollect)
+        assert.deepStrictEqual([...again].sort(), ["one", "three", "two"])
+        const unknownTree = yield* client.output(session, "nobody").pipe(Stream.runCollect, Effect.flip)
+        assert.strictEqual(unknownTree._tag, "OutputUnavailable")
+        const unknownSession = yield* client.output(`never-${runId}`, "x").pipe(Stream.runCollect, Effect.flip)
+        assert.strictEqual(unknownSession._tag, "SessionNotFound")
+        // Closing the session ends the stream of a reader that is still waiting.
+        const reader = yield* client.output(session, "talker").pipe(Stream.runCollect, Effect.forkChild)
+        yield* client.close(session)
+        const all = yield* Fiber.join(reader).pipe(Effect.timeout("60 seconds"))
+        assert.deepStrictEqual([...all].sort(), ["one", "three", "two"])
       }))
 
     it.effect("a SIGKILLed runner's trees die and its sessions answer elsewhere, reporting them Lost", () =>
