@@ -16,6 +16,7 @@ import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as References from "effect/References"
 import * as Scope from "effect/Scope"
+import * as Stream from "effect/Stream"
 import type { Sharding } from "effect/cluster/Sharding"
 import * as SqlClient from "effect/sql/SqlClient"
 import * as fs from "node:fs"
@@ -32,7 +33,7 @@ const paint = (code: string, text: string) => color ? `\x1b[${code}m${text}\x1b[
 const runId = globalThis.crypto.randomUUID().slice(0, 8)
 const marker = `SHEPHERD_CLUSTER_DEMO=${runId}`
 const trees = [
-  ["sh", "-c", "sleep 1000 & sleep 1000 & wait"],
+  ["sh", "-c", "echo \"tree of pid $$ up\"; sleep 1000 & sleep 1000 & wait"],
   ["sh", "-c", "trap '' TERM; sleep 1000 & wait"]
 ] as const
 const grace = 500
@@ -153,6 +154,9 @@ const program = Effect.gen(function*() {
   if (retried.pid !== first.trees[0]?.pid || first.trees.length !== again.trees.length) {
     return yield* Effect.fail(new Error("a retried Spawn spawned again"))
   }
+
+  const firstLine = yield* client.output(sessions[0]!, `${sessions[0]}/tree-0`).pipe(Stream.take(1), Stream.runCollect)
+  yield* log(`Output of ${sessions[0]}/tree-0, streamed from its runner: ${JSON.stringify([...firstLine][0])}`)
 
   const statuses = yield* Effect.forEach(sessions, client.status, { concurrency: "unbounded" })
   const bySession = (s: SessionStatus) =>
