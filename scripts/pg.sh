@@ -7,12 +7,18 @@
 #                             it is in. Idempotent.
 #   scripts/pg.sh available   exit 0 when the PostgreSQL binaries are installed.
 #
+# The binaries are looked for in $PG_BIN if set, else /usr/lib/postgresql/*/bin, else PATH.
+#
 # PostgreSQL refuses to run as root, so as root the server runs as `postgres` (or `nobody`).
 # A failed start stops what it started and removes DIR before exiting non-zero.
 set -euo pipefail
 
 find_bin() {
-  if [ -n "${PG_BIN:-}" ] && [ -x "$PG_BIN/initdb" ]; then echo "$PG_BIN"; return 0; fi
+  # PG_BIN, when set, is the only place looked at (also a way to see the tests skip without PostgreSQL).
+  if [ -n "${PG_BIN:-}" ]; then
+    if [ -x "$PG_BIN/initdb" ] && [ -x "$PG_BIN/pg_ctl" ]; then echo "$PG_BIN"; return 0; fi
+    return 1
+  fi
   local d
   for d in /usr/lib/postgresql/*/bin; do
     if [ -x "$d/initdb" ] && [ -x "$d/pg_ctl" ]; then echo "$d"; return 0; fi
