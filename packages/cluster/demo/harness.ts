@@ -20,6 +20,14 @@ const here = path.dirname(fileURLToPath(import.meta.url))
 const pgScript = path.resolve(here, "../../../scripts/pg.sh")
 const runnerScript = path.join(here, "runner.ts")
 
+const exited = (child: NodeChildProcess.ChildProcess) => child.exitCode !== null || child.signalCode !== null
+
+const waitExit = (child: NodeChildProcess.ChildProcess) =>
+  Effect.callback<void>((resume) => {
+    if (exited(child)) return resume(Effect.void)
+    child.once("exit", () => resume(Effect.void))
+  })
+
 /** Whether the PostgreSQL binaries are installed (`apt-get install -y postgresql`). */
 export const postgresAvailable = (): boolean =>
   NodeChildProcess.spawnSync("bash", [pgScript, "available"], { stdio: "ignore" }).status === 0
@@ -34,14 +42,30 @@ const run = (args: ReadonlyArray<string>) =>
     })
   })
 
-/** A private PostgreSQL server on a free port; stopped and removed when the scope closes. */
+/**
+ * A private PostgreSQL server on a free port; stopped and removed when the scope closes. A watchdog
+ * (`bash`, its own process group) holds a pipe from this process and runs `scripts/pg.sh stop` when
+ * the pipe closes: when the scope closes, and also when this process dies without running finalizers.
+ */
 export const postgres = Effect.acquireRelease(
   Effect.gen(function*() {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), "shepherd-pg-"))
-    const port = Number(yield* run(["start", dir]))
-    return { dir, port }
+    const watchdog = NodeChildProcess.spawn(
+      "bash",
+      ["-c", "read -r _ || true; exec bash \"$0\" stop \"$1\"", pgScript, dir],
+      { stdio: ["pipe", "ignore", "ignore"], detached: true, env: { ...process.env, NODE: process.execPath } }
+    )
+    const port = yield* run(["start", dir]).pipe(
+      Effect.onError(() => Effect.sync(() => watchdog.stdin!.end()))
+    )
+    return { dir, port: Number(port), watchdog }
   }),
-  ({ dir }) => Effect.ignore(run(["stop", dir]))
+  ({ dir, watchdog }) =>
+    Effect.gen(function*() {
+      watchdog.stdin!.end()
+      const stopped = yield* waitExit(watchdog).pipe(Effect.timeout("60 seconds"), Effect.option)
+      if (stopped._tag === "None") yield* Effect.ignore(run(["stop", dir]))
+    })
 )
 
 /** A free TCP port of 127.0.0.1 (for a runner). */
@@ -63,20 +87,13 @@ export interface RunnerProcess {
   readonly address: string
 }
 
-const exited = (child: NodeChildProcess.ChildProcess) => child.exitCode !== null || child.signalCode !== null
-
-const waitExit = (child: NodeChildProcess.ChildProcess) =>
-  Effect.callback<void>((resume) => {
-    if (exited(child)) return resume(Effect.void)
-    child.once("exit", () => resume(Effect.void))
-  })
-
 /** Starts a runner and waits for its ready line; SIGTERMs it (SIGKILL after 15 s) when the scope closes. */
 export const startRunner = (index: number, spec: RunnerSpec, options?: { readonly quiet?: boolean }) =>
   Effect.acquireRelease(
     Effect.callback<RunnerProcess, Error>((resume) => {
       const child = NodeChildProcess.spawn(process.execPath, [runnerScript, JSON.stringify(spec)], {
-        stdio: ["ignore", "pipe", options?.quiet === true ? "ignore" : "inherit"]
+        // Its stdin is a pipe from this process: the runner shuts down (as on SIGTERM) when it closes.
+        stdio: ["pipe", "pipe", options?.quiet === true ? "ignore" : "inherit"]
       })
       let buffer = ""
       child.stdout!.on("data", (chunk: Buffer) => {

@@ -3,8 +3,8 @@
  * `ProcessPool` (ledger + lifeline) hosting `SessionEntity`, joined to the
  * cluster through PostgreSQL. Its options come as JSON in argv[2]
  * (`RunnerSpec`); it prints `{"ready":true,...}` once its layer is built and
- * runs until SIGTERM/SIGINT (pool shutdown, shards handed off) or SIGKILL
- * (its lifeline ends its trees).
+ * runs until SIGTERM/SIGINT or its stdin closes (pool shutdown, shards handed
+ * off) or SIGKILL (its lifeline ends its trees).
  */
 import { ProcessPool } from "@shepherd/core/ProcessPool"
 import * as NodeShepherd from "@shepherd/node/NodeShepherd"
@@ -26,6 +26,12 @@ export interface RunnerSpec {
 }
 
 const spec = JSON.parse(process.argv[2]!) as RunnerSpec
+
+// The parent holds our stdin: when it closes (the parent is gone, even SIGKILLed), shut down as on SIGTERM.
+process.stdin.on("end", () => process.kill(process.pid, "SIGTERM"))
+process.stdin.resume()
+// With the parent gone, a log line to our stdout pipe fails with EPIPE: that must not end the shutdown.
+process.stdout.on("error", () => {})
 
 const program = Effect.gen(function*() {
   const pool = yield* ProcessPool
