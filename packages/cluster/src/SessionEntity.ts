@@ -13,8 +13,9 @@
  *
  * - `Output { spawnId }`: a stream of the tree's output lines (stdout and
  *   stderr merged): the last 1000 lines, then the live ones until the tree's
- *   output ends. Output is kept in the runner's memory only: a tree of an
- *   earlier runner has none (`OutputUnavailable`).
+ *   output ends. Output is kept in the runner's memory only, for the newest
+ *   100 trees of a session: a tree of an earlier runner, or an older one, has
+ *   none (`OutputUnavailable`).
  *
  * @since 0.1.0
  */
@@ -146,6 +147,8 @@ export const Output = Rpc.make("Output", {
 export const SessionEntity = Entity.make("ShepherdSession", [Spawn, Close, Status, Output])
 
 const outputLines = 1000
+/** The trees of a session whose output is kept (the newest): a long session does not grow without end. */
+const outputTrees = 100
 
 type OutputEvent = { readonly seq: number; readonly line: string } | { readonly seq: number; readonly end: true }
 
@@ -325,6 +328,8 @@ export const layer: Layer.Layer<
       // Its output is read at once (a pipe nobody reads would stall it) into the buffer `Output` serves.
       const buffer = yield* makeOutputBuffer
       outputs.set(spawnId, buffer)
+      // The oldest tree's output goes first (a Map keeps insertion order); its reader, if live, goes on.
+      if (outputs.size > outputTrees) outputs.delete(outputs.keys().next().value!)
       yield* FiberSet.run(
         watchers,
         managed.handle.all.pipe(
@@ -365,7 +370,8 @@ export const layer: Layer.Layer<
           return yield* new OutputUnavailable({
             session: sessionId,
             spawnId: payload.spawnId,
-            reason: "no tree of this id was spawned by the runner hosting the session now"
+            reason: "no output kept for this id: not spawned by the runner hosting the session now, or older " +
+              `than the session's newest ${outputTrees} trees`
           })
         }))),
       Close: () =>
