@@ -85,14 +85,21 @@ export const validate = (kill: KillPolicy, timing: LockTiming): Effect.Effect<vo
         })
       )
     }
-    let expiration: number
-    try {
-      expiration = Duration.toMillis(Duration.fromInputUnsafe(timing.shardLockExpiration))
-    } catch {
-      return Effect.fail(
-        new InvalidClusterConfig({ field: "shardLockExpiration", reason: "is not a duration" })
-      )
+    // Both durations must be finite and positive: a zero or negative refresh interval would make
+    // the minimum below the lifeline bound (and the lease loop spin), an infinite lease would
+    // never let a dead runner's sessions move.
+    for (const field of ["shardLockRefreshInterval", "shardLockExpiration"] as const) {
+      let ms: number
+      try {
+        ms = Duration.toMillis(Duration.fromInputUnsafe(timing[field]))
+      } catch {
+        return Effect.fail(new InvalidClusterConfig({ field, reason: "is not a duration" }))
+      }
+      if (!(ms > 0 && Number.isFinite(ms))) {
+        return Effect.fail(new InvalidClusterConfig({ field, reason: `is ${ms} ms; it must be finite and positive` }))
+      }
     }
+    const expiration = Duration.toMillis(Duration.fromInputUnsafe(timing.shardLockExpiration))
     const minimum = minimumLockExpirationMs(kill, timing)
     if (!(expiration >= minimum)) {
       return Effect.fail(

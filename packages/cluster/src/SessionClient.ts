@@ -94,10 +94,16 @@ export const make: Effect.Effect<SessionClient, never, Sharding> = Effect.gen(fu
   return {
     spawn: (session, command, options) =>
       Effect.gen(function*() {
+        if (session.includes("\u0000")) {
+          return yield* new MalformedCommand({ reason: "the session id must not contain NUL (\\u0000)" })
+        }
         const decoded = yield* decodeCommand(command).pipe(
           Effect.mapError((error) => new MalformedCommand({ reason: error.message }))
         )
         const spawnId = options?.spawnId ?? globalThis.crypto.randomUUID()
+        if (spawnId === "" || spawnId.includes("\u0000")) {
+          return yield* new MalformedCommand({ reason: "spawnId must be non-empty, without NUL (\\u0000)" })
+        }
         return yield* resend(clientFor(session).Spawn({ spawnId, command: decoded }))
       }),
     status: (session) => resend(clientFor(session).Status()),

@@ -48,6 +48,19 @@ import { type Owner, TreeRecord, TreeStore } from "./TreeStore.ts"
 
 const NonNegativeInt = Schema.Int.check(Schema.isGreaterThanOrEqualTo(0))
 
+/** A string without NUL: the OS cannot pass one in argv, env or cwd, nor PostgreSQL store it in TEXT. */
+const NoNul = Schema.String.check(
+  Schema.makeFilter((s: string) => !s.includes("\u0000") || "must not contain NUL (\\u0000)")
+)
+
+/** Environment variables: names not empty, without `=` (it would end the name) or NUL; values without NUL. */
+const Env = Schema.Record(Schema.String, NoNul).check(
+  Schema.makeFilter((env: { readonly [name: string]: string }) =>
+    Object.keys(env).every((name) => name !== "" && !name.includes("=") && !name.includes("\u0000")) ||
+    "variable names must be non-empty, without '=' or NUL"
+  )
+)
+
 /**
  * A tree's kill policy override (at most the runner pool's grace and
  * forceWait: the lifeline bound the shard lease was sized for).
@@ -69,12 +82,12 @@ export const KillOverride = Schema.Struct({
  */
 export const Command = Schema.Struct({
   /** The program and its arguments; `argv[0]` is looked up in `PATH`. */
-  argv: Schema.Array(Schema.String).check(Schema.isMinLength(1)).check(
+  argv: Schema.Array(NoNul).check(Schema.isMinLength(1)).check(
     Schema.makeFilter((argv: ReadonlyArray<string>) => argv[0] !== "" || "argv[0] must not be empty")
   ),
   /** Variables set over the runner's environment (after the pool's EnvPolicy). */
-  env: Schema.optionalKey(Schema.Record(Schema.String, Schema.String)),
-  cwd: Schema.optionalKey(Schema.String.check(Schema.isNonEmpty())),
+  env: Schema.optionalKey(Env),
+  cwd: Schema.optionalKey(NoNul.check(Schema.isNonEmpty())),
   kill: Schema.optionalKey(KillOverride)
 })
 
@@ -104,7 +117,7 @@ export class SessionStatus extends Schema.Class<SessionStatus>("@shepherd/cluste
  * @category rpcs
  */
 export const Spawn = Rpc.make("Spawn", {
-  payload: { spawnId: Schema.String.check(Schema.isNonEmpty()), command: Command },
+  payload: { spawnId: NoNul.check(Schema.isNonEmpty()), command: Command },
   success: TreeRecord,
   error: Schema.Union([SessionClosed, MalformedCommand, SpawnFailed, StorageFailed])
 })
@@ -206,8 +219,10 @@ const describeCause = (error: unknown): { readonly tag: string; readonly reason:
 
 /**
  * The entity's handlers on a runner: needs the runner's `ProcessPool` and the
- * `TreeStore`. Entities never passivate (`maxIdleTime: Infinity`): an idle
- * session keeps its trees.
+ * `TreeStore`. A session with a live tree is kept resident (`Entity.keepAlive`);
+ * one without (closed, never opened, or all its trees ended) passivates after
+ * a minute idle, so that probing ids or many short sessions cannot fill the
+ * runner's `maxResidentEntities` (new sessions would get `MailboxFull`).
  *
  * @since 0.1.0
  * @category layers
@@ -226,6 +241,12 @@ export const layer: Layer.Layer<
     const store = yield* TreeStore
     const entityScope = yield* Scope.Scope
     const sessionId = address.entityId as string
+    // An id PostgreSQL cannot store (NUL) names no session: answer at once instead of failing the
+    // entity's start (retried without end, the caller waiting).
+    if (sessionId.includes("\u0000")) return unstorable(sessionId)
+    // A keep-alive left by an earlier activation of this session (its runner died with live trees)
+    // must not pin this one: the trees it was for are Lost.
+    yield* Entity.keepAlive(false)
     const owner: Owner = {
       runner: `${runnerAddress.host}:${runnerAddress.port}`,
       runnerPid: process.pid,
@@ -239,6 +260,12 @@ export const layer: Layer.Layer<
     const trees = yield* Scope.fork(entityScope, "parallel")
     const watchers = yield* FiberSet.make<void, never>()
     const spawnIds = new Map<string, string>()
+    // Live trees: the entity stays resident while there is one.
+    let live = 0
+    const keepAlive = (enabled: boolean) =>
+      Entity.keepAlive(enabled).pipe(Effect.provideService(Entity.CurrentAddress, address))
+    const treeStarted = Effect.suspend(() => ++live === 1 ? keepAlive(true) : Effect.void)
+    const treeGone = Effect.suspend(() => --live === 0 ? keepAlive(false) : Effect.void)
     const outputs = new Map<string, OutputBuffer>()
     const record = (report: Teardown.Teardown) =>
       Effect.gen(function*() {
@@ -318,13 +345,14 @@ export const layer: Layer.Layer<
         Effect.catch((error) => failSpawn(spawnId, error))
       )
       spawnIds.set(managed.shepherdId, spawnId)
+      // Resident while it lives; a tree that ends by itself (or is closed) gets its report written down.
+      yield* treeStarted
+      yield* FiberSet.run(watchers, Effect.flatMap(managed.awaitTeardown, record).pipe(Effect.ensuring(treeGone)))
       yield* store.markRunning(sessionId, spawnId, {
         pid: managed.pid,
         poolId: pool.poolId,
         shepherdId: managed.shepherdId
       })
-      // A tree that ends by itself (or is closed) gets its report written down.
-      yield* FiberSet.run(watchers, Effect.flatMap(managed.awaitTeardown, record))
       // Its output is read at once (a pipe nobody reads would stall it) into the buffer `Output` serves.
       const buffer = yield* makeOutputBuffer
       outputs.set(spawnId, buffer)
@@ -386,5 +414,14 @@ export const layer: Layer.Layer<
         })
     })
   }),
-  { maxIdleTime: "Infinity" }
+  { maxIdleTime: "1 minute" }
 )
+
+/** The handlers of a session id that cannot be stored: no such session, no spawn in it. */
+const unstorable = (session: string) =>
+  SessionEntity.of({
+    Spawn: () => Effect.fail(new MalformedCommand({ reason: "the session id must not contain NUL (\\u0000)" })),
+    Close: () => Effect.fail(new SessionNotFound({ session })),
+    Status: () => Effect.fail(new SessionNotFound({ session })),
+    Output: () => Stream.fail(new SessionNotFound({ session }))
+  })

@@ -15,9 +15,11 @@
  */
 import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
+import * as Fiber from "effect/Fiber"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
 import * as Schema from "effect/Schema"
+import type * as Scope from "effect/Scope"
 import * as SqlClient from "effect/sql/SqlClient"
 import type { SqlError } from "effect/sql/SqlError"
 import { StorageFailed } from "./ClusterError.ts"
@@ -130,7 +132,9 @@ export class TreeStore extends Context.Service<TreeStore, {
    */
   static readonly layer: Layer.Layer<TreeStore, never, SqlClient.SqlClient> = Layer.effect(
     TreeStore,
-    Effect.map(SqlClient.SqlClient, (sql) => make(sql))
+    Effect.gen(function*() {
+      return make(yield* SqlClient.SqlClient, yield* Effect.scope)
+    })
   )
 }
 
@@ -195,7 +199,44 @@ const toRecord = (row: Record<string, unknown>): TreeRecord =>
     endedAt: num(row.ended_at)
   })
 
-function make(sql: SqlClient.SqlClient): TreeStore["Service"] {
+/**
+ * Runs a statement on a fiber of the store's scope and waits for it
+ * interruptibly. A handler interrupted while the database does not answer (its
+ * runner lost the database and is stopping its sessions) stops at once: it
+ * does not wait for the driver to cancel the statement and drain the
+ * connection (seconds on a dead link), which would hold the session's
+ * teardown, and its trees, past the shard lease (see ClusterConfig). The
+ * statement itself is interrupted in the background.
+ */
+const detached = (scope: Scope.Scope) => <A, E>(statement: Effect.Effect<A, E>): Effect.Effect<A, E> =>
+  Effect.uninterruptibleMask((restore) =>
+    Effect.flatMap(
+      Effect.forkIn(statement, scope, { startImmediately: true }),
+      (fiber) =>
+        restore(Fiber.join(fiber)).pipe(
+          Effect.onInterrupt(() => Effect.asVoid(Effect.forkIn(Fiber.interrupt(fiber), scope)))
+        )
+    )
+  )
+
+function make(sql: SqlClient.SqlClient, scope: Scope.Scope): TreeStore["Service"] {
+  const store = makeUnbounded(sql)
+  const d = detached(scope)
+  return {
+    adopt: (session, owner, at) => d(store.adopt(session, owner, at)),
+    sessionState: (session) => d(store.sessionState(session)),
+    openSession: (session, owner, at) => d(store.openSession(session, owner, at)),
+    closeSession: (session, at) => d(store.closeSession(session, at)),
+    find: (session, spawnId) => d(store.find(session, spawnId)),
+    insertIntent: (session, spawnId, argv, owner, at) => d(store.insertIntent(session, spawnId, argv, owner, at)),
+    markRunning: (session, spawnId, facts) => d(store.markRunning(session, spawnId, facts)),
+    markEnded: (session, spawnId, state, outcome, detail, at) =>
+      d(store.markEnded(session, spawnId, state, outcome, detail, at)),
+    list: (session) => d(store.list(session))
+  }
+}
+
+function makeUnbounded(sql: SqlClient.SqlClient): TreeStore["Service"] {
   return {
     adopt: (session, owner, at) =>
       Effect.gen(function*() {

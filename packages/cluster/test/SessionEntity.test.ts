@@ -124,6 +124,22 @@ describe("ClusterConfig", () => {
       assert.strictEqual(ClusterConfig.lifelineBoundMs(kill), 3_000)
     }))
 
+  it.effect("a refresh interval that is not a positive duration, or an endless lease, is refused", () =>
+    Effect.gen(function*() {
+      const cases: ReadonlyArray<Record<string, unknown>> = [
+        { shardLockExpiration: "1 millis", shardLockRefreshInterval: -10_000 },
+        { shardLockExpiration: "60 seconds", shardLockRefreshInterval: 0 },
+        { shardLockExpiration: "60 seconds", shardLockRefreshInterval: "soon" },
+        { shardLockExpiration: "Infinity", shardLockRefreshInterval: "1 second" }
+      ]
+      for (const timing of cases) {
+        const error = yield* Effect.flip(
+          ClusterConfig.validate(kill, { ...timing, shardLockDisableAdvisory: true } as ClusterConfig.LockTiming)
+        )
+        assert.strictEqual(error._tag, "InvalidClusterConfig", JSON.stringify(timing))
+      }
+    }))
+
   it.effect("advisory locks are refused: they end with the dead holder's connection", () =>
     Effect.gen(function*() {
       const error = yield* Effect.flip(ClusterConfig.validate(kill, {
@@ -166,7 +182,20 @@ describe.skipIf(!available)("SessionEntity across three runners (skipped without
         assert.strictEqual(unknown._tag, "SessionNotFound")
         const unknownClose = yield* Effect.flip(client.close(`never-${runId}`))
         assert.strictEqual(unknownClose._tag, "SessionNotFound")
-        for (const command of [{ argv: [] }, { argv: [""] }, { argv: "sh" }, { argv: ["sh"], kill: { graceMs: -1 } }]) {
+        for (
+          const command of [
+            { argv: [] },
+            { argv: [""] },
+            { argv: "sh" },
+            { argv: ["sh"], kill: { graceMs: -1 } },
+            // NUL cannot reach the OS nor PostgreSQL; `=` would end a variable's name.
+            { argv: ["echo", "a\u0000b"] },
+            { argv: ["true"], cwd: "/tmp\u0000x" },
+            { argv: ["true"], env: { X: "a\u0000b" } },
+            { argv: ["true"], env: { "A=B": "1" } },
+            { argv: ["true"], env: { "": "1" } }
+          ]
+        ) {
           const malformed = yield* Effect.flip(client.spawn(`bad-${runId}`, command))
           assert.strictEqual(malformed._tag, "MalformedCommand", JSON.stringify(command))
         }
@@ -179,6 +208,16 @@ describe.skipIf(!available)("SessionEntity across three runners (skipped without
         assert.strictEqual(missing._tag, "SpawnFailed")
         const status = yield* client.status(`bad-${runId}`)
         assert.deepStrictEqual(status.trees.map((t) => t.state), ["Failed"])
+        // Ids PostgreSQL cannot store: typed errors at once (the session's entity used to fail to
+        // start, retried without end).
+        const nulSpawnId = yield* Effect.flip(
+          client.spawn(`bad-${runId}`, { argv: ["true"], env }, { spawnId: "a\u0000" })
+        )
+        assert.strictEqual(nulSpawnId._tag, "MalformedCommand")
+        const nulSession = yield* Effect.flip(client.spawn(`nul\u0000${runId}`, { argv: ["true"], env }))
+        assert.strictEqual(nulSession._tag, "MalformedCommand")
+        const nulStatus = yield* Effect.flip(client.status(`nul\u0000${runId}`)).pipe(Effect.timeout("30 seconds"))
+        assert.strictEqual(nulStatus._tag, "SessionNotFound")
       }))
 
     it.effect("a retried Spawn returns the first result and spawns nothing", () =>
