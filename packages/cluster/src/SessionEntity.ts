@@ -321,6 +321,11 @@ export const layer: Layer.Layer<
       if (!(yield* store.insertIntent(sessionId, spawnId, command.argv, owner, now))) {
         const raced = yield* store.find(sessionId, spawnId)
         if (Option.isSome(raced)) return raced.value
+        // Neither written nor found: without its row a retry could spawn a second tree. Refuse.
+        return yield* new StorageFailed({
+          operation: "insertIntent",
+          reason: `the row of spawn ${spawnId} was neither written nor found`
+        })
       }
       if (session === undefined) {
         session = yield* pool.session(sessionId).pipe(
