@@ -227,6 +227,13 @@ describe(`cgroup containment on real processes${skipped}`, () => {
           fs.writeFileSync(plain, "#!/bin/sh\n", { mode: 0o644 })
           const notExecutable = yield* Effect.flip(pool.spawn(ChildProcess.make(plain, [])))
           assert.strictEqual(notExecutable._tag, "SpawnError")
+          // A script whose interpreter is missing fails a direct spawn (ENOENT): through the wrapper too,
+          // not as the shell's exit status 127.
+          const badInterpreter = path.join(tempDir(), "bad-interpreter")
+          fs.writeFileSync(badInterpreter, "#!/nonexistent/shepherd-cg-interpreter -x\necho hi\n", { mode: 0o755 })
+          const noInterpreter = yield* Effect.flip(pool.spawn(ChildProcess.make(badInterpreter, [])))
+          assert.strictEqual(noInterpreter._tag, "SpawnError")
+          if (noInterpreter._tag === "SpawnError") assert.strictEqual(noInterpreter.kind, "Launch")
           const shellOption = yield* Effect.scoped(Effect.gen(function*() {
             const m = yield* pool.spawn(ChildProcess.make("echo $((20 + 22))", { shell: true, stdin: "ignore" }))
             return yield* m.handle.stdout.pipe(Stream.decodeText(), Stream.mkString)

@@ -8,7 +8,8 @@
  * everything it ever forks is in the leaf. Because `spawn` now starts the
  * shell, the command is first looked up as `exec` would (PATH of its own
  * environment, its working directory), so that a missing or non-executable
- * command still fails the spawn with `NotFound`/`PermissionDenied`. A wrapper
+ * command, or a script whose `#!` interpreter is missing, still fails the
+ * spawn with `NotFound`/`PermissionDenied`. A wrapper
  * that exits 125 in a leaf where nothing ever ran (no CPU time in `cpu.stat`)
  * could not place the command: its exit status carries a `SpawnError`
  * (`Containment`) instead of passing 125 off as the command's own code.
@@ -42,6 +43,40 @@ const executable = (file: string): "ok" | "ENOENT" | "EACCES" => {
   try {
     if (!fs.statSync(file).isFile()) return "EACCES"
     fs.accessSync(file, fs.constants.X_OK)
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code
+    return code === "ENOENT" || code === "ENOTDIR" ? "ENOENT" : "EACCES"
+  }
+  return interpreterOf(file)
+}
+
+const head = Buffer.alloc(256)
+
+/**
+ * A script's `#!` interpreter as `execve` would find it: a missing one fails
+ * a direct spawn with ENOENT, while through the wrapper the shell's failed
+ * `exec` would only be an exit status 127. "ok" when the file is no script or
+ * cannot be read (the exec decides).
+ */
+const interpreterOf = (file: string): "ok" | "ENOENT" | "EACCES" => {
+  let n: number
+  try {
+    const fd = fs.openSync(file, "r")
+    try {
+      n = fs.readSync(fd, head, 0, head.length, 0)
+    } finally {
+      fs.closeSync(fd)
+    }
+  } catch {
+    return "ok"
+  }
+  if (n < 3 || head[0] !== 0x23 || head[1] !== 0x21) return "ok"
+  const line = head.toString("latin1", 2, n).split("\n")[0]!.trim()
+  const interpreter = line.split(/[ \t]/)[0] ?? ""
+  if (!interpreter.startsWith("/")) return "ok"
+  try {
+    if (!fs.statSync(interpreter).isFile()) return "EACCES"
+    fs.accessSync(interpreter, fs.constants.X_OK)
     return "ok"
   } catch (error) {
     const code = (error as NodeJS.ErrnoException).code
