@@ -19,13 +19,9 @@
  * kernel thread, for up to about 2 ms, before it counts as "no cookie" (an exec is over long before;
  * a process started with `env -i` stays empty and is remembered, so the wait is paid once).
  */
-import { afterEach, assert, describe, it } from "@effect/vitest"
-import { Effect } from "effect"
-import * as fs from "node:fs"
-import * as os from "node:os"
-import * as path from "node:path"
-import { cleanupPools, sh, withPool } from "./harness.ts"
-import { isAlive } from "./support.ts"
+import { afterEach, describe, it } from "@effect/vitest"
+import { descendantRace } from "./descendantRace.ts"
+import { cleanupPools, sh } from "./harness.ts"
 
 afterEach(cleanupPools)
 
@@ -36,50 +32,13 @@ describe.runIf(process.platform === "linux")(
   () => {
     it.live(
       "no tree is reported done while its descendant lives (the scan looks again at an empty environ mid-exec)",
-      () => {
-        const dir = fs.mkdtempSync(path.join(os.tmpdir(), "shepherd-adv-exec-"))
-        const left: Array<number> = []
-        return withPool(
-          { name: "adv-exec-race", slots: 8, kill: { grace: "300 millis", forceWait: "500 millis" } },
-          (pool) =>
-            Effect.gen(function*() {
-              const misses: Array<string> = []
-              let tries = 0
-              // Until the first miss, at most `trees` (more with SHEPHERD_EXEC_RACE_TREES, for a soak).
-              while (misses.length === 0 && tries < trees) {
-                yield* Effect.forEach(Array.from({ length: 64 }, (_, i) => tries + i), (i) =>
-                  Effect.gen(function*() {
-                    const pidFile = path.join(dir, `${i}`)
-                    const m = yield* pool.spawn(
-                      sh(`setsid sh -c 'exec sleep 1000' adv-exec-race & echo $! > ${pidFile}; exit 0`),
-                      { session: "s" }
-                    )
-                    const report = yield* m.awaitTeardown
-                    const pid = Number(fs.readFileSync(pidFile, "latin1").trim())
-                    if (isAlive(pid)) {
-                      left.push(pid)
-                      misses.push(
-                        `tree ${m.shepherdId}: ${report._tag}, signalled ${JSON.stringify(report.signalled)}, ` +
-                          `descendant ${pid} alive`
-                      )
-                    }
-                  }), { concurrency: 8, discard: true })
-                tries += 64
-              }
-              console.log(`exec race: ${misses.length} miss(es) in ${tries} trees`, misses.slice(0, 3))
-              assert.deepStrictEqual(misses, [])
-            })
-        ).pipe(Effect.ensuring(Effect.sync(() => {
-          for (const pid of left) {
-            try {
-              process.kill(pid, "SIGKILL")
-            } catch {
-              // gone
-            }
-          }
-          fs.rmSync(dir, { recursive: true, force: true })
-        })))
-      },
+      () =>
+        descendantRace({
+          label: "exec race",
+          pool: { name: "adv-exec-race", slots: 8, kill: { grace: "300 millis", forceWait: "500 millis" } },
+          trees,
+          command: (pidFile) => sh(`setsid sh -c 'exec sleep 1000' adv-exec-race & echo $! > ${pidFile}; exit 0`)
+        }),
       // A hang guard: on a loaded machine a thousand trees take minutes.
       600_000
     )

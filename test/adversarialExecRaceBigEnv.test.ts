@@ -14,13 +14,9 @@
  * 192 trees with 20,000 variables each take minutes on a loaded machine. The fast guard of the
  * same rule is packages/node/test/procfsExecWindow.test.ts.
  */
-import { afterEach, assert, describe, it } from "@effect/vitest"
-import { Effect } from "effect"
-import * as fs from "node:fs"
-import * as os from "node:os"
-import * as path from "node:path"
-import { cleanupPools, sh, withPool } from "./harness.ts"
-import { isAlive } from "./support.ts"
+import { afterEach, describe, it } from "@effect/vitest"
+import { descendantRace } from "./descendantRace.ts"
+import { cleanupPools, sh } from "./harness.ts"
 
 afterEach(cleanupPools)
 
@@ -33,53 +29,17 @@ const reexec = `sh -c 'exec sh -c "$0" "$0"' 'exec sh -c "$0" "$0"'`
 describe.runIf(process.platform === "linux" && process.env.SHEPHERD_EXEC_RACE_SOAK === "1")(
   "adversarial: a descendant that execs again and again",
   () => {
-    it.live("no tree is reported done while its re-exec'ing descendant lives", () => {
-      const dir = fs.mkdtempSync(path.join(os.tmpdir(), "shepherd-adv-reexec-"))
-      const left: Array<number> = []
-      return withPool(
-        {
+    it.live("no tree is reported done while its re-exec'ing descendant lives", () =>
+      descendantRace({
+        label: "re-exec race",
+        pool: {
           name: "adv-reexec",
           slots: 8,
           containment: "process-group",
           kill: { grace: "300 millis", forceWait: "500 millis" }
         },
-        (pool) =>
-          Effect.gen(function*() {
-            const misses: Array<string> = []
-            let tries = 0
-            while (misses.length === 0 && tries < trees) {
-              yield* Effect.forEach(Array.from({ length: 64 }, (_, i) => tries + i), (i) =>
-                Effect.gen(function*() {
-                  const pidFile = path.join(dir, `${i}`)
-                  const m = yield* pool.spawn(
-                    sh(`setsid ${reexec} & echo $! > ${pidFile}; exit 0`, { env: big, extendEnv: true }),
-                    { session: "s" }
-                  )
-                  const report = yield* m.awaitTeardown
-                  const pid = Number(fs.readFileSync(pidFile, "latin1").trim())
-                  if (isAlive(pid)) {
-                    left.push(pid)
-                    misses.push(
-                      `tree ${m.shepherdId}: ${report._tag}, signalled ${JSON.stringify(report.signalled)}, ` +
-                        `descendant ${pid} alive`
-                    )
-                  }
-                }), { concurrency: 8, discard: true })
-              tries += 64
-            }
-            console.log(`re-exec race: ${misses.length} miss(es) in ${tries} trees`, misses.slice(0, 3))
-            assert.deepStrictEqual(misses, [])
-          })
-      ).pipe(Effect.ensuring(Effect.sync(() => {
-        for (const pid of left) {
-          try {
-            process.kill(pid, "SIGKILL")
-          } catch {
-            // gone
-          }
-        }
-        fs.rmSync(dir, { recursive: true, force: true })
-      })))
-    }, 600_000)
+        trees,
+        command: (pidFile) => sh(`setsid ${reexec} & echo $! > ${pidFile}; exit 0`, { env: big, extendEnv: true })
+      }), 600_000)
   }
 )
