@@ -80,6 +80,10 @@ export interface Trees {
 
 const recentLimit = 50
 
+/** A spawn the lifeline could not protect against a hard death of the host. */
+const lifelineRefused = (session: string, command: string, failure: Error): SpawnError =>
+  new SpawnError({ session, command, kind: "Lifeline", reason: failure.message, cause: failure })
+
 /**
  * @since 0.1.0
  * @category constructors
@@ -139,13 +143,7 @@ export const launch = (
       const ready = yield* Effect.result(lifeline.ready(shepherdId))
       if (ready._tag === "Failure") {
         yield* releaseSlot
-        return yield* new SpawnError({
-          session: sessionId,
-          command: display,
-          kind: "Lifeline",
-          reason: ready.failure.message,
-          cause: ready.failure
-        })
+        return yield* lifelineRefused(sessionId, display, ready.failure)
       }
     }
     ctx.trees.tracked.add(shepherdId)
@@ -340,13 +338,7 @@ export const launch = (
       // Not protected against a hard host death: torn down (slot, ledger and lifeline as for any tree
       // that ends) and refused.
       yield* stop
-      return yield* new SpawnError({
-        session: sessionId,
-        command: display,
-        kind: "Lifeline",
-        reason: registration.failure.message,
-        cause: registration.failure
-      })
+      return yield* lifelineRefused(sessionId, display, registration.failure)
     }
     if (ctx.registry.closing || session.closed !== undefined) {
       // The session began closing while we were launching: its close (which waited for
