@@ -45,14 +45,24 @@ export const setup = () => {
 /**
  * The pools' cgroups this run created whose host is gone: a sentinel may still be sweeping (wait
  * for it); then each must be empty (a process in one is a leak: killed, and the run fails) and is
- * removed (a SIGKILLed host's pool cgroup is otherwise left for the next host to remove).
+ * removed (a SIGKILLed host's pool cgroup is otherwise left for the next host to remove). A pool
+ * cgroup is this run's when a test tracked its pool or a process in it carries this run's marker:
+ * another suite running at the same time (a second checkout) creates pool cgroups too, and those
+ * are reported, never killed.
  */
-const checkCgroups = async (): Promise<Array<string>> => {
-  const ofRun = () =>
+const checkCgroups = async (dir: string, prefixes: ReadonlyArray<string>): Promise<Array<string>> => {
+  const created = () =>
     poolCgroups().filter((p) => !poolsBefore.has(p.cgroup.path) && p.host !== undefined && !hostAlive(p.host))
-  await waitUntil(() => ofRun().every((p) => !p.sentinelAlive), 60_000)
+  await waitUntil(() => created().every((p) => !p.sentinelAlive), 60_000)
+  const ours = (p: ReturnType<typeof poolCgroups>[number]) =>
+    prefixes.includes(`${p.poolId}:`) ||
+    Cgroup.procsUnsafe(p.cgroup, true).some((pid) => readEnvVar(pid, runDirVariable) === dir)
   const leaks: Array<string> = []
-  for (const p of ofRun()) {
+  for (const p of created()) {
+    if (!ours(p)) {
+      if (p.populated) console.warn(`globalSetup: ${p.cgroup.path} is not this run's pool; left alone`)
+      continue
+    }
     if (p.populated) {
       leaks.push(`${p.cgroup.path}: ${Cgroup.procsUnsafe(p.cgroup, true).join(", ")}`)
       Cgroup.killUnsafe(p.cgroup)
@@ -97,7 +107,7 @@ export const teardown = async () => {
       // gone
     }
   }
-  const leakedCgroups = await checkCgroups()
+  const leakedCgroups = await checkCgroups(dir, prefixes)
   const errors = [
     ...(left.length === 0 ? [] : [
       `${left.length} supervised process(es) survived the test suite:\n` +
