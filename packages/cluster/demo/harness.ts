@@ -133,6 +133,14 @@ export const startRunner = (index: number, spec: RunnerSpec, options?: { readonl
       })
   )
 
+/** Starts runners 1..`count` together, each on a free port, with the spec `spec(i)` gives. */
+export const startRunners = (count: number, spec: (index: number) => Omit<RunnerSpec, "port">) =>
+  Effect.forEach(
+    Array.from({ length: count }, (_, i) => i + 1),
+    (i) => Effect.flatMap(freePort, (port) => startRunner(i, { ...spec(i), port })),
+    { concurrency: "unbounded" }
+  )
+
 /** SIGKILLs a runner we started (we hold its ChildProcess) and waits until it is gone. */
 export const sigkill = (runner: RunnerProcess) =>
   Effect.callback<void>((resume) => {

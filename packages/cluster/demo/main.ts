@@ -98,20 +98,15 @@ const program = Effect.gen(function*() {
     Effect.sync(() => fs.mkdtempSync(path.join(os.tmpdir(), "shepherd-cluster-demo-"))),
     (dir) => Effect.sync(() => fs.rmSync(dir, { recursive: true, force: true }))
   )
-  const runners = yield* Effect.forEach([1, 2, 3], (i) =>
-    Effect.gen(function*() {
-      const port = yield* Harness.freePort
-      return yield* Harness.startRunner(i, {
-        name: `cluster-${runId}-r${i}`,
-        port,
-        dbPort: pg.port,
-        ledger: path.join(dir, `runner-${i}.ledger`),
-        graceMs: grace,
-        forceWaitMs: forceWait,
-        shardLockExpirationMs: lease,
-        slots: 16
-      })
-    }), { concurrency: "unbounded" })
+  const runners = yield* Harness.startRunners(3, (i) => ({
+    name: `cluster-${runId}-r${i}`,
+    dbPort: pg.port,
+    ledger: path.join(dir, `runner-${i}.ledger`),
+    graceMs: grace,
+    forceWaitMs: forceWait,
+    shardLockExpirationMs: lease,
+    slots: 16
+  }))
   for (const r of runners) yield* log(`runner ${r.index}: pid ${r.pid}, ${r.address}, pool ${r.poolId}`)
 
   // Sessions go where the shards are: wait until every runner holds its share.

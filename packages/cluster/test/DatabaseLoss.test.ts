@@ -73,18 +73,16 @@ describe.skipIf(!Harness.postgresAvailable())("a runner that loses the database"
         Effect.sync(() => fs.mkdtempSync(path.join(os.tmpdir(), "shepherd-cluster-dbloss-"))),
         (dir) => Effect.sync(() => fs.rmSync(dir, { recursive: true, force: true }))
       )
-      const spec = (i: number, port: number, dbPort: number) => ({
+      // Runner 1 reaches the database through the proxy that will be cut; runner 2 directly.
+      const [cut] = yield* Harness.startRunners(2, (i) => ({
         name: `cluster-${runId}-r${i}`,
-        port,
-        dbPort,
+        dbPort: i === 1 ? link.port : pg.port,
         ledger: path.join(dir, `runner-${i}.ledger`),
         graceMs: 300,
         forceWaitMs: 300,
         shardLockExpirationMs: lease,
         slots: 16
-      })
-      const cut = yield* Harness.startRunner(1, spec(1, yield* Harness.freePort, link.port))
-      const other = yield* Harness.startRunner(2, spec(2, yield* Harness.freePort, pg.port))
+      }))
       yield* Harness.waitUntil(
         "the two runners to hold all shards",
         sql<{ n: string }>`SELECT count(DISTINCT address) AS n FROM cluster_locks`.pipe(
@@ -133,6 +131,5 @@ describe.skipIf(!Harness.postgresAvailable())("a runner that loses the database"
         discard: true
       })
       assert.strictEqual(Harness.carriers(`cluster-${runId}-`).length, 0)
-      void other
     }).pipe(Effect.scoped), { timeout: 120_000 })
 })

@@ -75,22 +75,15 @@ const clusterLayer = Layer.effect(
       Effect.sync(() => fs.mkdtempSync(path.join(os.tmpdir(), "shepherd-cluster-test-"))),
       (dir) => Effect.sync(() => fs.rmSync(dir, { recursive: true, force: true }))
     )
-    const runners = yield* Effect.forEach(
-      [1, 2, 3],
-      (i) =>
-        Effect.flatMap(Harness.freePort, (port) =>
-          Harness.startRunner(i, {
-            name: `cluster-${runId}-r${i}`,
-            port,
-            dbPort: pg.port,
-            ledger: path.join(dir, `runner-${i}.ledger`),
-            graceMs: grace,
-            forceWaitMs: forceWait,
-            shardLockExpirationMs: lease,
-            slots: 16
-          })),
-      { concurrency: "unbounded" }
-    )
+    const runners = yield* Harness.startRunners(3, (i) => ({
+      name: `cluster-${runId}-r${i}`,
+      dbPort: pg.port,
+      ledger: path.join(dir, `runner-${i}.ledger`),
+      graceMs: grace,
+      forceWaitMs: forceWait,
+      shardLockExpirationMs: lease,
+      slots: 16
+    }))
     const sql = Context.get(context, SqlClient.SqlClient)
     yield* Harness.waitUntil(
       "the three runners to hold all shards",
