@@ -61,7 +61,8 @@ const head = Buffer.alloc(256)
 const interpreterOf = (file: string): "ok" | "ENOENT" | "EACCES" => {
   let n: number
   try {
-    const fd = fs.openSync(file, "r")
+    // Non-blocking: a file swapped for a FIFO since the stat must not block the host in open().
+    const fd = fs.openSync(file, fs.constants.O_RDONLY | fs.constants.O_NONBLOCK | fs.constants.O_NOCTTY)
     try {
       n = fs.readSync(fd, head, 0, head.length, 0)
     } finally {
