@@ -78,11 +78,13 @@ const identityOf = (pid: number): ProcessIdentity => {
 /**
  * The foreign program of the attack: gets `pid` (retrying while other processes race for it),
  * becomes the leader of process group `pid` with `setsid`, forks a worker without any
- * `SHEPHERD_ID` (only the test marker) and exits. Returns the worker's pid.
+ * `SHEPHERD_ID` (only the test marker) and exits. Returns the worker's pid, or `undefined` when
+ * the pid could not be had: another process forked between our write of `ns_last_pid` and our
+ * fork and holds it (pid_max is 32768 here, and the suite forks thousands of processes).
  */
-const reusePid = (pid: number): number => {
+const reusePid = (pid: number): number | undefined => {
   const inner = `env -i ${marker} sleep 999 </dev/null >/dev/null 2>&1 & echo $$ $!`
-  for (let attempt = 0; attempt < 50; attempt++) {
+  for (let attempt = 0; attempt < 50 && !fs.existsSync(`/proc/${pid}`); attempt++) {
     const out = NodeChildProcess.execFileSync("sh", [
       "-c",
       `echo ${pid - 1} > /proc/sys/kernel/ns_last_pid; setsid sh -c '${inner}'`
@@ -92,7 +94,20 @@ const reusePid = (pid: number): number => {
     if (leader === pid) return worker!
     process.kill(worker!, "SIGKILL")
   }
-  throw new Error(`could not get pid ${pid}`)
+  return undefined
+}
+
+/**
+ * Stages the attack with `attempt` (from a fresh leader on), again while the pid it freed was
+ * taken by a stranger before `reusePid` could have it: that is a failure to set the test up,
+ * not of the code under test.
+ */
+const staged = async <A>(attempt: () => Promise<A | undefined>): Promise<A> => {
+  for (let i = 0; i < 10; i++) {
+    const result = await attempt()
+    if (result !== undefined) return result
+  }
+  throw new Error("could not stage the pid reuse in 10 attempts")
 }
 
 /** The worker is alive and in the group of the reused pid, as the attack needs. */
@@ -107,11 +122,14 @@ const run = <A>(effect: Effect.Effect<A, unknown>) => Effect.runPromise(effect)
 describe.skipIf(!canChoosePid)("trust: a leaderless process group", () => {
   it("a fresh table (recovery) does not count a foreign worker in the reused group", async () => {
     try {
-      const leader = spawnLeader("exec sleep 1000")
-      const container: Container = { pgid: leader.pid, shepherdId: "t-trust:1", leader: identityOf(leader.pid) }
-      process.kill(leader.pid, "SIGKILL")
-      await leader.exited
-      const worker = reusePid(leader.pid)
+      const { container, leader, worker } = await staged(async () => {
+        const leader = spawnLeader("exec sleep 1000")
+        const container: Container = { pgid: leader.pid, shepherdId: "t-trust:1", leader: identityOf(leader.pid) }
+        process.kill(leader.pid, "SIGKILL")
+        await leader.exited
+        const worker = reusePid(leader.pid)
+        return worker === undefined ? undefined : { container, leader, worker }
+      })
       assertForeignWorker(worker, leader.pid)
       // The foreign leader has exited: the group is leaderless, exactly as after the crash.
       assert.isTrue(await waitUntil(() => !fs.existsSync(`/proc/${leader.pid}`)))
@@ -191,14 +209,17 @@ describe.skipIf(!canChoosePid)("trust: a leaderless process group", () => {
     started.push(sentinel.pid!)
     const sentinelExited = new Promise<void>((resolve) => sentinel.on("exit", () => resolve()))
     try {
-      const leader = spawnLeader("exec sleep 1000")
-      const identity = identityOf(leader.pid)
-      sentinel.stdin!.write(
-        `P t-trust-sentinel SIGTERM 300 500\n+ t-trust-sentinel:1 ${leader.pid} ${leader.pid} ${identity.startTime}\n`
-      )
-      process.kill(leader.pid, "SIGKILL")
-      await leader.exited
-      const worker = reusePid(leader.pid)
+      sentinel.stdin!.write("P t-trust-sentinel SIGTERM 300 500\n")
+      let n = 0
+      const { leader, worker } = await staged(async () => {
+        const leader = spawnLeader("exec sleep 1000")
+        const identity = identityOf(leader.pid)
+        sentinel.stdin!.write(`+ t-trust-sentinel:${++n} ${leader.pid} ${leader.pid} ${identity.startTime}\n`)
+        process.kill(leader.pid, "SIGKILL")
+        await leader.exited
+        const worker = reusePid(leader.pid)
+        return worker === undefined ? undefined : { leader, worker }
+      })
       assertForeignWorker(worker, leader.pid)
       assert.isTrue(await waitUntil(() => !fs.existsSync(`/proc/${leader.pid}`)))
 
@@ -213,7 +234,9 @@ describe.skipIf(!canChoosePid)("trust: a leaderless process group", () => {
 
   it("recovery after a host crash does not kill a foreign worker in the old leader's reused group", async () => {
     const fixture = fileURLToPath(new URL("./fixtures/crashHost.ts", import.meta.url))
-    const ledger = path.join(fs.mkdtempSync(path.join(os.tmpdir(), "shepherd-trust-")), "pool.ledger")
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), "shepherd-trust-"))
+    // One ledger per staging attempt: a failed attempt's entry would be recovered too.
+    let ledger = path.join(dir, "pool.ledger")
     const hosts: Array<NodeChildProcess.ChildProcess> = []
     const startHost = (mode: string) => {
       const child = NodeChildProcess.spawn(process.execPath, [fixture, ledger, mode, "1"], {
@@ -233,17 +256,20 @@ describe.skipIf(!canChoosePid)("trust: a leaderless process group", () => {
     }
     let prefix = "unset:"
     try {
-      const first = startHost("nolifeline")
-      const { poolId, pids } = await first.ready
-      prefix = `${poolId}:`
-      const leaderPid: number = pids[0]
-      first.child.kill("SIGKILL")
-      await first.exited
-      // The orphaned tree then ends by itself (here: helped), and its leader's pid is free.
-      killSurvivors(prefix)
-      assert.isTrue(await waitUntil(() => survivors(prefix).length === 0 && !fs.existsSync(`/proc/${leaderPid}`)))
-
-      const worker = reusePid(leaderPid)
+      const { leaderPid, worker } = await staged(async () => {
+        ledger = path.join(dir, `pool${hosts.length}.ledger`)
+        const first = startHost("nolifeline")
+        const { poolId, pids } = await first.ready
+        prefix = `${poolId}:`
+        const leaderPid: number = pids[0]
+        first.child.kill("SIGKILL")
+        await first.exited
+        // The orphaned tree then ends by itself (here: helped), and its leader's pid is free.
+        killSurvivors(prefix)
+        assert.isTrue(await waitUntil(() => survivors(prefix).length === 0 && !fs.existsSync(`/proc/${leaderPid}`)))
+        const worker = reusePid(leaderPid)
+        return worker === undefined ? undefined : { leaderPid, worker }
+      })
       assertForeignWorker(worker, leaderPid)
       assert.isTrue(await waitUntil(() => !fs.existsSync(`/proc/${leaderPid}`)))
 
@@ -258,7 +284,7 @@ describe.skipIf(!canChoosePid)("trust: a leaderless process group", () => {
       for (const host of hosts) host.kill("SIGKILL")
       killSurvivors(prefix)
       killAll()
-      fs.rmSync(path.dirname(ledger), { recursive: true, force: true })
+      fs.rmSync(dir, { recursive: true, force: true })
     }
   })
 
@@ -316,34 +342,37 @@ describe.skipIf(!canChoosePid)("trust: a pid reused between two scans", () => {
   it("a carrier born at a pid the table knew as another process is found at the next scan", async () => {
     try {
       const table = NodeProcessTable.make()
-      // Not this process's child (the table re-reads its own children's cookies until they exec).
-      const pid = Number(
-        NodeChildProcess.execFileSync("sh", [
-          "-c",
-          `env -u SHEPHERD_ID ${marker} sleep 1000 </dev/null >/dev/null 2>&1 & echo $!`
-        ], { encoding: "latin1" }).trim()
-      )
-      started.push(pid)
-      const before = { pid }
-      // The table learns the pid as a process without a cookie.
-      assert.notInclude((await run(table.carriers("t-reuse~1:"))).map((c) => c.identity.pid), before.pid)
-      process.kill(before.pid, "SIGKILL")
-      assert.isTrue(await waitUntil(() => !fs.existsSync(`/proc/${before.pid}`), 60_000), "reaped")
-      // The same pid, now a process of ours (it carries the cookie), born before the next scan.
-      let reborn: number | undefined
-      for (let attempt = 0; attempt < 50 && reborn !== before.pid; attempt++) {
-        if (reborn !== undefined) process.kill(reborn, "SIGKILL")
-        reborn = Number(
+      const reborn = await staged(async () => {
+        // Not this process's child (the table re-reads its own children's cookies until they exec).
+        const pid = Number(
           NodeChildProcess.execFileSync("sh", [
             "-c",
-            `echo ${before.pid - 1} > /proc/sys/kernel/ns_last_pid; ` +
-            `env SHEPHERD_ID=t-reuse~1:1 ${marker} sleep 998 </dev/null >/dev/null 2>&1 & echo $!`
+            `env -u SHEPHERD_ID ${marker} sleep 1000 </dev/null >/dev/null 2>&1 & echo $!`
           ], { encoding: "latin1" }).trim()
         )
-        started.push(reborn)
-      }
-      assert.strictEqual(reborn, before.pid, "the pid was handed out again")
-      await execed(reborn!, "t-reuse~1:1")
+        started.push(pid)
+        const before = { pid }
+        // The table learns the pid as a process without a cookie.
+        assert.notInclude((await run(table.carriers("t-reuse~1:"))).map((c) => c.identity.pid), before.pid)
+        process.kill(before.pid, "SIGKILL")
+        assert.isTrue(await waitUntil(() => !fs.existsSync(`/proc/${before.pid}`), 60_000), "reaped")
+        // The same pid, now a process of ours (it carries the cookie), born before the next scan.
+        let reborn: number | undefined
+        for (let attempt = 0; attempt < 50 && reborn !== before.pid; attempt++) {
+          if (reborn !== undefined) process.kill(reborn, "SIGKILL")
+          if (fs.existsSync(`/proc/${before.pid}`)) return undefined // a stranger has it
+          reborn = Number(
+            NodeChildProcess.execFileSync("sh", [
+              "-c",
+              `echo ${before.pid - 1} > /proc/sys/kernel/ns_last_pid; ` +
+              `env SHEPHERD_ID=t-reuse~1:1 ${marker} sleep 998 </dev/null >/dev/null 2>&1 & echo $!`
+            ], { encoding: "latin1" }).trim()
+          )
+          started.push(reborn)
+        }
+        return reborn === before.pid ? reborn : undefined
+      })
+      await execed(reborn, "t-reuse~1:1")
       const found = (await run(table.carriers("t-reuse~1:"))).map((c) => c.identity.pid)
       assert.include(found, reborn, "the cache did not take the new process for the old one")
     } finally {
@@ -371,41 +400,44 @@ describe.skipIf(!canChoosePid)("trust: a pid reused after the pid counter wrappe
       // A process at a pid just above the reserved range, where allocation restarts after a wrap;
       // its parent shell waits for it, so its pid is free as soon as it is killed (this machine's
       // init reaps orphans only every second or two, and the table re-reads everything every 3 s).
-      let pid: number | undefined
-      let parent: NodeChildProcess.ChildProcess | undefined
-      for (let wanted = 300; wanted < 400 && pid === undefined; wanted++) {
-        const shell = NodeChildProcess.spawn("sh", [
-          "-c",
-          `echo ${
-            wanted - 1
-          } > /proc/sys/kernel/ns_last_pid; env -u SHEPHERD_ID ${marker} sleep 997 </dev/null >/dev/null 2>&1 & echo $!; wait`
-        ], { stdio: ["ignore", "pipe", "ignore"] })
-        const got = await new Promise<number>((resolve) =>
-          shell.stdout!.once("data", (chunk: Buffer) => resolve(Number(chunk.toString().trim())))
-        )
-        started.push(got)
-        if (got === wanted) {
-          pid = got
-          parent = shell
-        } else process.kill(got, "SIGKILL")
-      }
-      assert.isDefined(pid, "a free pid just above 300")
-      // A few more pids go by, so the table's first listing sees the counter past ours.
-      for (let i = 0; i < 3; i++) NodeChildProcess.execFileSync("true")
-      assert.notInclude((await run(table.carriers("t-wrap~1:"))).map((c) => c.identity.pid), pid)
-      const reaped = new Promise<void>((resolve) => parent!.on("exit", () => resolve()))
-      process.kill(pid!, "SIGKILL")
-      await reaped
-      // Allocation runs up to pid_max and wraps (forward only: no pid is set back); the first free
-      // pid after the wrap is ours again.
-      let reborn: number | undefined
-      for (let attempt = 0; attempt < 20 && reborn !== pid; attempt++) {
-        reborn = start("t-wrap~1:1", pidMax - 1)
-        started.push(reborn)
-        if (reborn !== pid) process.kill(reborn, "SIGKILL")
-      }
-      assert.strictEqual(reborn, pid, "the pid was handed out again after the wrap")
-      await execed(reborn!, "t-wrap~1:1")
+      const reborn = await staged(async () => {
+        let pid: number | undefined
+        let parent: NodeChildProcess.ChildProcess | undefined
+        for (let wanted = 300; wanted < 400 && pid === undefined; wanted++) {
+          const shell = NodeChildProcess.spawn("sh", [
+            "-c",
+            `echo ${
+              wanted - 1
+            } > /proc/sys/kernel/ns_last_pid; env -u SHEPHERD_ID ${marker} sleep 997 </dev/null >/dev/null 2>&1 & echo $!; wait`
+          ], { stdio: ["ignore", "pipe", "ignore"] })
+          const got = await new Promise<number>((resolve) =>
+            shell.stdout!.once("data", (chunk: Buffer) => resolve(Number(chunk.toString().trim())))
+          )
+          started.push(got)
+          if (got === wanted) {
+            pid = got
+            parent = shell
+          } else process.kill(got, "SIGKILL")
+        }
+        assert.isDefined(pid, "a free pid just above 300")
+        // A few more pids go by, so the table's first listing sees the counter past ours.
+        for (let i = 0; i < 3; i++) NodeChildProcess.execFileSync("true")
+        assert.notInclude((await run(table.carriers("t-wrap~1:"))).map((c) => c.identity.pid), pid)
+        const reaped = new Promise<void>((resolve) => parent!.on("exit", () => resolve()))
+        process.kill(pid!, "SIGKILL")
+        await reaped
+        // Allocation runs up to pid_max and wraps (forward only: no pid is set back); the first free
+        // pid after the wrap is ours again.
+        let reborn: number | undefined
+        for (let attempt = 0; attempt < 20 && reborn !== pid; attempt++) {
+          if (fs.existsSync(`/proc/${pid}`)) return undefined // a stranger has it
+          reborn = start("t-wrap~1:1", pidMax - 1)
+          started.push(reborn)
+          if (reborn !== pid) process.kill(reborn, "SIGKILL")
+        }
+        return reborn === pid ? reborn : undefined
+      })
+      await execed(reborn, "t-wrap~1:1")
       const found = (await run(table.carriers("t-wrap~1:"))).map((c) => c.identity.pid)
       assert.include(found, reborn, "the cache did not take the new process for the old one")
     } finally {
