@@ -4,7 +4,7 @@
  * torn and unparsable ledgers, the lock, an unwritable directory,
  * compaction, and the reaper finding an untracked cookie carrier.
  */
-import { assert, describe, it } from "@effect/vitest"
+import { afterAll, assert, describe, it } from "@effect/vitest"
 import { ProcessPool } from "@shepherd/core/ProcessPool"
 import type { LedgerRecord } from "@shepherd/core/Ledger"
 import * as NodeLedger from "@shepherd/node/NodeLedger"
@@ -17,7 +17,15 @@ import * as os from "node:os"
 import * as path from "node:path"
 import { isAlive, waitUntil } from "./support.ts"
 
-const tempDir = () => fs.mkdtempSync(path.join(os.tmpdir(), "shepherd-ledger-"))
+const made: Array<string> = []
+const tempDir = () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "shepherd-ledger-"))
+  made.push(dir)
+  return dir
+}
+afterAll(() => {
+  for (const dir of made.splice(0)) fs.rmSync(dir, { recursive: true, force: true })
+})
 const bootId = fs.readFileSync("/proc/sys/kernel/random/boot_id", "utf8").trim()
 const deadHost = { pid: 4_194_000, startTime: "1", bootId }
 const line = (r: LedgerRecord) => `${JSON.stringify(r)}\n`

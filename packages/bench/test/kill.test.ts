@@ -12,6 +12,8 @@
  * its marker, whatever the outcome.
  */
 import * as NodeChildProcess from "node:child_process"
+import * as fs from "node:fs"
+import * as os from "node:os"
 import * as path from "node:path"
 import { fileURLToPath } from "node:url"
 import { afterEach, describe, expect, it } from "vitest"
@@ -34,6 +36,8 @@ interface Bench {
 
 const benches: Array<Bench> = []
 const runIds: Array<string> = []
+/** Each bench's TMPDIR: a killed bench cannot remove its own temporary directory. */
+const tmpDirs: Array<string> = []
 
 const runCarriers = (runId: string): Array<Carrier> => carriers(markerName, (v) => v === runId)
 
@@ -51,6 +55,7 @@ afterEach(async () => {
       50
     )
   }
+  for (const dir of tmpDirs.splice(0)) fs.rmSync(dir, { recursive: true, force: true })
 })
 
 /** The test process's environment without a bench marker (the bench sets its own). */
@@ -63,8 +68,10 @@ const baseEnv = (): Record<string, string> => {
 const startBench = (): Bench => {
   // process.execPath is the workspace's Node (24, runs .ts); NODE_OPTIONS carries the source condition.
   // No load refusal: this test is about the kill path, and must not depend on how loaded the machine is.
+  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), "shepherd-bench-kill-"))
+  tmpDirs.push(tmp)
   const child = NodeChildProcess.spawn(process.execPath, [main, "--quick", "--only=3", "--max-load-factor=1000000"], {
-    env: baseEnv(),
+    env: { ...baseEnv(), TMPDIR: tmp },
     stdio: ["ignore", "ignore", "pipe"]
   })
   const identity = child.pid === undefined ? undefined : identify(child.pid)
