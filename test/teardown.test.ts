@@ -26,9 +26,10 @@ const endlessGrace = { grace: "1 hour", forceWait: `${forceWait} millis` } as co
 const recentOf = (pool: ProcessPool["Service"], ids: ReadonlySet<string>) =>
   Effect.map(pool.doctor, (d) => d.recent.filter((r) => ids.has(r.shepherdId)))
 
-describe("teardown of process trees", () => {
+// Every shape, whichever process forks the trees: the host, or the fork helper (NodeHelperLauncher).
+describe.each(["host", "helper"] as const)("teardown of process trees (forked by the %s)", (forkFrom) => {
   it.live("a cooperative tree (3 processes) ends gracefully, without waiting for the grace period", () =>
-    withPool({ name: "t-cooperative", kill: endlessGrace }, (pool, prefix) =>
+    withPool({ forkFrom, name: "t-cooperative", kill: endlessGrace }, (pool, prefix) =>
       Effect.gen(function*() {
         const managed = yield* pool.spawn(sh(trees.cooperative), { session: "s" })
         const members = yield* awaitMembers(managed.shepherdId, 3)
@@ -49,7 +50,7 @@ describe("teardown of process trees", () => {
       })))
 
   it.live("a tree ignoring SIGTERM is forced after the grace period", () =>
-    withPool({ name: "t-ignores-term", kill }, (pool, prefix) =>
+    withPool({ forkFrom, name: "t-ignores-term", kill }, (pool, prefix) =>
       Effect.gen(function*() {
         const managed = yield* pool.spawn(sh(trees.ignoresTerm), { session: "s" })
         const members = yield* awaitMembers(managed.shepherdId, 3)
@@ -65,7 +66,7 @@ describe("teardown of process trees", () => {
       })))
 
   it.live("a group member that outlives its leader is terminated; the report is Exited", () =>
-    withPool({ name: "t-outlives-leader", kill }, (pool, prefix) => {
+    withPool({ forkFrom, name: "t-outlives-leader", kill }, (pool, prefix) => {
       const dir = fs.mkdtempSync(path.join(os.tmpdir(), "shepherd-outlives-"))
       const pidFile = path.join(dir, "member")
       // The member (same group, ignoring TERM and HUP) writes its pid, and only then does the leader
@@ -95,7 +96,7 @@ describe("teardown of process trees", () => {
     }))
 
   it.live("a setsid grandchild (own session and group) is found and killed", () =>
-    withPool({ name: "t-setsid", kill }, (pool, prefix) =>
+    withPool({ forkFrom, name: "t-setsid", kill }, (pool, prefix) =>
       Effect.gen(function*() {
         const managed = yield* pool.spawn(sh(trees.setsidGrandchild), { session: "s" })
         const members = yield* awaitMembers(managed.shepherdId, 3)
@@ -109,7 +110,7 @@ describe("teardown of process trees", () => {
       })))
 
   it.live("a double-forked grandchild (reparented, same group) is found and killed", () =>
-    withPool({ name: "t-double-fork", kill }, (pool, prefix) =>
+    withPool({ forkFrom, name: "t-double-fork", kill }, (pool, prefix) =>
       Effect.gen(function*() {
         const managed = yield* pool.spawn(sh(trees.doubleFork), { session: "s" })
         const members = yield* awaitMembers(managed.shepherdId, 4)
@@ -123,7 +124,7 @@ describe("teardown of process trees", () => {
       })))
 
   it.live("one session holding every escape shape, all ignoring SIGTERM, closes with 0 survivors", () =>
-    withPool({ name: "t-escape-matrix", slots: 8, kill }, (pool, prefix) =>
+    withPool({ forkFrom, name: "t-escape-matrix", slots: 8, kill }, (pool, prefix) =>
       Effect.gen(function*() {
         // One tree with every kind of member at once...
         const all = [
@@ -154,7 +155,7 @@ describe("teardown of process trees", () => {
       })))
 
   it.live("a child that exits by itself with code 3 is reported Exited, nothing signalled", () =>
-    withPool({ name: "t-exit-3", kill }, (pool, prefix) =>
+    withPool({ forkFrom, name: "t-exit-3", kill }, (pool, prefix) =>
       Effect.gen(function*() {
         const managed = yield* pool.spawn(sh("exit 3"), { session: "s" })
         const report = yield* managed.awaitTeardown
@@ -169,7 +170,7 @@ describe("teardown of process trees", () => {
       })))
 
   it.live("a chatty child whose output nobody reads still exits by itself", () =>
-    withPool({ name: "t-chatty", kill }, (pool, prefix) =>
+    withPool({ forkFrom, name: "t-chatty", kill }, (pool, prefix) =>
       Effect.gen(function*() {
         // A child blocked on a full pipe would never exit: the test's timeout is the only bound needed.
         const managed = yield* pool.spawn(sh("head -c 5000000 /dev/zero; head -c 5000000 /dev/zero >&2"), {
@@ -188,7 +189,7 @@ describe("teardown of process trees", () => {
   // 1cfc8e2 (a caller scope's trees live in a parallel child scope).
   it.live("closing the caller's scope tears all its trees down concurrently", () =>
     withPool(
-      { name: "t-scope-close", slots: 6, kill: { grace: "3 seconds", forceWait: `${forceWait} millis` } },
+      { forkFrom, name: "t-scope-close", slots: 6, kill: { grace: "3 seconds", forceWait: `${forceWait} millis` } },
       (pool, prefix) =>
         Effect.gen(function*() {
           let members: ReadonlyArray<ProcInfo> = []

@@ -62,6 +62,7 @@ export const KillPolicyConfig = Schema.Struct({
  * | `containment` | `SHEPHERD_CONTAINMENT`, else `"auto"` | `"auto"`, `"cgroup"` or `"process-group"` (read by the platform layer) |
  * | `cgroup.base` | detected | the cgroup v2 directory to create the pool's cgroup in |
  * | `cgroup.placement` | `"wrapper"` | `"wrapper"` (race-free) or `"post-spawn"` (faster, racy) |
+ * | `forkFrom` | `"host"` | `"host"`, or `"helper"`: a small helper process forks the trees, so a spawn no longer blocks the host's event loop for as long as fork(2) takes to copy the host's page tables (read by the platform layer) |
  *
  * @since 0.1.0
  * @category schemas
@@ -101,7 +102,8 @@ export const ShepherdConfig = Schema.Struct({
       Schema.String.check(Schema.makeFilter<string>((s) => s.startsWith("/") || "expected an absolute path"))
     ),
     placement: Schema.optionalKey(Containment.Placement)
-  }))
+  })),
+  forkFrom: Schema.optionalKey(Schema.Literals(["host", "helper"]))
 })
 
 /**
@@ -132,6 +134,8 @@ export interface Resolved {
   /** The containment asked for; `undefined` for the platform's default (`SHEPHERD_CONTAINMENT`, else `auto`). */
   readonly containment: Containment.Mode | undefined
   readonly cgroup: { readonly base: string | undefined; readonly placement: Containment.Placement }
+  /** Which process forks the trees: the host, or the fork helper. */
+  readonly forkFrom: "host" | "helper"
 }
 
 // The path of the first failing field, e.g. ["kill", "grace"].
@@ -196,7 +200,8 @@ export const resolve = (input: unknown): Effect.Effect<Resolved, InvalidConfig> 
         lifeline: config.lifeline ?? true,
         lifelineWaitMs: config.lifelineWait === undefined ? 10_000 : KillPolicy.durationMillis(config.lifelineWait)!,
         containment: config.containment,
-        cgroup: { base: config.cgroup?.base, placement: config.cgroup?.placement ?? "wrapper" }
+        cgroup: { base: config.cgroup?.base, placement: config.cgroup?.placement ?? "wrapper" },
+        forkFrom: config.forkFrom ?? "host"
       })
     })
   )
@@ -206,7 +211,8 @@ export const resolve = (input: unknown): Effect.Effect<Resolved, InvalidConfig> 
  * `SHEPHERD_SLOTS`, `SHEPHERD_HARD_CAP`, `SHEPHERD_SLOT_TIMEOUT`,
  * `SHEPHERD_KILL_SIGNAL`, `SHEPHERD_GRACE`, `SHEPHERD_FORCE_WAIT`,
  * `SHEPHERD_ENV_POLICY`, `SHEPHERD_REAP_INTERVAL`, `SHEPHERD_LEDGER`,
- * `SHEPHERD_CONTAINMENT`, `SHEPHERD_CGROUP_BASE`, `SHEPHERD_CGROUP_PLACEMENT`), over `base`.
+ * `SHEPHERD_CONTAINMENT`, `SHEPHERD_CGROUP_BASE`, `SHEPHERD_CGROUP_PLACEMENT`,
+ * `SHEPHERD_FORK_FROM`), over `base`.
  *
  * @since 0.1.0
  * @category constructors
@@ -228,7 +234,8 @@ export const fromEnv = (base: ShepherdConfig = {}): Effect.Effect<Resolved, Inva
       ledger: yield* read("SHEPHERD_LEDGER"),
       containment: yield* read("SHEPHERD_CONTAINMENT"),
       cgroupBase: yield* read("SHEPHERD_CGROUP_BASE"),
-      cgroupPlacement: yield* read("SHEPHERD_CGROUP_PLACEMENT")
+      cgroupPlacement: yield* read("SHEPHERD_CGROUP_PLACEMENT"),
+      forkFrom: yield* read("SHEPHERD_FORK_FROM")
     }
     const int = (s: string | undefined) => s === undefined ? undefined : /^-?\d+$/.test(s.trim()) ? Number(s) : s
     const duration = (s: string | undefined) =>
@@ -245,6 +252,7 @@ export const fromEnv = (base: ShepherdConfig = {}): Effect.Effect<Resolved, Inva
     set("reapInterval", duration(raw.reapInterval))
     set("ledger", raw.ledger === "false" ? false : raw.ledger)
     set("containment", raw.containment)
+    set("forkFrom", raw.forkFrom)
     if (raw.cgroupBase !== undefined || raw.cgroupPlacement !== undefined) {
       const cgroup: Record<string, unknown> = { ...base.cgroup }
       if (raw.cgroupBase !== undefined) cgroup.base = raw.cgroupBase

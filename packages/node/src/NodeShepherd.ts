@@ -21,6 +21,7 @@ import * as Runtime from "effect/Runtime"
 import * as NodeContainment from "./NodeContainment.ts"
 import * as NodeLedger from "./NodeLedger.ts"
 import * as NodeLifeline from "./NodeLifeline.ts"
+import * as NodeHelperLauncher from "./NodeHelperLauncher.ts"
 import * as NodeProcessLauncher from "./NodeProcessLauncher.ts"
 import * as NodeProcessTable from "./NodeProcessTable.ts"
 
@@ -69,7 +70,8 @@ export const layerResolved = (
     : NodeLedger.layer({ path: config.ledger ?? NodeLedger.defaultPath(config.name) })
   const lifeline = config.lifeline ? NodeLifeline.layer : Layer.empty
   // The containment decorates the launcher: one per pool layer (cgroups where usable).
-  const contained = NodeContainment.layer(config).pipe(Layer.provide(NodeProcessLauncher.layer))
+  const launcher = config.forkFrom === "helper" ? NodeHelperLauncher.layer : NodeProcessLauncher.layer
+  const contained = NodeContainment.layer(config).pipe(Layer.provide(launcher))
   return Layer.provideMerge(register, ProcessPool.layerResolved(config)).pipe(
     Layer.provide(Layer.mergeAll(NodeProcessTable.layer, contained, ledger, lifeline))
   )

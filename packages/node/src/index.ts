@@ -15,6 +15,10 @@ export * as NodeLifeline from "./NodeLifeline.ts"
  */
 export * as NodeProcessLauncher from "./NodeProcessLauncher.ts"
 /**
+ * @since 0.4.0
+ */
+export * as NodeHelperLauncher from "./NodeHelperLauncher.ts"
+/**
  * @since 0.1.0
  */
 export * as NodeProcessTable from "./NodeProcessTable.ts"

@@ -1,0 +1,340 @@
+/**
+ * The launcher of `forkFrom: "helper"`: every tree is forked by the fork
+ * helper (`internal/forkHelper.ts`), a small Node process started with the
+ * pool, instead of by the host. fork(2) copies the page tables of the process
+ * that forks, so a host holding GiBs of `Buffer` memory blocks its event loop
+ * for tens of milliseconds per spawn; through the helper a spawn costs the
+ * host one IPC message, whatever its size.
+ *
+ * The guarantees stay the host launcher's:
+ * - the leader's identity is read by the helper before it could have reaped
+ *   the child; the leader is signalled through the helper's unreaped handle
+ *   (never a reused pid);
+ * - the helper hands the parent ends of the stdio pipes to the host without
+ *   reading a byte;
+ * - the fork witness counts the helper's forks as the pool's own, so a tree
+ *   whose leader forked nothing is still proven alone without a scan;
+ * - a helper that dies leaves its trees to the host: their leaders are watched
+ *   in `/proc` (exit status unknown) and signalled after an identity check;
+ *   the next spawn starts a new helper (after 5 deaths within a minute, the
+ *   host forks itself);
+ * - a helper that does not answer a spawn within 10 s fails it; a tree it
+ *   starts later is killed at once.
+ *
+ * @since 0.4.0
+ */
+import { ProcessLauncher } from "@shepherd/core/ProcessLauncher"
+import type { ExitStatus, Launched } from "@shepherd/core/ProcessLauncher"
+import type { Signal } from "@shepherd/core/Signal"
+import * as Deferred from "effect/Deferred"
+import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
+import * as PlatformError from "effect/PlatformError"
+import type * as ChildProcess from "effect/process/ChildProcess"
+import type * as Scope from "effect/Scope"
+import * as CommandLine from "effect/process/CommandLine"
+import * as NodeChildProcess from "node:child_process"
+import type * as net from "node:net"
+import { fileURLToPath } from "node:url"
+import * as NodeProcessLauncher from "./NodeProcessLauncher.ts"
+import type { KillRequest, Reply, SpawnRequest } from "./internal/forkHelper.ts"
+import * as forkWitness from "./internal/forkWitness.ts"
+import * as launchIo from "./internal/launchIo.ts"
+import * as procfs from "./internal/procfs.ts"
+
+// Next to this module: `.ts` when run from the sources, `.js` once built (see NodeLifeline).
+const helperPath = fileURLToPath(
+  new URL(`./internal/forkHelper${import.meta.url.endsWith(".ts") ? ".ts" : ".js"}`, import.meta.url)
+)
+
+const answerWithinMs = 10_000
+const maxDeaths = 5
+const deathWindowMs = 60_000
+const orphanPollMs = 20
+
+interface Entry {
+  readonly id: number
+  readonly watch: launchIo.ExitWatch
+  readonly pipes: { stdin: net.Socket | null; stdout: net.Socket | null; stderr: net.Socket | null }
+  pid: number | undefined
+  startTime: string
+  /** Resumes the launch waiting for the helper's answer (cleared once answered). */
+  answer: ((reply: Extract<Reply, { t: "spawned" | "failed" }> | string) => void) | undefined
+  /** The launch gave up waiting: a tree the helper starts now is killed at once. */
+  abandoned: boolean
+  /** The helper died while this leader lived: it is watched in /proc. */
+  orphaned: boolean
+}
+
+interface Helper {
+  readonly child: NodeChildProcess.ChildProcess
+  readonly entries: Map<number, Entry>
+  /** The helper's forks already counted by the fork witness. */
+  forksSeen: number
+  dead: boolean
+}
+
+/**
+ * A launcher that forks through a fork helper, falling back to the host's own
+ * launcher for a spawn the helper cannot take. The helper is released with
+ * the scope.
+ *
+ * @since 0.4.0
+ * @category constructors
+ */
+export const make: Effect.Effect<ProcessLauncher["Service"], never, Scope.Scope> = Effect.gen(
+  function*() {
+    const host = NodeProcessLauncher.make()
+    const bootId = procfs.readBootId()
+    let helper: Helper | undefined
+    let released = false
+    let nextId = 0
+    const deaths: Array<number> = []
+    const orphans = new Set<Entry>()
+    let orphanTimer: ReturnType<typeof setInterval> | undefined
+
+    const watchOrphans = () => {
+      if (orphanTimer !== undefined) return
+      orphanTimer = setInterval(() => {
+        for (const entry of orphans) {
+          if (identified(entry)) continue
+          orphans.delete(entry)
+          // Reaped by whoever inherited it: the status is not ours to read.
+          launchIo.recordExit(entry.watch, { code: null, signal: null })
+        }
+        if (orphans.size === 0) {
+          clearInterval(orphanTimer)
+          orphanTimer = undefined
+        }
+      }, orphanPollMs)
+      orphanTimer.unref()
+    }
+
+    /** The entry's leader is alive (not a zombie) under its recorded identity. */
+    const identified = (entry: Entry): boolean => {
+      if (entry.pid === undefined) return false
+      const stat = procfs.readStat(entry.pid)
+      return stat !== undefined && stat.startTime === entry.startTime && !procfs.isDead(stat)
+    }
+
+    const forget = (h: Helper, entry: Entry) => {
+      h.entries.delete(entry.id)
+      // The channel keeps the host alive only while a tree of the helper lives, as a child would.
+      if (h.entries.size === 0) h.child.channel?.unref()
+    }
+
+    const send = (h: Helper, message: SpawnRequest | KillRequest): boolean => {
+      if (h.dead || !h.child.connected) return false
+      try {
+        h.child.send(message)
+        return true
+      } catch {
+        return false
+      }
+    }
+
+    const onReply = (h: Helper, reply: Reply, handle: unknown) => {
+      if (reply.t !== "pipe") {
+        // The helper's forks are the pool's own (see forkWitness.alone).
+        while (h.forksSeen < reply.forks) {
+          h.forksSeen++
+          forkWitness.forked()
+        }
+      }
+      const entry = h.entries.get(reply.id)
+      if (entry === undefined) {
+        ;(handle as net.Socket | undefined)?.destroy()
+        return
+      }
+      switch (reply.t) {
+        case "pipe": {
+          const socket = handle as net.Socket
+          if (reply.fd === 0) entry.pipes.stdin = socket
+          else if (reply.fd === 1) entry.pipes.stdout = socket
+          else entry.pipes.stderr = socket
+          return
+        }
+        case "spawned": {
+          entry.pid = reply.pid
+          entry.startTime = reply.startTime
+          if (entry.abandoned) {
+            // Its leader is the helper's unreaped child: its group is provably this tree.
+            send(h, { t: "kill", id: entry.id, signal: "SIGKILL", group: true })
+            for (const pipe of Object.values(entry.pipes)) pipe?.destroy()
+          }
+          entry.answer?.(reply)
+          return
+        }
+        case "failed": {
+          forget(h, entry)
+          entry.answer?.(reply)
+          return
+        }
+        case "exit": {
+          forget(h, entry)
+          launchIo.recordExit(entry.watch, { code: reply.code, signal: reply.signal })
+        }
+      }
+    }
+
+    const onDeath = (h: Helper, why: string) => {
+      if (h.dead) return
+      h.dead = true
+      if (helper === h) helper = undefined
+      deaths.push(Date.now())
+      for (const entry of h.entries.values()) {
+        if (entry.pid === undefined) {
+          entry.answer?.(`the fork helper ${why} before it answered`)
+        } else if (entry.watch.status === undefined) {
+          entry.orphaned = true
+          orphans.add(entry)
+        }
+      }
+      h.entries.clear()
+      if (orphans.size > 0) watchOrphans()
+    }
+
+    const start = (): Helper | undefined => {
+      let child: NodeChildProcess.ChildProcess
+      try {
+        child = NodeChildProcess.fork(helperPath, [], {
+          stdio: ["inherit", "inherit", "inherit", "ipc"],
+          // Its own session: a terminal's signals to the host's group do not reach it.
+          detached: true,
+          // The host's own flags (an inspector port, a heap size) are not the helper's.
+          execArgv: [],
+          serialization: "json"
+        })
+      } catch {
+        return undefined
+      }
+      if (child.pid === undefined) return undefined
+      const h: Helper = { child, entries: new Map(), forksSeen: 0, dead: false }
+      child.on("message", (reply: Reply, handle: unknown) => onReply(h, reply, handle))
+      // "disconnect" comes once every message has been read; "exit" may come before.
+      child.on("disconnect", () => onDeath(h, "exited"))
+      child.on("error", () => onDeath(h, "failed"))
+      child.unref()
+      child.channel?.unref()
+      return h
+    }
+
+    const current = (): Helper | undefined => {
+      if (released) return undefined
+      if (helper !== undefined && !helper.dead) return helper
+      const now = Date.now()
+      while (deaths.length > 0 && now - deaths[0]! > deathWindowMs) deaths.shift()
+      if (deaths.length >= maxDeaths) return undefined
+      helper = start()
+      return helper
+    }
+
+    const signal = (h: Helper, entry: Entry) => (sig: Signal): boolean => {
+      if (entry.watch.status !== undefined || entry.pid === undefined) return false
+      if (!entry.orphaned) return send(h, { t: "kill", id: entry.id, signal: sig, group: false })
+      // The helper is gone: the pid proves nothing by itself, its start time does.
+      if (!identified(entry)) return false
+      try {
+        process.kill(entry.pid, sig)
+        return true
+      } catch {
+        return false
+      }
+    }
+
+    yield* Effect.addFinalizer(() =>
+      Effect.sync(() => {
+        released = true
+        if (orphanTimer !== undefined) clearInterval(orphanTimer)
+        if (helper !== undefined && helper.child.connected) helper.child.disconnect()
+      })
+    )
+
+    const launch = Effect.fnUntraced(function*(
+      command: ChildProcess.StandardCommand,
+      env: Readonly<Record<string, string>>
+    ) {
+      const stdio = launchIo.stdioOf(command.options)
+      const h = stdio.every((s) => s === "pipe" || s === "ignore" || s === "inherit") ? current() : undefined
+      if (h === undefined) return yield* host.launch(command, env)
+      const display = CommandLine.display([command.command, ...command.args])
+      const cwd = yield* launchIo.checkCommand(command)
+      const entry: Entry = {
+        id: nextId++,
+        watch: launchIo.makeExitWatch(),
+        pipes: { stdin: null, stdout: null, stderr: null },
+        pid: undefined,
+        startTime: "0",
+        answer: undefined,
+        abandoned: false,
+        orphaned: false
+      }
+      const before = forkWitness.mark()
+      h.entries.set(entry.id, entry)
+      if (h.entries.size === 1) h.child.channel?.ref()
+      const sent = send(h, {
+        t: "spawn",
+        id: entry.id,
+        file: command.command,
+        args: command.args.map(NodeProcessLauncher.unwrap),
+        env,
+        cwd,
+        stdio,
+        shell: command.options.shell
+      })
+      if (!sent) {
+        forget(h, entry)
+        return yield* host.launch(command, env)
+      }
+      // Not interruptible, as a fork in the host is not: the answer is waited for (at most
+      // `answerWithinMs`), so that no tree can start after its spawn was given up unseen.
+      const reply = yield* Effect.callback<Extract<Reply, { t: "spawned" | "failed" }> | string>((resume) => {
+        const timer = setTimeout(() => {
+          entry.abandoned = true
+          entry.answer = undefined
+          resume(Effect.succeed(`the fork helper did not answer within ${answerWithinMs} ms`))
+        }, answerWithinMs)
+        entry.answer = (r) => {
+          clearTimeout(timer)
+          entry.answer = undefined
+          resume(Effect.succeed(r))
+        }
+      })
+      if (typeof reply === "string") {
+        // An abandoned spawn stays known: a tree the helper starts after all is killed at once.
+        if (!entry.abandoned) forget(h, entry)
+        return yield* Effect.fail(PlatformError.systemError({
+          _tag: "Unknown",
+          module: "ChildProcess",
+          method: "spawn",
+          pathOrDescriptor: command.command,
+          description: `${display}: ${reply}`
+        }))
+      }
+      if (reply.t === "failed") {
+        return yield* Effect.fail(launchIo.spawnError(command, reply, `${display}: ${reply.code ?? reply.message}`))
+      }
+      const pid = reply.pid
+      const launched: Launched = {
+        pid,
+        pgid: pid,
+        identity: { pid, startTime: reply.startTime, bootId },
+        exit: Deferred.await(entry.watch.exited),
+        exitStatus: (): ExitStatus | undefined => entry.watch.status,
+        onExit: launchIo.onExit(entry.watch),
+        alone: () => forkWitness.alone(before),
+        signal: signal(h, entry),
+        io: yield* launchIo.io(command, entry.pipes)
+      }
+      return launched
+    }, Effect.uninterruptible)
+
+    return ProcessLauncher.of({ inheritedEnv: host.inheritedEnv, launch })
+  }
+)
+
+/**
+ * @since 0.4.0
+ * @category layers
+ */
+export const layer: Layer.Layer<ProcessLauncher> = Layer.effect(ProcessLauncher, make)

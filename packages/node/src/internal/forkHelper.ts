@@ -1,0 +1,132 @@
+/**
+ * The fork helper: a small process that forks a pool's trees instead of the
+ * host (`forkFrom: "helper"`). fork(2) copies the page tables of the process
+ * that forks: from a host holding GiBs of `Buffer` memory every spawn blocks
+ * its event loop for tens of milliseconds; from this process, about 1 ms, and
+ * never the host's event loop.
+ *
+ * Protocol, over the Node IPC channel (JSON), host → helper:
+ * - `{ t: "spawn", id, file, args, env, cwd?, stdio, shell? }`
+ * - `{ t: "kill", id, signal, group }`: signals the child (or, with `group`,
+ *   its process group) while it is unreaped: never a reused pid or group
+ *
+ * helper → host, in this order for one id:
+ * - `{ t: "pipe", id, fd }` with the parent end of that stdio pipe as the
+ *   message's handle (one message per piped fd; the helper never reads them)
+ * - `{ t: "spawned", id, pid, startTime, forks }` or `{ t: "failed", id, code?, syscall?, message, forks }`
+ * - `{ t: "exit", id, code, signal, forks }`
+ *
+ * `forks` counts the helper's forks so far (what the host's fork witness needs
+ * to tell them from foreign ones). The helper exits when its channel closes
+ * (the host exited or released it): ending the trees is the pool's and the
+ * lifeline's work, not the helper's.
+ *
+ * @since 0.4.0
+ */
+import * as NodeChildProcess from "node:child_process"
+import * as procfs from "./procfs.ts"
+
+/** @internal */
+export interface SpawnRequest {
+  readonly t: "spawn"
+  readonly id: number
+  readonly file: string
+  readonly args: ReadonlyArray<string>
+  readonly env: Readonly<Record<string, string>>
+  readonly cwd?: string | undefined
+  readonly stdio: readonly [NodeChildProcess.IOType, NodeChildProcess.IOType, NodeChildProcess.IOType]
+  readonly shell?: boolean | string | undefined
+}
+
+/** @internal */
+export interface KillRequest {
+  readonly t: "kill"
+  readonly id: number
+  readonly signal: NodeJS.Signals
+  readonly group: boolean
+}
+
+/** @internal */
+export type Reply =
+  | { readonly t: "pipe"; readonly id: number; readonly fd: 0 | 1 | 2 }
+  | { readonly t: "spawned"; readonly id: number; readonly pid: number; readonly startTime: string; readonly forks: number }
+  | {
+    readonly t: "failed"
+    readonly id: number
+    readonly code?: string | undefined
+    readonly syscall?: string | undefined
+    readonly message: string
+    readonly forks: number
+  }
+  | { readonly t: "exit"; readonly id: number; readonly code: number | null; readonly signal: string | null; readonly forks: number }
+
+const run = () => {
+  const children = new Map<number, NodeChildProcess.ChildProcess>()
+  let forks = 0
+  const send = (reply: Reply, handle?: unknown) => {
+    if (process.connected) process.send!(reply, handle as never, { keepOpen: false }, () => {})
+  }
+  const failed = (id: number, error: NodeJS.ErrnoException) =>
+    send({ t: "failed", id, code: error.code, syscall: error.syscall, message: error.message, forks })
+
+  const spawn = (request: SpawnRequest) => {
+    const { id } = request
+    let child: NodeChildProcess.ChildProcess
+    try {
+      child = NodeChildProcess.spawn(request.file, request.args as Array<string>, {
+        cwd: request.cwd,
+        env: request.env,
+        stdio: [...request.stdio],
+        detached: true,
+        shell: request.shell
+      })
+    } catch (error) {
+      failed(id, error as NodeJS.ErrnoException)
+      return
+    }
+    if (child.pid === undefined) {
+      child.on("error", (error) => failed(id, error))
+      return
+    }
+    forks++
+    const pid = child.pid
+    // Read now, before this process could have reaped the child: the pid names it.
+    const startTime = procfs.readStat(pid)?.startTime ?? "0"
+    children.set(id, child)
+    child.on("error", () => {})
+    child.on("exit", (code, signal) => {
+      children.delete(id)
+      send({ t: "exit", id, code, signal, forks })
+    })
+    const streams = [child.stdin, child.stdout, child.stderr] as const
+    for (const fd of [0, 1, 2] as const) {
+      const stream = streams[fd]
+      if (stream === null) continue
+      // Not a byte is read here: the output belongs to the host, which gets the pipe itself.
+      ;(stream as unknown as { _handle?: { readStop?: () => void } })._handle?.readStop?.()
+      send({ t: "pipe", id, fd }, stream)
+    }
+    send({ t: "spawned", id, pid, startTime, forks })
+  }
+
+  process.on("message", (message: SpawnRequest | KillRequest) => {
+    if (message.t === "spawn") spawn(message)
+    else if (message.t === "kill") {
+      const child = children.get(message.id)
+      // Node sets these when it reaps the child: until then its pid, and the group it leads
+      // (its own session), cannot name anything else.
+      if (child === undefined || child.exitCode !== null || child.signalCode !== null) return
+      if (!message.group) child.kill(message.signal)
+      else {
+        try {
+          process.kill(-child.pid!, message.signal)
+        } catch {
+          // the group is empty
+        }
+      }
+    }
+  })
+  process.on("disconnect", () => process.exit(0))
+}
+
+if (process.send !== undefined) run()
