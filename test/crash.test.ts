@@ -36,17 +36,27 @@ interface Host {
   readonly child: NodeChildProcess.ChildProcess
   readonly lines: AsyncIterator<string>
   readonly exited: Promise<number | null>
+  /** In the host's environment, and so in its fork helper's. */
+  readonly tag: string
 }
 
+/** The live fork helpers of `host`. */
+const forkHelpers = (host: Host) =>
+  processes().filter((p) =>
+    p.state !== "Z" && p.cmdline.includes("forkHelper") && readEnvVar(p.pid, "SHEPHERD_TEST_HOST") === host.tag
+  )
+
 const startHost = (args: ReadonlyArray<string>, script = "crashHost.ts"): Host => {
+  const tag = `${process.pid}-${started.length}-${Math.random()}`
   const child = NodeChildProcess.spawn(process.execPath, [fixture(script), ...args], {
-    stdio: ["ignore", "pipe", "inherit"]
+    stdio: ["ignore", "pipe", "inherit"],
+    env: { ...process.env, SHEPHERD_TEST_HOST: tag }
   })
   const lines = readline.createInterface({ input: child.stdout! })[Symbol.asyncIterator]()
   const exited = new Promise<number | null>((resolve) =>
     child.on("exit", (code, signal) => resolve(code ?? (signal === null ? null : -1)))
   )
-  const host = { child, lines, exited }
+  const host = { child, lines, exited, tag }
   started.push(host)
   return host
 }
@@ -70,30 +80,36 @@ const tempLedger = () => {
 }
 
 describe("host crash", () => {
-  it("a SIGKILLed host leaves no survivor: every tree is gone by the time its lifeline sentinel exits", async () => {
-    const host = startHost([tempLedger(), "lifeline", "4"])
-    const ready = await readJson(host, "poolId")
-    const prefix = `${ready.poolId}:`
-    try {
-      assert.isAtLeast(survivors(prefix).length, 8, "the trees run before the crash")
-      assert.isTrue(await waitUntil(() => sentinels(ready.poolId).length === 1), "one sentinel runs")
-      host.child.kill("SIGKILL")
-      await host.exited
-      // The sentinel exits once its sweep is done: nothing may be left by then. (How long the sweep
-      // takes, grace + forceWait at most, is not asserted: the wait below only guards against a hang.)
-      assert.isTrue(await waitUntil(() => sentinels(ready.poolId).length === 0), "the sentinel finished")
-      assert.deepStrictEqual(survivors(prefix), [], "survivors of the sentinel's sweep")
-    } finally {
-      killSurvivors(prefix)
-      for (const pid of sentinels(ready.poolId)) {
-        try {
-          process.kill(pid, "SIGKILL")
-        } catch {
-          // gone
+  it.each(["host", "helper"] as const)(
+    "a SIGKILLed host (trees forked by the %s) leaves no survivor: every tree is gone by the time its lifeline sentinel exits",
+    async (forkFrom) => {
+      const host = startHost([tempLedger(), "lifeline", "4", forkFrom])
+      const ready = await readJson(host, "poolId")
+      const prefix = `${ready.poolId}:`
+      try {
+        assert.isAtLeast(survivors(prefix).length, 8, "the trees run before the crash")
+        assert.isTrue(await waitUntil(() => sentinels(ready.poolId).length === 1), "one sentinel runs")
+        assert.strictEqual(forkHelpers(host).length, forkFrom === "helper" ? 1 : 0, "fork helpers")
+        host.child.kill("SIGKILL")
+        await host.exited
+        // The sentinel exits once its sweep is done: nothing may be left by then. (How long the sweep
+        // takes, grace + forceWait at most, is not asserted: the wait below only guards against a hang.)
+        assert.isTrue(await waitUntil(() => sentinels(ready.poolId).length === 0), "the sentinel finished")
+        assert.deepStrictEqual(survivors(prefix), [], "survivors of the sentinel's sweep")
+        // The fork helper leaves with its host (its channel closed).
+        assert.isTrue(await waitUntil(() => forkHelpers(host).length === 0), "the fork helper exited")
+      } finally {
+        killSurvivors(prefix)
+        for (const pid of [...sentinels(ready.poolId), ...forkHelpers(host).map((p) => p.pid)]) {
+          try {
+            process.kill(pid, "SIGKILL")
+          } catch {
+            // gone
+          }
         }
       }
     }
-  })
+  )
 
   it("a restarted host recovers what a crashed host without lifeline left, then the ledger is clean", async () => {
     const ledger = tempLedger()

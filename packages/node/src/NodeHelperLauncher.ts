@@ -47,10 +47,19 @@ const helperPath = fileURLToPath(
   new URL(`./internal/forkHelper${import.meta.url.endsWith(".ts") ? ".ts" : ".js"}`, import.meta.url)
 )
 
-const answerWithinMs = 10_000
+const defaultAnswerWithinMs = 10_000
 const maxDeaths = 5
 const deathWindowMs = 60_000
 const orphanPollMs = 20
+
+/**
+ * Trees started by the helper after their spawn was given up (and killed at
+ * once): a count for tests and diagnostics.
+ *
+ * @since 0.4.0
+ * @category diagnostics
+ */
+export const lateTrees = { killed: 0 }
 
 interface Entry {
   readonly id: number
@@ -82,8 +91,12 @@ interface Helper {
  * @since 0.4.0
  * @category constructors
  */
-export const make: Effect.Effect<ProcessLauncher["Service"], never, Scope.Scope> = Effect.gen(
-  function*() {
+export const make = (options?: {
+  /** Longest wait for the helper's answer to a spawn (default 10 s). */
+  readonly answerWithinMs?: number | undefined
+}): Effect.Effect<ProcessLauncher["Service"], never, Scope.Scope> =>
+  Effect.gen(function*() {
+    const answerWithinMs = options?.answerWithinMs ?? defaultAnswerWithinMs
     const host = NodeProcessLauncher.make()
     const bootId = procfs.readBootId()
     let helper: Helper | undefined
@@ -160,6 +173,7 @@ export const make: Effect.Effect<ProcessLauncher["Service"], never, Scope.Scope>
           if (entry.abandoned) {
             // Its leader is the helper's unreaped child: its group is provably this tree.
             send(h, { t: "kill", id: entry.id, signal: "SIGKILL", group: true })
+            lateTrees.killed++
             for (const pipe of Object.values(entry.pipes)) pipe?.destroy()
           }
           entry.answer?.(reply)
@@ -181,10 +195,12 @@ export const make: Effect.Effect<ProcessLauncher["Service"], never, Scope.Scope>
       if (h.dead) return
       h.dead = true
       if (helper === h) helper = undefined
+      // A helper whose channel broke may still run: it must not linger (our unreaped child).
+      h.child.kill("SIGKILL")
       deaths.push(Date.now())
       for (const entry of h.entries.values()) {
         if (entry.pid === undefined) {
-          entry.answer?.(`the fork helper ${why} before it answered`)
+          entry.answer?.(`the fork helper died before it answered (it ${why})`)
         } else if (entry.watch.status === undefined) {
           entry.orphaned = true
           orphans.add(entry)
@@ -213,7 +229,7 @@ export const make: Effect.Effect<ProcessLauncher["Service"], never, Scope.Scope>
       child.on("message", (reply: Reply, handle: unknown) => onReply(h, reply, handle))
       // "disconnect" comes once every message has been read; "exit" may come before.
       child.on("disconnect", () => onDeath(h, "exited"))
-      child.on("error", () => onDeath(h, "failed"))
+      child.on("error", () => onDeath(h, "could not be written to"))
       child.unref()
       child.channel?.unref()
       return h
@@ -330,11 +346,10 @@ export const make: Effect.Effect<ProcessLauncher["Service"], never, Scope.Scope>
     }, Effect.uninterruptible)
 
     return ProcessLauncher.of({ inheritedEnv: host.inheritedEnv, launch })
-  }
-)
+  })
 
 /**
  * @since 0.4.0
  * @category layers
  */
-export const layer: Layer.Layer<ProcessLauncher> = Layer.effect(ProcessLauncher, make)
+export const layer: Layer.Layer<ProcessLauncher> = Layer.effect(ProcessLauncher, make())

@@ -49,7 +49,13 @@ export interface KillRequest {
 /** @internal */
 export type Reply =
   | { readonly t: "pipe"; readonly id: number; readonly fd: 0 | 1 | 2 }
-  | { readonly t: "spawned"; readonly id: number; readonly pid: number; readonly startTime: string; readonly forks: number }
+  | {
+    readonly t: "spawned"
+    readonly id: number
+    readonly pid: number
+    readonly startTime: string
+    readonly forks: number
+  }
   | {
     readonly t: "failed"
     readonly id: number
@@ -58,7 +64,13 @@ export type Reply =
     readonly message: string
     readonly forks: number
   }
-  | { readonly t: "exit"; readonly id: number; readonly code: number | null; readonly signal: string | null; readonly forks: number }
+  | {
+    readonly t: "exit"
+    readonly id: number
+    readonly code: number | null
+    readonly signal: string | null
+    readonly forks: number
+  }
 
 const run = () => {
   const children = new Map<number, NodeChildProcess.ChildProcess>()
@@ -101,8 +113,7 @@ const run = () => {
     const streams = [child.stdin, child.stdout, child.stderr] as const
     for (const fd of [0, 1, 2] as const) {
       const stream = streams[fd]
-      if (stream === null) continue
-      // Not a byte is read here: the output belongs to the host, which gets the pipe itself.
+      if (stream === null) continue // Not a byte is read here: the output belongs to the host, which gets the pipe itself.
       ;(stream as unknown as { _handle?: { readStop?: () => void } })._handle?.readStop?.()
       send({ t: "pipe", id, fd }, stream)
     }

@@ -1,0 +1,144 @@
+/**
+ * The fork helper (`forkFrom: "helper"`), on real processes: trees forked by
+ * a small helper process instead of the host. Every tree shape's teardown runs
+ * through it in teardown.test.ts, a host crash in crash.test.ts; here what is
+ * the helper's own: its pipes, its errors, its death, its silence, its exit.
+ */
+import { afterEach, assert, describe, it } from "@effect/vitest"
+import { ProcessPool } from "@shepherd/core/ProcessPool"
+import { ProcessLauncher } from "@shepherd/core/ProcessLauncher"
+import * as ShepherdConfig from "@shepherd/core/ShepherdConfig"
+import * as NodeHelperLauncher from "@shepherd/node/NodeHelperLauncher"
+import * as NodeProcessTable from "@shepherd/node/NodeProcessTable"
+import { Effect, Layer, Stream } from "effect"
+import * as ChildProcess from "effect/process/ChildProcess"
+import * as fs from "node:fs"
+import { awaitMembers, cleanupPools, eventually, sh, usePool, withPool } from "./harness.ts"
+import { isAlive, survivors, trees } from "./support.ts"
+
+afterEach(cleanupPools)
+
+const kill = { grace: "300 millis", forceWait: "500 millis" } as const
+
+/** The parent of `pid`, when it is a fork helper (else `undefined`). */
+const helperOf = (pid: number): number | undefined => {
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, "latin1")
+    const ppid = Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1])
+    return fs.readFileSync(`/proc/${ppid}/cmdline`, "latin1").includes("forkHelper") ? ppid : undefined
+  } catch {
+    return undefined
+  }
+}
+
+const signal = (pid: number, sig: NodeJS.Signals) => {
+  try {
+    process.kill(pid, sig)
+  } catch {
+    // gone
+  }
+}
+
+describe("fork helper", () => {
+  it.live("pipes, stdin and exit codes go through it; a failed spawn fails typed and gives its slot back", () => {
+    let helper: number | undefined
+    return withPool({ name: "t-fh-io", forkFrom: "helper", slots: 1, kill }, (pool) =>
+      Effect.gen(function*() {
+        const result = yield* Effect.scoped(Effect.gen(function*() {
+          const m = yield* pool.spawn(sh("read x; echo \"got $x\"; echo oops >&2; exit 3", {
+            stdin: Stream.make(new TextEncoder().encode("abc\n"))
+          }))
+          helper = helperOf(m.pid)
+          const out = yield* m.handle.stdout.pipe(Stream.decodeText(), Stream.mkString)
+          const err = yield* m.handle.stderr.pipe(Stream.decodeText(), Stream.mkString)
+          return { out, err, status: yield* m.awaitExit }
+        }))
+        assert.isDefined(helper, "the tree's parent is the fork helper")
+        assert.deepStrictEqual(result, { out: "got abc\n", err: "oops\n", status: { code: 3, signal: null } })
+
+        const missing = yield* Effect.flip(pool.spawn(ChildProcess.make("/nonexistent/x", [])))
+        assert.strictEqual(missing._tag, "SpawnError")
+        assert.include(missing.message, "ENOENT")
+        const badCwd = yield* Effect.flip(pool.spawn(sh("exit 0", { cwd: "/nonexistent-dir" })))
+        assert.strictEqual(badCwd._tag, "SpawnError")
+        // One slot: both failures gave it back, or this would wait for the slot and time out.
+        const again = yield* Effect.scoped(Effect.flatMap(pool.spawn(sh("exit 0")), (m) => m.awaitExit))
+        assert.deepStrictEqual(again, { code: 0, signal: null })
+      })).pipe(
+        // The helper leaves with its pool.
+        Effect.tap(() => eventually("the fork helper to exit", () => helper === undefined || !isAlive(helper))),
+        Effect.ensuring(Effect.sync(() => helper !== undefined && signal(helper, "SIGKILL")))
+      )
+  })
+
+  it.live("a helper killed while its trees run: the pool still ends every tree, and the next spawn gets a new helper", () =>
+    withPool({ name: "t-fh-death", forkFrom: "helper", slots: 8, kill }, (pool) =>
+      Effect.gen(function*() {
+        const orphans = yield* Effect.forEach([1, 2, 3], () => pool.spawn(sh(trees.ignoresTerm), { session: "s" }))
+        yield* Effect.forEach(orphans, (m) => awaitMembers(m.shepherdId, 3))
+        const helper = helperOf(orphans[0]!.pid)
+        assert.isDefined(helper)
+        signal(helper!, "SIGKILL")
+        yield* eventually("the helper to die", () => !isAlive(helper!))
+
+        // A spawn sent before the host heard of the death fails (the helper may have forked it before
+        // dying: that tree carries the pool's cookie, which the reaper finds); the next goes to a new helper.
+        let failures = 0
+        const next = yield* pool.spawn(sh(trees.ignoresTerm), { session: "s" }).pipe(
+          Effect.tapError((e) =>
+            Effect.sync(() => {
+              failures++
+              assert.include(e.message, "the fork helper died before it answered")
+            })
+          ),
+          Effect.retry({ times: 3 })
+        )
+        assert.isAtMost(failures, 1)
+        // Its whole tree runs (its trap set) before the session closes.
+        yield* awaitMembers(next.shepherdId, 3)
+        const second = helperOf(next.pid)
+        assert.isDefined(second, "a new helper forked it")
+        assert.notStrictEqual(second, helper)
+
+        const reports = yield* pool.closeSession("s")
+        assert.deepStrictEqual(
+          reports.map((r) => r._tag),
+          ["Forced", "Forced", "Forced", "Forced"],
+          JSON.stringify(reports)
+        )
+        for (const m of [...orphans, next]) assert.isFalse(isAlive(m.pid), `leader ${m.pid}`)
+        // (withPool asserts that no process of the pool survives.)
+      })))
+
+  it.live("a spawn the helper does not answer fails; the tree it starts later is killed at once", () => {
+    let helper: number | undefined
+    const layer = Layer.unwrap(
+      Effect.map(
+        ShepherdConfig.resolve({ name: "t-fh-silent", kill }),
+        (config) =>
+          ProcessPool.layerResolved(config).pipe(Layer.provide(Layer.mergeAll(
+            NodeProcessTable.layer,
+            Layer.effect(ProcessLauncher, NodeHelperLauncher.make({ answerWithinMs: 300 }))
+          )))
+      )
+    )
+    return usePool(layer, (pool, prefix) =>
+      Effect.gen(function*() {
+        helper = yield* Effect.scoped(Effect.map(pool.spawn(sh("sleep 1000")), (m) => helperOf(m.pid)))
+        assert.isDefined(helper)
+        const killed = NodeHelperLauncher.lateTrees.killed
+        signal(helper!, "SIGSTOP")
+        const error = yield* Effect.flip(pool.spawn(sh(trees.ignoresTerm)))
+        assert.strictEqual(error._tag, "SpawnError")
+        assert.include(error.message, "did not answer")
+        signal(helper!, "SIGCONT")
+        // The helper now forks the tree it was asked for, and is told to kill its group at once.
+        yield* eventually("the late tree to start and be killed", () =>
+          NodeHelperLauncher.lateTrees.killed === killed + 1)
+        yield* eventually("no process of the late tree", () =>
+          survivors(prefix).length === 0)
+      })).pipe(Effect.ensuring(Effect.sync(() => {
+        if (helper !== undefined) signal(helper, "SIGCONT")
+      })))
+  })
+})
