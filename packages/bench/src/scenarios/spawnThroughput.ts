@@ -51,6 +51,8 @@ const execaOne = async () => {
 /** The names of the cgroup rows (informational: no target). */
 const cgroupWrapper = "Shepherd (cgroup, wrapper) pool.spawn"
 const cgroupPostSpawn = "Shepherd (cgroup, post-spawn) pool.spawn"
+/** The same pool forking through its fork helper (`forkFrom: "helper"`). */
+const forkHelper = "Shepherd (fork helper) pool.spawn"
 
 export const run = (ctx: Ctx): Effect.Effect<ScenarioOutput> =>
   withPool(spawnPoolConfig(ctx), (pool) =>
@@ -84,6 +86,7 @@ export const run = (ctx: Ctx): Effect.Effect<ScenarioOutput> =>
               { concurrency, discard: true }
             ).pipe(Effect.orDie),
           "Shepherd pool.spawn (ledger+slots+lifeline)": shepherdRunner(pool),
+          [forkHelper]: shepherdRunner(yield* scopedPool(poolConfig(ctx, "spawn-fh", { slots: 8, forkFrom: "helper" }))),
           ...cgroupRunners
         }
         const names = Object.keys(runners)
