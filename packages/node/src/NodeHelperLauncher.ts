@@ -8,12 +8,14 @@
  *
  * The guarantees stay the host launcher's:
  * - the leader's identity is read by the helper before it could have reaped
- *   the child; the leader is signalled through the helper's unreaped handle
- *   (never a reused pid);
+ *   the child; the host signals the leader after checking that identity
+ *   (pid and start time), as it does every other member, and in the same
+ *   order as in the host (the leader first);
  * - the helper hands the parent ends of the stdio pipes to the host without
  *   reading a byte;
- * - the fork witness counts the helper's forks as the pool's own, so a tree
- *   whose leader forked nothing is still proven alone without a scan;
+ * - the fork witness compares the machine's fork count with the helper's own
+ *   forks since the helper's mark before the spawn, so a tree whose leader
+ *   forked nothing is still proven alone without a scan;
  * - a helper that dies leaves its trees to the host: their leaders are watched
  *   in `/proc` (exit status unknown) and signalled after an identity check;
  *   the next spawn starts a new helper (after 5 deaths within a minute, the
@@ -37,8 +39,7 @@ import * as NodeChildProcess from "node:child_process"
 import type * as net from "node:net"
 import { fileURLToPath } from "node:url"
 import * as NodeProcessLauncher from "./NodeProcessLauncher.ts"
-import type { KillRequest, Reply, SpawnRequest } from "./internal/forkHelper.ts"
-import * as forkWitness from "./internal/forkWitness.ts"
+import type { KillRequest, Mark, Reply, SpawnRequest } from "./internal/forkHelper.ts"
 import * as launchIo from "./internal/launchIo.ts"
 import * as procfs from "./internal/procfs.ts"
 
@@ -71,14 +72,12 @@ interface Entry {
   answer: ((reply: Extract<Reply, { t: "spawned" | "failed" }> | string) => void) | undefined
   /** The launch gave up waiting: a tree the helper starts now is killed at once. */
   abandoned: boolean
-  /** The helper died while this leader lived: it is watched in /proc. */
-  orphaned: boolean
 }
 
 interface Helper {
   readonly child: NodeChildProcess.ChildProcess
   readonly entries: Map<number, Entry>
-  /** The helper's forks already counted by the fork witness. */
+  /** The helper's forks, as of its latest message. */
   forksSeen: number
   dead: boolean
 }
@@ -147,13 +146,7 @@ export const make = (options?: {
     }
 
     const onReply = (h: Helper, reply: Reply, handle: unknown) => {
-      if (reply.t !== "pipe") {
-        // The helper's forks are the pool's own (see forkWitness.alone).
-        while (h.forksSeen < reply.forks) {
-          h.forksSeen++
-          forkWitness.forked()
-        }
-      }
+      if (reply.t !== "pipe") h.forksSeen = reply.forks
       const entry = h.entries.get(reply.id)
       if (entry === undefined) {
         ;(handle as net.Socket | undefined)?.destroy()
@@ -161,7 +154,8 @@ export const make = (options?: {
       }
       switch (reply.t) {
         case "pipe": {
-          const socket = handle as net.Socket
+          // Without a handle (a pipe the helper no longer had) the stream is absent, never undefined.
+          const socket = (handle as net.Socket | undefined) ?? null
           if (reply.fd === 0) entry.pipes.stdin = socket
           else if (reply.fd === 1) entry.pipes.stdout = socket
           else entry.pipes.stderr = socket
@@ -172,7 +166,7 @@ export const make = (options?: {
           entry.startTime = reply.startTime
           if (entry.abandoned) {
             // Its leader is the helper's unreaped child: its group is provably this tree.
-            send(h, { t: "kill", id: entry.id, signal: "SIGKILL", group: true })
+            send(h, { t: "kill", id: entry.id })
             lateTrees.killed++
             for (const pipe of Object.values(entry.pipes)) pipe?.destroy()
           }
@@ -202,7 +196,6 @@ export const make = (options?: {
         if (entry.pid === undefined) {
           entry.answer?.(`the fork helper died before it answered (it ${why})`)
         } else if (entry.watch.status === undefined) {
-          entry.orphaned = true
           orphans.add(entry)
         }
       }
@@ -245,13 +238,24 @@ export const make = (options?: {
       return helper
     }
 
-    const signal = (h: Helper, entry: Entry) => (sig: Signal): boolean => {
-      if (entry.watch.status !== undefined || entry.pid === undefined) return false
-      if (!entry.orphaned) return send(h, { t: "kill", id: entry.id, signal: sig, group: false })
-      // The helper is gone: the pid proves nothing by itself, its start time does.
-      if (!identified(entry)) return false
+    /**
+     * The fork witness of a helper's tree (see `forkWitness.alone`): the machine forked nothing since
+     * the helper's mark but the helper's own forks. Every fork the host knows of happened before it
+     * reads the machine's count now, and after the mark: a fork not reported yet, the host's own or
+     * anyone else's makes the counts differ ("not proven"), never the other way round.
+     */
+    const alone = (h: Helper, mark: Mark | null) => (): boolean => {
+      if (mark === null) return false
+      const now = procfs.readForks()
+      return now !== undefined && now - mark.forks === h.forksSeen - mark.own
+    }
+
+    const signal = (entry: Entry) => (sig: Signal): boolean => {
+      if (entry.watch.status !== undefined || !identified(entry)) return false
+      // Directly, after the identity check, in the pool's order (a leader before its members): a
+      // round trip through the helper would let the members hear first.
       try {
-        process.kill(entry.pid, sig)
+        process.kill(entry.pid!, sig)
         return true
       } catch {
         return false
@@ -282,10 +286,8 @@ export const make = (options?: {
         pid: undefined,
         startTime: "0",
         answer: undefined,
-        abandoned: false,
-        orphaned: false
+        abandoned: false
       }
-      const before = forkWitness.mark()
       h.entries.set(entry.id, entry)
       if (h.entries.size === 1) h.child.channel?.ref()
       const sent = send(h, {
@@ -338,8 +340,8 @@ export const make = (options?: {
         exit: Deferred.await(entry.watch.exited),
         exitStatus: (): ExitStatus | undefined => entry.watch.status,
         onExit: launchIo.onExit(entry.watch),
-        alone: () => forkWitness.alone(before),
-        signal: signal(h, entry),
+        alone: alone(h, reply.mark),
+        signal: signal(entry),
         io: yield* launchIo.io(command, entry.pipes)
       }
       return launched

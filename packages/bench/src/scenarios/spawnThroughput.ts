@@ -86,7 +86,9 @@ export const run = (ctx: Ctx): Effect.Effect<ScenarioOutput> =>
               { concurrency, discard: true }
             ).pipe(Effect.orDie),
           "Shepherd pool.spawn (ledger+slots+lifeline)": shepherdRunner(pool),
-          [forkHelper]: shepherdRunner(yield* scopedPool(poolConfig(ctx, "spawn-fh", { slots: 8, forkFrom: "helper" }))),
+          [forkHelper]: shepherdRunner(
+            yield* scopedPool(poolConfig(ctx, "spawn-fh", { slots: 8, forkFrom: "helper" }))
+          ),
           ...cgroupRunners
         }
         const names = Object.keys(runners)

@@ -7,19 +7,21 @@
  *
  * Protocol, over the Node IPC channel (JSON), host → helper:
  * - `{ t: "spawn", id, file, args, env, cwd?, stdio, shell? }`
- * - `{ t: "kill", id, signal, group }`: signals the child (or, with `group`,
- *   its process group) while it is unreaped: never a reused pid or group
+ * - `{ t: "kill", id }`: SIGKILLs the process group of a child the host gave
+ *   up waiting for, while the child is unreaped (its group is then provably
+ *   the tree's)
  *
  * helper → host, in this order for one id:
  * - `{ t: "pipe", id, fd }` with the parent end of that stdio pipe as the
  *   message's handle (one message per piped fd; the helper never reads them)
- * - `{ t: "spawned", id, pid, startTime, forks }` or `{ t: "failed", id, code?, syscall?, message, forks }`
+ * - `{ t: "spawned", id, pid, startTime, mark, forks }` or `{ t: "failed", id, code?, syscall?, message, forks }`
  * - `{ t: "exit", id, code, signal, forks }`
  *
- * `forks` counts the helper's forks so far (what the host's fork witness needs
- * to tell them from foreign ones). The helper exits when its channel closes
- * (the host exited or released it): ending the trees is the pool's and the
- * lifeline's work, not the helper's.
+ * `forks` counts the helper's forks so far, and `mark` is the machine's fork
+ * count with the helper's own just before the spawn: the fork witness of a
+ * helper's tree (see `NodeHelperLauncher`). The helper exits when its
+ * channel closes (the host exited or released it): ending the trees is the
+ * pool's and the lifeline's work, not the helper's.
  *
  * @since 0.4.0
  */
@@ -42,8 +44,12 @@ export interface SpawnRequest {
 export interface KillRequest {
   readonly t: "kill"
   readonly id: number
-  readonly signal: NodeJS.Signals
-  readonly group: boolean
+}
+
+/** @internal The machine's fork count, and the helper's own forks, just before a spawn. */
+export interface Mark {
+  readonly forks: number
+  readonly own: number
 }
 
 /** @internal */
@@ -54,6 +60,7 @@ export type Reply =
     readonly id: number
     readonly pid: number
     readonly startTime: string
+    readonly mark: Mark | null
     readonly forks: number
   }
   | {
@@ -83,6 +90,10 @@ const run = () => {
 
   const spawn = (request: SpawnRequest) => {
     const { id } = request
+    // The fork witness's mark, taken here, where this process's own forks are counted exactly: the
+    // machine's fork count now, and how many of them were this process's.
+    const kernel = procfs.readForks()
+    const mark = kernel === undefined ? null : { forks: kernel, own: forks }
     let child: NodeChildProcess.ChildProcess
     try {
       child = NodeChildProcess.spawn(request.file, request.args as Array<string>, {
@@ -110,30 +121,29 @@ const run = () => {
       children.delete(id)
       send({ t: "exit", id, code, signal, forks })
     })
-    const streams = [child.stdin, child.stdout, child.stderr] as const
+    const streams = [child.stdin, child.stdout, child.stderr] as const // Node destroys a child's stdin when the child exits; the pipe is the host's, however long its
+     // transfer waits behind another (a handle is sent only once the previous one is acknowledged).
+    ;(child as { stdin: unknown }).stdin = null
     for (const fd of [0, 1, 2] as const) {
       const stream = streams[fd]
       if (stream === null) continue // Not a byte is read here: the output belongs to the host, which gets the pipe itself.
       ;(stream as unknown as { _handle?: { readStop?: () => void } })._handle?.readStop?.()
       send({ t: "pipe", id, fd }, stream)
     }
-    send({ t: "spawned", id, pid, startTime, forks })
+    send({ t: "spawned", id, pid, startTime, mark, forks })
   }
 
   process.on("message", (message: SpawnRequest | KillRequest) => {
     if (message.t === "spawn") spawn(message)
     else if (message.t === "kill") {
       const child = children.get(message.id)
-      // Node sets these when it reaps the child: until then its pid, and the group it leads
-      // (its own session), cannot name anything else.
+      // Node sets these when it reaps the child: until then its pid, and the group it leads (its
+      // own session), cannot name anything else.
       if (child === undefined || child.exitCode !== null || child.signalCode !== null) return
-      if (!message.group) child.kill(message.signal)
-      else {
-        try {
-          process.kill(-child.pid!, message.signal)
-        } catch {
-          // the group is empty
-        }
+      try {
+        process.kill(-child.pid!, "SIGKILL")
+      } catch {
+        // the group is empty
       }
     }
   })
