@@ -11,7 +11,9 @@
  * - Shepherd: the time blocked inside the same `child_process.spawn` when the
  *   pool's launcher calls it (the builtin is wrapped, see `blockedInSpawn`), and
  *   the time from `pool.spawn` to the returned process (the synchronous spawn
- *   plus the pool's bookkeeping and the wait for the `spawn` event).
+ *   plus the pool's bookkeeping);
+ * - Shepherd with `forkFrom: "helper"`: the time from `pool.spawn` to the
+ *   returned process, the fork made by the pool's fork helper.
  *
  * Why the two kinds differ: V8 maps its heap pages with MADV_DONTFORK (`dc` in
  * the VmFlags of /proc/<pid>/smaps), so `fork` does not copy their page
@@ -87,28 +89,32 @@ const main = async () => {
   const raw: Array<number> = []
   for (let i = 0; i < 3; i++) await rawOnce()
   for (let i = 0; i < count; i++) raw.push(await rawOnce())
-  const shepherd = await Effect.runPromise(
-    withPool(poolConfig(ctx, "heap", { slots: 2 }), (pool) =>
-      Effect.gen(function*() {
-        const out: Array<number> = []
-        const blocked: Array<number> = []
-        for (let i = 0; i < count + 3; i++) {
-          blockedInSpawn.length = 0
-          const ms = yield* Effect.scoped(Effect.gen(function*() {
-            const start = performance.now()
-            const p = yield* Effect.orDie(pool.spawn(trueCmd))
-            const ms = performance.now() - start
-            yield* p.awaitTeardown
-            return ms
-          }))
-          if (i >= 3) {
-            out.push(ms)
-            blocked.push(...blockedInSpawn)
+  const viaPool = (forkFrom: "host" | "helper") =>
+    Effect.runPromise(
+      withPool(poolConfig(ctx, `heap-${forkFrom}`, { slots: 2, forkFrom }), (pool) =>
+        Effect.gen(function*() {
+          const out: Array<number> = []
+          const blocked: Array<number> = []
+          for (let i = 0; i < count + 3; i++) {
+            blockedInSpawn.length = 0
+            const ms = yield* Effect.scoped(Effect.gen(function*() {
+              const start = performance.now()
+              const p = yield* Effect.orDie(pool.spawn(trueCmd))
+              const ms = performance.now() - start
+              yield* p.awaitTeardown
+              return ms
+            }))
+            if (i >= 3) {
+              out.push(ms)
+              blocked.push(...blockedInSpawn)
+            }
           }
-        }
-        return { latency: out, blocked }
-      })).pipe(Effect.provideService(References.MinimumLogLevel, "Warn"))
-  )
+          return { latency: out, blocked }
+        })).pipe(Effect.provideService(References.MinimumLogLevel, "Warn"))
+    )
+  const shepherd = await viaPool("host")
+  // The fork helper forks in its own (small) process: the host never calls child_process.spawn.
+  const helper = await viaPool("helper")
   const mem = process.memoryUsage()
   return {
     kind,
@@ -121,6 +127,7 @@ const main = async () => {
     raw,
     shepherd: shepherd.latency,
     shepherdBlocked: shepherd.blocked,
+    helper: helper.latency,
     rawMedian: median(raw),
     shepherdMedian: median(shepherd.latency),
     pieces: ballast.length + buffers.length

@@ -26,8 +26,9 @@ import { fileURLToPath } from "node:url"
 import treeKill from "tree-kill"
 import { runChild } from "../child/protocol.ts"
 import { fmt, log, median, msRows, type ScenarioOutput, type Target } from "../harness.ts"
-import { type Ctx, poolConfig, quiet, sh, trees, withEffectSpawner, withPool } from "../pools.ts"
+import { type Ctx, poolConfig, quiet, scopedPool, sh, trees, withEffectSpawner, withPool } from "../pools.ts"
 import { measureLoad } from "../runner.ts"
+import type { ProcessPool } from "@shepherd/core/ProcessPool"
 import { awaitGone, groupMembers, type Identity, membersById, waitFor } from "../procs.ts"
 
 const scenario = "2. cooperative teardown, 3-process tree"
@@ -35,6 +36,7 @@ const scenario = "2. cooperative teardown, 3-process tree"
 const names = {
   raw: "raw kill(-pgid, SIGTERM) + /proc poll",
   shepherd: "Shepherd session close",
+  helper: "Shepherd (fork helper) session close",
   treeKill: "tree-kill (SIGTERM, ps discovery)",
   effectScope: "Effect scope close",
   effectKill: "Effect handle.kill()"
@@ -99,12 +101,20 @@ export const measure = (ctx: Ctx, runs: number, slowRuns: number): Effect.Effect
           })
 
           let sessionNo = 0
-          const shepherd = Effect.gen(function*() {
-            const id = `coop-${++sessionNo}`
-            const managed = yield* Effect.orDie(pool.spawn(sh(trees.cooperative), { session: id }))
-            const members = yield* Effect.promise(() => awaitTree(() => membersById(managed.shepherdId)))
-            return yield* timeCloseEffect(members, pool.closeSession(id))
-          }).pipe(Effect.scoped)
+          const shepherdWith = (pool: ProcessPool["Service"]) =>
+            Effect.gen(function*() {
+              const id = `coop-${++sessionNo}`
+              const managed = yield* Effect.orDie(pool.spawn(sh(trees.cooperative), { session: id }))
+              const members = yield* Effect.promise(() => awaitTree(() => membersById(managed.shepherdId)))
+              return yield* timeCloseEffect(members, pool.closeSession(id))
+            }).pipe(Effect.scoped)
+          const shepherd = shepherdWith(pool)
+          // The same pool forking through its fork helper.
+          const helper = shepherdWith(
+            yield* scopedPool(
+              poolConfig(ctx, "coop-fh", { slots: 4, kill: { grace: "5 seconds" }, forkFrom: "helper" })
+            )
+          )
 
           const effectScope = Effect.gen(function*() {
             const scope = yield* Scope.make()
@@ -125,6 +135,7 @@ export const measure = (ctx: Ctx, runs: number, slowRuns: number): Effect.Effect
           const contenders: Array<[string, Effect.Effect<number>, number]> = [
             [names.raw, raw, runs],
             [names.shepherd, shepherd, runs],
+            [names.helper, helper, runs],
             [names.treeKill, withTreeKill, runs],
             [names.effectScope, effectScope, slowRuns],
             [names.effectKill, effectKill, slowRuns]
@@ -132,6 +143,7 @@ export const measure = (ctx: Ctx, runs: number, slowRuns: number): Effect.Effect
           // warm-up of every contender
           yield* raw
           yield* shepherd
+          yield* helper
           yield* withTreeKill
           if (slowRuns === runs) {
             yield* effectScope

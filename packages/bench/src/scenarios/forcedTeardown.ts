@@ -111,6 +111,15 @@ export const run = (ctx: Ctx): Effect.Effect<ScenarioOutput> => {
               containment: "cgroup"
             })
           )
+          // The same pool forking through its fork helper.
+          const helperPool = yield* scopedPool(
+            poolConfig(ctx, "forced-fh", {
+              slots: maxN,
+              hardCap: maxN * 2,
+              kill: { grace: `${graceMs} millis`, forceWait: "2 seconds" },
+              forkFrom: "helper"
+            })
+          )
           let sessionNo = 0
           const shepherdWith = (pool: ProcessPool["Service"]) => (n: number, script: string, perTree: number) =>
             Effect.gen(function*() {
@@ -201,10 +210,12 @@ export const run = (ctx: Ctx): Effect.Effect<ScenarioOutput> => {
           const shepherdName = "Shepherd session close"
           const effectName = "Effect parallel scope, forceKillAfter 200 ms"
           const cgroupName = "Shepherd (cgroup, wrapper) session close"
+          const helperName = "Shepherd (fork helper) session close"
           const variants: Record<string, (n: number, script: string, perTree: number) => Effect.Effect<number>> = {
             [rawName]: raw,
             [shepherdName]: shepherd,
             [effectName]: effect,
+            [helperName]: shepherdWith(helperPool),
             ...(cgroupPool === undefined ? {} : { [cgroupName]: shepherdWith(cgroupPool) })
           }
           // warm-up (not recorded): JIT, the pool's first reaper tick and table cache, Effect's spawner
@@ -212,7 +223,7 @@ export const run = (ctx: Ctx): Effect.Effect<ScenarioOutput> => {
           let rotation = 0
           for (const c of cases) {
             const scenario = `3. forced teardown, grace ${graceMs} ms, ${c.label}`
-            const samples: Record<string, Array<number>> = { [rawName]: [], [shepherdName]: [] }
+            const samples: Record<string, Array<number>> = { [rawName]: [], [shepherdName]: [], [helperName]: [] }
             if (c.effect) samples[effectName] = []
             if (cgroupPool !== undefined) samples[cgroupName] = []
             for (let r = 0; r < runsFor(c.n, c.perTree); r++) {
@@ -220,6 +231,7 @@ export const run = (ctx: Ctx): Effect.Effect<ScenarioOutput> => {
               const names = [
                 rawName,
                 shepherdName,
+                helperName,
                 ...(c.effect && r < 2 ? [effectName] : []),
                 ...(cgroupPool === undefined ? [] : [cgroupName])
               ]
