@@ -109,7 +109,7 @@ export const make = (options?: {
       if (orphanTimer !== undefined) return
       orphanTimer = setInterval(() => {
         for (const entry of orphans) {
-          if (identified(entry)) continue
+          if (identified(entry) !== false) continue
           orphans.delete(entry)
           // Reaped by whoever inherited it: the status is not ours to read.
           launchIo.recordExit(entry.watch, { code: null, signal: null })
@@ -122,11 +122,16 @@ export const make = (options?: {
       orphanTimer.unref()
     }
 
-    /** The entry's leader is alive (not a zombie) under its recorded identity. */
-    const identified = (entry: Entry): boolean => {
+    /** Whether the entry's leader is alive (not a zombie) under its recorded identity; `undefined`: cannot tell. */
+    const identified = (entry: Entry): boolean | undefined => {
       if (entry.pid === undefined) return false
-      const stat = procfs.readStat(entry.pid)
-      return stat !== undefined && stat.startTime === entry.startTime && !procfs.isDead(stat)
+      try {
+        const stat = procfs.readStat(entry.pid)
+        return stat !== undefined && stat.startTime === entry.startTime && !procfs.isDead(stat)
+      } catch {
+        // /proc unreadable (out of file descriptors): neither signalled nor given up
+        return undefined
+      }
     }
 
     const forget = (h: Helper, entry: Entry) => {
@@ -166,7 +171,7 @@ export const make = (options?: {
           entry.startTime = reply.startTime
           if (entry.abandoned) {
             // Its leader is the helper's unreaped child: its group is provably this tree.
-            send(h, { t: "kill", id: entry.id })
+            send(h, { t: "kill", id: entry.id, signal: "SIGKILL", group: true })
             lateTrees.killed++
             for (const pipe of Object.values(entry.pipes)) pipe?.destroy()
           }
@@ -250,12 +255,15 @@ export const make = (options?: {
       return now !== undefined && now - mark.forks === h.forksSeen - mark.own
     }
 
-    const signal = (entry: Entry) => (sig: Signal): boolean => {
-      if (entry.watch.status !== undefined || !identified(entry)) return false
+    const signal = (h: Helper, entry: Entry) => (sig: Signal): boolean => {
+      if (entry.watch.status !== undefined || entry.pid === undefined) return false
+      // Without a start time (unreadable at the spawn) only the helper's unreaped handle names it.
+      if (entry.startTime === "0") return send(h, { t: "kill", id: entry.id, signal: sig, group: false })
+      if (identified(entry) !== true) return false
       // Directly, after the identity check, in the pool's order (a leader before its members): a
       // round trip through the helper would let the members hear first.
       try {
-        process.kill(entry.pid!, sig)
+        process.kill(entry.pid, sig)
         return true
       } catch {
         return false
@@ -341,7 +349,7 @@ export const make = (options?: {
         exitStatus: (): ExitStatus | undefined => entry.watch.status,
         onExit: launchIo.onExit(entry.watch),
         alone: alone(h, reply.mark),
-        signal: signal(entry),
+        signal: signal(h, entry),
         io: yield* launchIo.io(command, entry.pipes)
       }
       return launched

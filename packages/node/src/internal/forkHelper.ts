@@ -7,9 +7,10 @@
  *
  * Protocol, over the Node IPC channel (JSON), host → helper:
  * - `{ t: "spawn", id, file, args, env, cwd?, stdio, shell? }`
- * - `{ t: "kill", id }`: SIGKILLs the process group of a child the host gave
- *   up waiting for, while the child is unreaped (its group is then provably
- *   the tree's)
+ * - `{ t: "kill", id, signal, group }`: signals a child (with `group`, its
+ *   process group) while it is unreaped, when it cannot name anything else:
+ *   the group of a tree the host gave up waiting for, a leader whose start
+ *   time could not be read
  *
  * helper → host, in this order for one id:
  * - `{ t: "pipe", id, fd }` with the parent end of that stdio pipe as the
@@ -44,6 +45,8 @@ export interface SpawnRequest {
 export interface KillRequest {
   readonly t: "kill"
   readonly id: number
+  readonly signal: NodeJS.Signals
+  readonly group: boolean
 }
 
 /** @internal The machine's fork count, and the helper's own forks, just before a spawn. */
@@ -114,7 +117,12 @@ const run = () => {
     forks++
     const pid = child.pid
     // Read now, before this process could have reaped the child: the pid names it.
-    const startTime = procfs.readStat(pid)?.startTime ?? "0"
+    let startTime = "0"
+    try {
+      startTime = procfs.readStat(pid)?.startTime ?? "0"
+    } catch {
+      // unreadable: "0" matches no process, so the host signals nothing by this identity
+    }
     children.set(id, child)
     child.on("error", () => {})
     child.on("exit", (code, signal) => {
@@ -141,7 +149,7 @@ const run = () => {
       // own session), cannot name anything else.
       if (child === undefined || child.exitCode !== null || child.signalCode !== null) return
       try {
-        process.kill(-child.pid!, "SIGKILL")
+        process.kill(message.group ? -child.pid! : child.pid!, message.signal)
       } catch {
         // the group is empty
       }
