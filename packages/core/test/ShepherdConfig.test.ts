@@ -34,7 +34,8 @@ const invalid: ReadonlyArray<readonly [string, unknown, string]> = [
   ["unknown containment", { containment: "cgroups" }, "containment"],
   ["relative cgroup base", { cgroup: { base: "sys/fs/cgroup" } }, "cgroup.base"],
   ["unknown cgroup placement", { cgroup: { placement: "later" } }, "cgroup.placement"],
-  ["a zero lifeline wait", { lifelineWait: 0 }, "lifelineWait"]
+  ["a zero lifeline wait", { lifelineWait: 0 }, "lifelineWait"],
+  ["unknown forkFrom", { forkFrom: "child" }, "forkFrom"]
 ]
 
 describe("ShepherdConfig.resolve", () => {
@@ -48,6 +49,7 @@ describe("ShepherdConfig.resolve", () => {
       assert.deepStrictEqual(config.kill, KillPolicy.defaults)
       assert.deepStrictEqual(config.env, EnvPolicy.inherit)
       assert.strictEqual(config.lifelineWaitMs, 10_000)
+      assert.strictEqual(config.forkFrom, "host")
     }))
 
   it.effect("resolves durations, Infinity and presets", () =>
@@ -127,6 +129,16 @@ describe("containment config", () => {
       const bad = yield* Effect.flip(ShepherdConfig.containment(plain, "cgroups"))
       assert.strictEqual(bad.field, "containment")
       assert.include(bad.reason, "SHEPHERD_CONTAINMENT")
+    }))
+})
+
+describe("forkFrom config", () => {
+  it.effect("fromEnv reads SHEPHERD_FORK_FROM over the config; a wrong value names the field", () =>
+    Effect.gen(function*() {
+      const config = yield* ShepherdConfig.fromEnv({ forkFrom: "host" }).pipe(withEnv({ SHEPHERD_FORK_FROM: "helper" }))
+      assert.strictEqual(config.forkFrom, "helper")
+      const bad = yield* Effect.flip(ShepherdConfig.fromEnv().pipe(withEnv({ SHEPHERD_FORK_FROM: "parent" })))
+      assert.strictEqual(bad.field, "forkFrom")
     }))
 })
 
