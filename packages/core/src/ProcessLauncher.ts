@@ -65,9 +65,11 @@ export interface Launched {
   /** The leader's exit status if it has exited, synchronously. */
   readonly exitStatus: () => ExitStatus | undefined
   /**
-   * Signals the leader through the host's own handle to its child, which
-   * cannot name another process while the child is unreaped (no identity
-   * lookup needed); `false` once the child has been reaped. Optional.
+   * Signals the leader, only while it provably is the leader: the host
+   * launcher through its own handle to its unreaped child (which cannot name
+   * another process); the fork helper's after checking pid, start time and
+   * that the process is still the helper's child. `false` when it is not
+   * sent (reaped, gone, cannot tell). Optional.
    */
   readonly signal?: ((signal: Signal) => boolean) | undefined
   /**

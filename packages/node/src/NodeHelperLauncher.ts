@@ -20,8 +20,9 @@
  *   in `/proc` (exit status unknown) and signalled after an identity check;
  *   the next spawn starts a new helper (after 5 deaths within a minute, the
  *   host forks itself);
- * - a helper that does not answer a spawn within 10 s fails it; a tree it
- *   starts later is killed at once.
+ * - a spawn whose answer is lost (the helper died, or did not answer within
+ *   10 s and was killed) fails once whatever carries the tree's cookie has
+ *   been killed.
  *
  * @since 0.4.0
  */
@@ -36,9 +37,12 @@ import type * as ChildProcess from "effect/process/ChildProcess"
 import type * as Scope from "effect/Scope"
 import * as CommandLine from "effect/process/CommandLine"
 import * as NodeChildProcess from "node:child_process"
+import * as fs from "node:fs"
+import * as os from "node:os"
 import type * as net from "node:net"
 import { fileURLToPath } from "node:url"
 import * as NodeProcessLauncher from "./NodeProcessLauncher.ts"
+import * as NodeProcessTable from "./NodeProcessTable.ts"
 import type { KillRequest, Mark, Reply, SpawnRequest } from "./internal/forkHelper.ts"
 import * as launchIo from "./internal/launchIo.ts"
 import * as procfs from "./internal/procfs.ts"
@@ -49,18 +53,18 @@ const helperPath = fileURLToPath(
 )
 
 const defaultAnswerWithinMs = 10_000
+
+/** The host's environment, with only the `--conditions` of its NODE_OPTIONS. */
+const helperEnv = (): NodeJS.ProcessEnv => {
+  const env = { ...process.env }
+  const kept = (env.NODE_OPTIONS ?? "").split(/\s+/).filter((o) => /^(--conditions=|-C=?)\S/.test(o))
+  if (kept.length > 0) env.NODE_OPTIONS = kept.join(" ")
+  else delete env.NODE_OPTIONS
+  return env
+}
 const maxDeaths = 5
 const deathWindowMs = 60_000
-const orphanPollMs = 20
-
-/**
- * Trees started by the helper after their spawn was given up (and killed at
- * once): a count for tests and diagnostics.
- *
- * @since 0.4.0
- * @category diagnostics
- */
-export const lateTrees = { killed: 0 }
+const watchPollMs = 20
 
 interface Entry {
   readonly id: number
@@ -70,8 +74,6 @@ interface Entry {
   startTime: string
   /** Resumes the launch waiting for the helper's answer (cleared once answered). */
   answer: ((reply: Extract<Reply, { t: "spawned" | "failed" }> | string) => void) | undefined
-  /** The launch gave up waiting: a tree the helper starts now is killed at once. */
-  abandoned: boolean
 }
 
 interface Helper {
@@ -102,36 +104,88 @@ export const make = (options?: {
     let released = false
     let nextId = 0
     const deaths: Array<number> = []
-    const orphans = new Set<Entry>()
-    let orphanTimer: ReturnType<typeof setInterval> | undefined
+    /**
+     * Leaders whose exit the host must see in /proc, not from the helper: the helper died (they are
+     * orphans), or the host SIGKILLed them (the helper may be stuck, and its word never come).
+     */
+    const watched = new Set<Entry>()
+    let watchTimer: ReturnType<typeof setInterval> | undefined
 
-    const watchOrphans = () => {
-      if (orphanTimer !== undefined) return
-      orphanTimer = setInterval(() => {
-        for (const entry of orphans) {
-          if (identified(entry) !== false) continue
-          orphans.delete(entry)
-          // Reaped by whoever inherited it: the status is not ours to read.
-          launchIo.recordExit(entry.watch, { code: null, signal: null })
+    const watchExit = (entry: Entry) => {
+      if (released || entry.watch.status !== undefined) return
+      watched.add(entry)
+      if (watchTimer !== undefined) return
+      watchTimer = setInterval(() => {
+        for (const entry of watched) {
+          const status = entry.watch.status === undefined ? exitSeen(entry) : entry.watch.status
+          if (status === undefined) continue
+          watched.delete(entry)
+          launchIo.recordExit(entry.watch, status)
         }
-        if (orphans.size === 0) {
-          clearInterval(orphanTimer)
-          orphanTimer = undefined
+        if (watched.size === 0) {
+          clearInterval(watchTimer)
+          watchTimer = undefined
         }
-      }, orphanPollMs)
-      orphanTimer.unref()
+      }, watchPollMs)
+      watchTimer.unref()
     }
 
-    /** Whether the entry's leader is alive (not a zombie) under its recorded identity; `undefined`: cannot tell. */
-    const identified = (entry: Entry): boolean | undefined => {
+    /**
+     * Whether the entry's leader is alive (not a zombie) under its recorded identity, and a child of
+     * `parent` when given; `undefined`: cannot tell.
+     */
+    const identified = (entry: Entry, parent?: number): boolean | undefined => {
       if (entry.pid === undefined) return false
       try {
         const stat = procfs.readStat(entry.pid)
-        return stat !== undefined && stat.startTime === entry.startTime && !procfs.isDead(stat)
+        return stat !== undefined && stat.startTime === entry.startTime && !procfs.isDead(stat) &&
+          (parent === undefined || stat.ppid === parent)
       } catch {
         // /proc unreadable (out of file descriptors): neither signalled nor given up
         return undefined
       }
+    }
+
+    const table = NodeProcessTable.make()
+    /**
+     * SIGKILLs (identity-checked) every process carrying `cookie` until two looks in a row find none
+     * (one may be inside its exec, its environment not readable yet).
+     */
+    const sweep = (cookie: string) =>
+      Effect.gen(function*() {
+        let quiet = 0
+        for (let round = 0; quiet < 2 && round < 100; round++) {
+          const found = yield* Effect.result(table.carriers(cookie))
+          const ours = found._tag === "Success" ? found.success.filter((c) => c.shepherdId === cookie) : undefined
+          if (ours?.length === 0) quiet++
+          else quiet = 0
+          for (const c of ours ?? []) yield* table.signal(c.identity, "SIGKILL")
+          yield* Effect.sleep(20)
+        }
+      })
+
+    /**
+     * The leader's exit as /proc shows it, `undefined` while it runs (or cannot be told): a zombie's
+     * status is its `exit_code` (field 52 of its stat); a process gone or replaced exited unseen.
+     */
+    const exitSeen = (entry: Entry): ExitStatus | undefined => {
+      let text: string
+      try {
+        text = fs.readFileSync(`/proc/${entry.pid}/stat`, "latin1")
+      } catch (error) {
+        const code = (error as NodeJS.ErrnoException).code
+        return code === "ENOENT" || code === "ESRCH" ? { code: null, signal: null } : undefined
+      }
+      const stat = procfs.parseStat(entry.pid!, text)
+      if (stat === undefined) return undefined
+      if (stat.startTime !== entry.startTime) return { code: null, signal: null }
+      if (!procfs.isDead(stat)) return undefined
+      const wait = Number(text.slice(text.lastIndexOf(")") + 2).trimEnd().split(" ")[49])
+      if (!Number.isInteger(wait)) return { code: null, signal: null }
+      const termsig = wait & 0x7f
+      if (termsig === 0) return { code: (wait >> 8) & 0xff, signal: null }
+      const name = Object.entries(os.constants.signals).find(([, n]) => n === termsig)?.[0]
+      return { code: null, signal: name ?? null }
     }
 
     const forget = (h: Helper, entry: Entry) => {
@@ -169,12 +223,6 @@ export const make = (options?: {
         case "spawned": {
           entry.pid = reply.pid
           entry.startTime = reply.startTime
-          if (entry.abandoned) {
-            // Its leader is the helper's unreaped child: its group is provably this tree.
-            send(h, { t: "kill", id: entry.id, signal: "SIGKILL", group: true })
-            lateTrees.killed++
-            for (const pipe of Object.values(entry.pipes)) pipe?.destroy()
-          }
           entry.answer?.(reply)
           return
         }
@@ -199,13 +247,15 @@ export const make = (options?: {
       deaths.push(Date.now())
       for (const entry of h.entries.values()) {
         if (entry.pid === undefined) {
-          entry.answer?.(`the fork helper died before it answered (it ${why})`)
-        } else if (entry.watch.status === undefined) {
-          orphans.add(entry)
+          // Pipes handed over before the death belong to a tree nobody will own: they must not keep
+          // the host alive.
+          for (const pipe of Object.values(entry.pipes)) pipe?.destroy()
+          entry.answer?.(`the fork helper ${why}`)
+        } else {
+          watchExit(entry)
         }
       }
       h.entries.clear()
-      if (orphans.size > 0) watchOrphans()
     }
 
     const start = (): Helper | undefined => {
@@ -215,8 +265,10 @@ export const make = (options?: {
           stdio: ["inherit", "inherit", "inherit", "ipc"],
           // Its own session: a terminal's signals to the host's group do not reach it.
           detached: true,
-          // The host's own flags (an inspector port, a heap size) are not the helper's.
+          // The host's own flags (an inspector port, a heap size) are not the helper's, neither from
+          // its command line nor from NODE_OPTIONS (only export conditions, to resolve as the host).
           execArgv: [],
+          env: helperEnv(),
           serialization: "json"
         })
       } catch {
@@ -226,7 +278,7 @@ export const make = (options?: {
       const h: Helper = { child, entries: new Map(), forksSeen: 0, dead: false }
       child.on("message", (reply: Reply, handle: unknown) => onReply(h, reply, handle))
       // "disconnect" comes once every message has been read; "exit" may come before.
-      child.on("disconnect", () => onDeath(h, "exited"))
+      child.on("disconnect", () => onDeath(h, "exited before it answered"))
       child.on("error", () => onDeath(h, "could not be written to"))
       child.unref()
       child.channel?.unref()
@@ -258,22 +310,26 @@ export const make = (options?: {
     const signal = (h: Helper, entry: Entry) => (sig: Signal): boolean => {
       if (entry.watch.status !== undefined || entry.pid === undefined) return false
       // Without a start time (unreadable at the spawn) only the helper's unreaped handle names it.
-      if (entry.startTime === "0") return send(h, { t: "kill", id: entry.id, signal: sig, group: false })
-      if (identified(entry) !== true) return false
-      // Directly, after the identity check, in the pool's order (a leader before its members): a
-      // round trip through the helper would let the members hear first.
+      if (entry.startTime === "0") return send(h, { t: "kill", id: entry.id, signal: sig })
+      // Directly, in the pool's order (a leader before its members): a round trip through the helper
+      // would let the members hear first. The helper reaps the leader before the host hears of its
+      // exit, so pid and start time (10 ms ticks) are not enough: while the helper lives, the process
+      // must also be its child.
+      const parent = h.dead ? undefined : h.child.pid
+      if (identified(entry, parent) !== true) return false
       try {
         process.kill(entry.pid, sig)
-        return true
       } catch {
         return false
       }
+      if (sig === "SIGKILL") watchExit(entry)
+      return true
     }
 
     yield* Effect.addFinalizer(() =>
       Effect.sync(() => {
         released = true
-        if (orphanTimer !== undefined) clearInterval(orphanTimer)
+        if (watchTimer !== undefined) clearInterval(watchTimer)
         if (helper !== undefined && helper.child.connected) helper.child.disconnect()
       })
     )
@@ -293,8 +349,7 @@ export const make = (options?: {
         pipes: { stdin: null, stdout: null, stderr: null },
         pid: undefined,
         startTime: "0",
-        answer: undefined,
-        abandoned: false
+        answer: undefined
       }
       h.entries.set(entry.id, entry)
       if (h.entries.size === 1) h.child.channel?.ref()
@@ -312,14 +367,14 @@ export const make = (options?: {
         forget(h, entry)
         return yield* host.launch(command, env)
       }
-      // Not interruptible, as a fork in the host is not: the answer is waited for (at most
-      // `answerWithinMs`), so that no tree can start after its spawn was given up unseen.
+      // Not interruptible, as a fork in the host is not: the answer is waited for, at most
+      // `answerWithinMs`; a helper that does not answer by then is killed (it is stuck, and must not
+      // fork this tree later).
       const reply = yield* Effect.callback<Extract<Reply, { t: "spawned" | "failed" }> | string>((resume) => {
-        const timer = setTimeout(() => {
-          entry.abandoned = true
-          entry.answer = undefined
-          resume(Effect.succeed(`the fork helper did not answer within ${answerWithinMs} ms`))
-        }, answerWithinMs)
+        const timer = setTimeout(
+          () => onDeath(h, `did not answer within ${answerWithinMs} ms (killed)`),
+          answerWithinMs
+        )
         entry.answer = (r) => {
           clearTimeout(timer)
           entry.answer = undefined
@@ -327,8 +382,10 @@ export const make = (options?: {
         }
       })
       if (typeof reply === "string") {
-        // An abandoned spawn stays known: a tree the helper starts after all is killed at once.
-        if (!entry.abandoned) forget(h, entry)
+        forget(h, entry)
+        // The helper may have forked the tree before it died: whatever carries its cookie is killed
+        // before the spawn fails (and its slot is given back).
+        if (env.SHEPHERD_ID !== undefined) yield* sweep(env.SHEPHERD_ID)
         return yield* Effect.fail(PlatformError.systemError({
           _tag: "Unknown",
           module: "ChildProcess",

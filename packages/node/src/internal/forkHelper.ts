@@ -7,10 +7,9 @@
  *
  * Protocol, over the Node IPC channel (JSON), host → helper:
  * - `{ t: "spawn", id, file, args, env, cwd?, stdio, shell? }`
- * - `{ t: "kill", id, signal, group }`: signals a child (with `group`, its
- *   process group) while it is unreaped, when it cannot name anything else:
- *   the group of a tree the host gave up waiting for, a leader whose start
- *   time could not be read
+ * - `{ t: "kill", id, signal }`: signals a child while it is unreaped (it
+ *   cannot name anything else then): a leader whose start time could not be
+ *   read, which the host cannot identity-check
  *
  * helper → host, in this order for one id:
  * - `{ t: "pipe", id, fd }` with the parent end of that stdio pipe as the
@@ -46,7 +45,6 @@ export interface KillRequest {
   readonly t: "kill"
   readonly id: number
   readonly signal: NodeJS.Signals
-  readonly group: boolean
 }
 
 /** @internal The machine's fork count, and the helper's own forks, just before a spawn. */
@@ -129,13 +127,21 @@ const run = () => {
       children.delete(id)
       send({ t: "exit", id, code, signal, forks })
     })
-    const streams = [child.stdin, child.stdout, child.stderr] as const // Node destroys a child's stdin when the child exits; the pipe is the host's, however long its
-     // transfer waits behind another (a handle is sent only once the previous one is acknowledged).
-    ;(child as { stdin: unknown }).stdin = null
+    const streams = [child.stdin, child.stdout, child.stderr] as const
+    // The pipes are the host's, however long their transfer waits behind another (a handle is sent
+    // once the previous one is acknowledged): when the child exits, Node destroys its stdin and
+    // resumes its unread outputs, unless it no longer knows them.
+    const forgotten = child as unknown as { stdin: unknown; stdout: unknown; stderr: unknown; stdio: Array<unknown> }
+    forgotten.stdin = null
+    forgotten.stdout = null
+    forgotten.stderr = null
+    forgotten.stdio.fill(null)
     for (const fd of [0, 1, 2] as const) {
       const stream = streams[fd]
-      if (stream === null) continue // Not a byte is read here: the output belongs to the host, which gets the pipe itself.
-      ;(stream as unknown as { _handle?: { readStop?: () => void } })._handle?.readStop?.()
+      if (stream === null) continue
+      // Not a byte is read here: the output belongs to the host, which gets the pipe itself.
+      const handle = (stream as unknown as { _handle?: { readStop?: () => void } })._handle
+      handle?.readStop?.()
       send({ t: "pipe", id, fd }, stream)
     }
     send({ t: "spawned", id, pid, startTime, mark, forks })
@@ -144,15 +150,8 @@ const run = () => {
   process.on("message", (message: SpawnRequest | KillRequest) => {
     if (message.t === "spawn") spawn(message)
     else if (message.t === "kill") {
-      const child = children.get(message.id)
-      // Node sets these when it reaps the child: until then its pid, and the group it leads (its
-      // own session), cannot name anything else.
-      if (child === undefined || child.exitCode !== null || child.signalCode !== null) return
-      try {
-        process.kill(message.group ? -child.pid! : child.pid!, message.signal)
-      } catch {
-        // the group is empty
-      }
+      // Node refuses once it has reaped the child: until then its pid cannot name anything else.
+      children.get(message.id)?.kill(message.signal)
     }
   })
   process.on("disconnect", () => process.exit(0))
