@@ -65,6 +65,8 @@ const helperEnv = (): NodeJS.ProcessEnv => {
 const maxDeaths = 5
 const deathWindowMs = 60_000
 const watchPollMs = 20
+/** How long after its SIGKILL a leader's exit is awaited from the helper before /proc is asked. */
+const stuckAfterMs = 200
 
 interface Entry {
   readonly id: number
@@ -108,15 +110,18 @@ export const make = (options?: {
      * Leaders whose exit the host must see in /proc, not from the helper: the helper died (they are
      * orphans), or the host SIGKILLed them (the helper may be stuck, and its word never come).
      */
-    const watched = new Set<Entry>()
+    const watched = new Map<Entry, number>()
     let watchTimer: ReturnType<typeof setInterval> | undefined
 
-    const watchExit = (entry: Entry) => {
+    /** Watches from `after` (Date.now() millis) on: a live helper's word usually comes first, for free. */
+    const watchExit = (entry: Entry, after: number) => {
       if (released || entry.watch.status !== undefined) return
-      watched.add(entry)
+      watched.set(entry, after)
       if (watchTimer !== undefined) return
       watchTimer = setInterval(() => {
-        for (const entry of watched) {
+        const now = Date.now()
+        for (const [entry, after] of watched) {
+          if (entry.watch.status === undefined && now < after) continue
           const status = entry.watch.status === undefined ? exitSeen(entry) : entry.watch.status
           if (status === undefined) continue
           watched.delete(entry)
@@ -252,7 +257,7 @@ export const make = (options?: {
           for (const pipe of Object.values(entry.pipes)) pipe?.destroy()
           entry.answer?.(`the fork helper ${why}`)
         } else {
-          watchExit(entry)
+          watchExit(entry, 0)
         }
       }
       h.entries.clear()
@@ -322,7 +327,7 @@ export const make = (options?: {
       } catch {
         return false
       }
-      if (sig === "SIGKILL") watchExit(entry)
+      if (sig === "SIGKILL") watchExit(entry, Date.now() + stuckAfterMs)
       return true
     }
 
