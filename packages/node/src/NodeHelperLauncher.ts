@@ -39,12 +39,14 @@ import * as CommandLine from "effect/process/CommandLine"
 import * as NodeChildProcess from "node:child_process"
 import * as fs from "node:fs"
 import * as os from "node:os"
+import * as path from "node:path"
 import type * as net from "node:net"
 import { fileURLToPath } from "node:url"
 import * as NodeProcessLauncher from "./NodeProcessLauncher.ts"
 import * as NodeProcessTable from "./NodeProcessTable.ts"
 import type { KillRequest, Mark, Reply, SpawnRequest } from "./internal/forkHelper.ts"
 import * as launchIo from "./internal/launchIo.ts"
+import { helperPids } from "./internal/helperPids.ts"
 import * as procfs from "./internal/procfs.ts"
 
 // Next to this module: `.ts` when run from the sources, `.js` once built (see NodeLifeline).
@@ -54,14 +56,30 @@ const helperPath = fileURLToPath(
 
 const defaultAnswerWithinMs = 10_000
 
-/** The host's environment, with only the `--conditions` of its NODE_OPTIONS. */
+/** The `--conditions` (`-C`) options among `args`, each with its value. */
+const conditionsIn = (args: ReadonlyArray<string>): Array<string> => {
+  const kept: Array<string> = []
+  for (let i = 0; i < args.length; i++) {
+    const arg = args[i]!
+    if (/^(--conditions|-C)=?\S/.test(arg) && arg !== "--conditions" && arg !== "-C") kept.push(arg)
+    else if ((arg === "--conditions" || arg === "-C") && i + 1 < args.length) kept.push(arg, args[++i]!)
+  }
+  return kept
+}
+
+/**
+ * The host's environment, with only the export conditions of its NODE_OPTIONS and its command line
+ * in NODE_OPTIONS: the helper resolves its imports as the host does, and takes none of its other
+ * flags (an inspector port, a heap size).
+ */
 const helperEnv = (): NodeJS.ProcessEnv => {
   const env = { ...process.env }
-  const kept = (env.NODE_OPTIONS ?? "").split(/\s+/).filter((o) => /^(--conditions=|-C=?)\S/.test(o))
+  const kept = [...conditionsIn((env.NODE_OPTIONS ?? "").split(/\s+/)), ...conditionsIn(process.execArgv)]
   if (kept.length > 0) env.NODE_OPTIONS = kept.join(" ")
   else delete env.NODE_OPTIONS
   return env
 }
+
 const maxDeaths = 5
 const deathWindowMs = 60_000
 const watchPollMs = 20
@@ -84,7 +102,17 @@ interface Helper {
   /** The helper's forks, as of its latest message. */
   forksSeen: number
   dead: boolean
+  /** It said it is loaded: a helper that dies before has forked nothing. */
+  ready: boolean
+  /** When the host last read a message of it (Date.now() millis). */
+  lastHeard: number
+  /** When the unanswered ping was sent. */
+  pingAt: number | undefined
+  heartbeat: ReturnType<typeof setInterval> | undefined
 }
+
+/** The answer to a spawn sent to a helper that died before it was loaded: nothing was forked. */
+const notStarted = "not started"
 
 /**
  * A launcher that forks through a fork helper, falling back to the host's own
@@ -104,6 +132,8 @@ export const make = (options?: {
     const bootId = procfs.readBootId()
     let helper: Helper | undefined
     let released = false
+    /** The helper could not be started: the host forks. */
+    let broken = false
     let nextId = 0
     const deaths: Array<number> = []
     /**
@@ -183,6 +213,8 @@ export const make = (options?: {
       }
       const stat = procfs.parseStat(entry.pid!, text)
       if (stat === undefined) return undefined
+      // Without its start time (unreadable at the spawn) the pid alone proves nothing: wait for it to go.
+      if (entry.startTime === "0") return undefined
       if (stat.startTime !== entry.startTime) return { code: null, signal: null }
       if (!procfs.isDead(stat)) return undefined
       const wait = Number(text.slice(text.lastIndexOf(")") + 2).trimEnd().split(" ")[49])
@@ -193,13 +225,23 @@ export const make = (options?: {
       return { code: null, signal: name ?? null }
     }
 
+    /** The process `pid` runs (not gone, not a zombie); `true` when that cannot be told. */
+    const alive = (pid: number): boolean => {
+      try {
+        const stat = procfs.readStat(pid)
+        return stat !== undefined && !procfs.isDead(stat)
+      } catch {
+        return true
+      }
+    }
+
     const forget = (h: Helper, entry: Entry) => {
       h.entries.delete(entry.id)
       // The channel keeps the host alive only while a tree of the helper lives, as a child would.
       if (h.entries.size === 0) h.child.channel?.unref()
     }
 
-    const send = (h: Helper, message: SpawnRequest | KillRequest): boolean => {
+    const send = (h: Helper, message: SpawnRequest | KillRequest | { readonly t: "ping" }): boolean => {
       if (h.dead || !h.child.connected) return false
       try {
         h.child.send(message)
@@ -210,7 +252,16 @@ export const make = (options?: {
     }
 
     const onReply = (h: Helper, reply: Reply, handle: unknown) => {
+      h.lastHeard = Date.now()
       if (reply.t !== "pipe") h.forksSeen = reply.forks
+      if (reply.t === "ready") {
+        h.ready = true
+        return
+      }
+      if (reply.t === "pong") {
+        h.pingAt = undefined
+        return
+      }
       const entry = h.entries.get(reply.id)
       if (entry === undefined) {
         ;(handle as net.Socket | undefined)?.destroy()
@@ -243,15 +294,62 @@ export const make = (options?: {
       }
     }
 
+    /** SIGKILLs the children of the stopped helper `h` that are not trees it answered for. */
+    const killUnanswered = (h: Helper) => {
+      const answered = new Set([...h.entries.values()].map((e) => e.pid))
+      for (const pid of procfs.listPids()) {
+        let stat: procfs.Stat | undefined
+        try {
+          stat = procfs.readStat(pid)
+        } catch {
+          continue
+        }
+        if (stat === undefined || stat.ppid !== h.child.pid || answered.has(pid)) continue
+        for (const target of stat.pgid === pid ? [-pid, pid] : [pid]) {
+          try {
+            process.kill(target, "SIGKILL")
+          } catch {
+            // gone
+          }
+        }
+      }
+    }
+
+    /**
+     * Whether `h` has been silent for `answerWithinMs` since `since`, looked at once the event loop
+     * has read what came meanwhile (after a pause of the host's own, the timer fires before the
+     * messages that did arrive are read).
+     */
+    const silent = (h: Helper, since: number, then: (silent: boolean) => void) =>
+      setImmediate(() => then(!h.dead && Date.now() - Math.max(h.lastHeard, since) >= answerWithinMs))
+
     const onDeath = (h: Helper, why: string) => {
       if (h.dead) return
       h.dead = true
       if (helper === h) helper = undefined
-      // A helper whose channel broke may still run: it must not linger (our unreaped child).
+      if (h.heartbeat !== undefined) clearInterval(h.heartbeat)
+      if (h.child.pid !== undefined) helperPids.delete(h.child.pid)
+      // A helper that could not even load (a bundle without its file, a broken install) never will:
+      // the host forks itself from now on, and what was sent to it is forked by the host.
+      if (!h.ready) broken = true
+      // A helper still running (stuck, or its channel broken) is stopped first: its children keep
+      // their pids while it cannot reap them, so the forks it never answered for (a child still
+      // searching PATH, a leader that dropped its environment) are killed by pid and group. Then it
+      // is killed (our unreaped child).
+      if (h.child.pid !== undefined && h.child.exitCode === null && h.child.signalCode === null) {
+        try {
+          process.kill(h.child.pid, "SIGSTOP")
+          killUnanswered(h)
+        } catch {
+          // it is gone already
+        }
+      }
       h.child.kill("SIGKILL")
       deaths.push(Date.now())
       for (const entry of h.entries.values()) {
-        if (entry.pid === undefined) {
+        if (!h.ready) {
+          entry.answer?.(notStarted)
+        } else if (entry.pid === undefined) {
           // Pipes handed over before the death belong to a tree nobody will own: they must not keep
           // the host alive.
           for (const pipe of Object.values(entry.pipes)) pipe?.destroy()
@@ -280,7 +378,31 @@ export const make = (options?: {
         return undefined
       }
       if (child.pid === undefined) return undefined
-      const h: Helper = { child, entries: new Map(), forksSeen: 0, dead: false }
+      const h: Helper = {
+        child,
+        entries: new Map(),
+        forksSeen: 0,
+        dead: false,
+        ready: false,
+        lastHeard: Date.now(),
+        pingAt: undefined,
+        heartbeat: undefined
+      }
+      helperPids.add(child.pid)
+      // While it has trees, a helper that stops answering pings (stopped, wedged) is killed: its
+      // leaders' exits are then read from /proc, and the slots they hold given back.
+      h.heartbeat = setInterval(() => {
+        if (h.entries.size === 0 || h.dead) return
+        if (h.pingAt === undefined) {
+          h.pingAt = Date.now()
+          send(h, { t: "ping" })
+        } else {
+          silent(h, h.pingAt, (quiet) => {
+            if (quiet) onDeath(h, `stopped answering for ${answerWithinMs} ms (killed)`)
+          })
+        }
+      }, Math.max(50, Math.min(1_000, answerWithinMs / 2)))
+      h.heartbeat.unref()
       child.on("message", (reply: Reply, handle: unknown) => onReply(h, reply, handle))
       // "disconnect" comes once every message has been read; "exit" may come before.
       child.on("disconnect", () => onDeath(h, "exited before it answered"))
@@ -291,7 +413,7 @@ export const make = (options?: {
     }
 
     const current = (): Helper | undefined => {
-      if (released) return undefined
+      if (released || broken) return undefined
       if (helper !== undefined && !helper.dead) return helper
       const now = Date.now()
       while (deaths.length > 0 && now - deaths[0]! > deathWindowMs) deaths.shift()
@@ -320,8 +442,11 @@ export const make = (options?: {
       // would let the members hear first. The helper reaps the leader before the host hears of its
       // exit, so pid and start time (10 ms ticks) are not enough: while the helper lives, the process
       // must also be its child.
-      const parent = h.dead ? undefined : h.child.pid
-      if (identified(entry, parent) !== true) return false
+      let ok = identified(entry, h.dead ? undefined : h.child.pid)
+      // Not the helper's child any more: the helper may have died just now (its death not read
+      // yet), and its orphan is then checked by identity alone.
+      if (ok === false && !h.dead && !alive(h.child.pid!)) ok = identified(entry)
+      if (ok !== true) return false
       try {
         process.kill(entry.pid, sig)
       } catch {
@@ -364,7 +489,9 @@ export const make = (options?: {
         file: command.command,
         args: command.args.map(NodeProcessLauncher.unwrap),
         env,
-        cwd,
+        // The host's directory, absolute: the helper's own is the host's at the helper's start (a
+        // relative command or cwd would resolve against a directory the host has left).
+        cwd: cwd === undefined ? process.cwd() : path.resolve(cwd),
         stdio,
         shell: command.options.shell
       })
@@ -375,17 +502,29 @@ export const make = (options?: {
       // Not interruptible, as a fork in the host is not: the answer is waited for, at most
       // `answerWithinMs`; a helper that does not answer by then is killed (it is stuck, and must not
       // fork this tree later).
+      const sentAt = Date.now()
       const reply = yield* Effect.callback<Extract<Reply, { t: "spawned" | "failed" }> | string>((resume) => {
-        const timer = setTimeout(
-          () => onDeath(h, `did not answer within ${answerWithinMs} ms (killed)`),
-          answerWithinMs
-        )
+        let timer: ReturnType<typeof setTimeout> | undefined
+        const check = (wait: number) => {
+          timer = setTimeout(() =>
+            silent(h, sentAt, (quiet) => {
+              if (entry.answer === undefined) return
+              if (quiet) onDeath(h, `did not answer within ${answerWithinMs} ms (killed)`)
+              // Heard from meanwhile (a pipe of this spawn, another answer): it is alive, wait on.
+              else check(Math.max(1, answerWithinMs - (Date.now() - Math.max(h.lastHeard, sentAt))))
+            }), wait)
+        }
+        check(answerWithinMs)
         entry.answer = (r) => {
           clearTimeout(timer)
           entry.answer = undefined
           resume(Effect.succeed(r))
         }
       })
+      if (reply === notStarted) {
+        forget(h, entry)
+        return yield* host.launch(command, env)
+      }
       if (typeof reply === "string") {
         forget(h, entry)
         // The helper may have forked the tree before it died: whatever carries its cookie is killed

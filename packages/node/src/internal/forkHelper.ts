@@ -17,6 +17,9 @@
  * - `{ t: "spawned", id, pid, startTime, mark, forks }` or `{ t: "failed", id, code?, syscall?, message, forks }`
  * - `{ t: "exit", id, code, signal, forks }`
  *
+ * and, for the host's watchdog, `{ t: "ready", forks }` once it is loaded,
+ * `{ t: "pong", forks }` to each `{ t: "ping" }`.
+ *
  * `forks` counts the helper's forks so far, and `mark` is the machine's fork
  * count with the helper's own just before the spawn: the fork witness of a
  * helper's tree (see `NodeHelperLauncher`). The helper exits when its
@@ -79,6 +82,8 @@ export type Reply =
     readonly signal: string | null
     readonly forks: number
   }
+  | { readonly t: "ready"; readonly forks: number }
+  | { readonly t: "pong"; readonly forks: number }
 
 const run = () => {
   const children = new Map<number, NodeChildProcess.ChildProcess>()
@@ -147,14 +152,17 @@ const run = () => {
     send({ t: "spawned", id, pid, startTime, mark, forks })
   }
 
-  process.on("message", (message: SpawnRequest | KillRequest) => {
+  process.on("message", (message: SpawnRequest | KillRequest | { readonly t: "ping" }) => {
     if (message.t === "spawn") spawn(message)
+    else if (message.t === "ping") send({ t: "pong", forks })
     else if (message.t === "kill") {
       // Node refuses once it has reaped the child: until then its pid cannot name anything else.
       children.get(message.id)?.kill(message.signal)
     }
   })
   process.on("disconnect", () => process.exit(0))
+  // Everything this process needs is loaded: from now on the host may count on it.
+  send({ t: "ready", forks })
 }
 
 if (process.send !== undefined) run()

@@ -13,6 +13,7 @@
  * `pid_max`, and at least every `fullScanMs`.
  */
 import * as Membership from "@shepherd/core/Membership"
+import { helperPids } from "./helperPids.ts"
 import * as procfs from "./procfs.ts"
 
 /** What the cache knows of one pid. */
@@ -165,9 +166,10 @@ export const make = (self: number, hostCookie: string | undefined) => {
     if (entry.cookie !== null) return entry.cookie
     const cookie = procfs.readCookie(pid)
     if (cookie === null) return undefined // unreadable: not ours to judge, and not remembered
-    // Our own children show the host's environment until they exec: remember a child's cookie
-    // only once it differs from the host's own (so it was set by the exec).
-    if (entry.ppid !== self || (cookie !== undefined && cookie !== hostCookie)) entry.cookie = cookie
+    // Our own children (and our fork helpers') show the host's environment until they exec: remember
+    // such a child's cookie only once it differs from the host's own (so it was set by the exec).
+    const launcher = entry.ppid === self || helperPids.has(entry.ppid)
+    if (!launcher || (cookie !== undefined && cookie !== hostCookie)) entry.cookie = cookie
     return cookie
   }
 
