@@ -55,6 +55,8 @@ const helperPath = fileURLToPath(
 )
 
 const defaultAnswerWithinMs = 10_000
+/** How long a helper may take to load before it is taken for stuck (it forks nothing until then). */
+const startWithinMs = 10_000
 
 /** The `--conditions` (`-C`) options among `args`, each with its value. */
 const conditionsIn = (args: ReadonlyArray<string>): Array<string> => {
@@ -104,6 +106,7 @@ interface Helper {
   dead: boolean
   /** It said it is loaded: a helper that dies before has forked nothing. */
   ready: boolean
+  readonly startedAt: number
   /** When the host last read a message of it (Date.now() millis). */
   lastHeard: number
   /** When the unanswered ping was sent. */
@@ -321,9 +324,15 @@ export const make = (options?: {
      * messages that did arrive are read).
      */
     const silent = (h: Helper, since: number, then: (silent: boolean) => void) =>
-      setImmediate(() => then(!h.dead && Date.now() - Math.max(h.lastHeard, since) >= answerWithinMs))
+      setImmediate(() => then(!h.dead && quietFor(h, since) <= 0))
+    /** How long until `h` counts as silent since `since` (≤ 0: it does). */
+    const quietFor = (h: Helper, since: number): number =>
+      h.ready
+        ? answerWithinMs - (Date.now() - Math.max(h.lastHeard, since))
+        // A helper still loading (slow on a loaded machine) has forked nothing: it gets the start budget.
+        : Math.max(answerWithinMs, startWithinMs) - (Date.now() - h.startedAt)
 
-    const onDeath = (h: Helper, why: string) => {
+    const onDeath = (h: Helper, why: string, killed = false) => {
       if (h.dead) return
       h.dead = true
       if (helper === h) helper = undefined
@@ -331,7 +340,7 @@ export const make = (options?: {
       if (h.child.pid !== undefined) helperPids.delete(h.child.pid)
       // A helper that could not even load (a bundle without its file, a broken install) never will:
       // the host forks itself from now on, and what was sent to it is forked by the host.
-      if (!h.ready) broken = true
+      if (!h.ready && !killed) broken = true
       // A helper still running (stuck, or its channel broken) is stopped first: its children keep
       // their pids while it cannot reap them, so the forks it never answered for (a child still
       // searching PATH, a leader that dropped its environment) are killed by pid and group. Then it
@@ -384,6 +393,7 @@ export const make = (options?: {
         forksSeen: 0,
         dead: false,
         ready: false,
+        startedAt: Date.now(),
         lastHeard: Date.now(),
         pingAt: undefined,
         heartbeat: undefined
@@ -392,13 +402,13 @@ export const make = (options?: {
       // While it has trees, a helper that stops answering pings (stopped, wedged) is killed: its
       // leaders' exits are then read from /proc, and the slots they hold given back.
       h.heartbeat = setInterval(() => {
-        if (h.entries.size === 0 || h.dead) return
+        if (!h.ready || h.entries.size === 0 || h.dead) return
         if (h.pingAt === undefined) {
           h.pingAt = Date.now()
           send(h, { t: "ping" })
         } else {
           silent(h, h.pingAt, (quiet) => {
-            if (quiet) onDeath(h, `stopped answering for ${answerWithinMs} ms (killed)`)
+            if (quiet) onDeath(h, `stopped answering for ${answerWithinMs} ms (killed)`, true)
           })
         }
       }, Math.max(50, Math.min(1_000, answerWithinMs / 2)))
@@ -509,9 +519,9 @@ export const make = (options?: {
           timer = setTimeout(() =>
             silent(h, sentAt, (quiet) => {
               if (entry.answer === undefined) return
-              if (quiet) onDeath(h, `did not answer within ${answerWithinMs} ms (killed)`)
+              if (quiet) onDeath(h, `did not answer within ${answerWithinMs} ms (killed)`, true)
               // Heard from meanwhile (a pipe of this spawn, another answer): it is alive, wait on.
-              else check(Math.max(1, answerWithinMs - (Date.now() - Math.max(h.lastHeard, sentAt))))
+              else check(Math.max(1, quietFor(h, sentAt)))
             }), wait)
         }
         check(answerWithinMs)
