@@ -54,13 +54,19 @@ describe("adversarial fork helper: lost trees", () => {
           Effect.gen(function*() {
             // The leader kills its helper first thing: its fork happened, its `spawned` message had
             // not left the helper yet (it waits for the host to acknowledge the stdin pipe's handle).
+            // (On a loaded machine the helper may be dead before this looks: then there is nothing to hold.)
+            let settled = false
             const hold = Effect.gen(function*() {
-              yield* eventually("the helper to start", () => helpers().length > 0)
-              const helper = helpers()[0]!.pid
-              busyUntil(() => !isAlive(helper))
+              yield* eventually("the helper to start", () => helpers().length > 0 || settled)
+              const helper = helpers()[0]?.pid
+              if (helper !== undefined) busyUntil(() => !isAlive(helper))
             })
             const [result] = yield* Effect.all([
-              Effect.result(pool.spawn(sh("kill -9 $PPID; setsid sleep 1000 & exec sleep 1000"))),
+              Effect.result(pool.spawn(sh("kill -9 $PPID; setsid sleep 1000 & exec sleep 1000"))).pipe(
+                Effect.ensuring(Effect.sync(() => {
+                  settled = true
+                }))
+              ),
               hold
             ], { concurrency: 2 })
             assert.strictEqual(result._tag, "Failure")
@@ -103,7 +109,7 @@ describe("adversarial fork helper: lost trees", () => {
           const hold = Effect.sync(() => busyUntil(() => processes().some((p) => p.pid === helper && p.state === "T")))
           const [result] = yield* Effect.all([Effect.result(pool.spawn(sh(stopper))), hold], { concurrency: 2 })
           assert.strictEqual(result._tag, "Failure")
-          if (result._tag === "Failure") assert.include(result.failure.message, "did not answer")
+          if (result._tag === "Failure") assert.match(result.failure.message, /did not answer/)
           yield* eventually("the stopped helper to be killed", () => !isAlive(helper!))
           assert.deepStrictEqual(survivors(prefix).map(show), [], "the tree of the unanswered spawn runs")
         })).pipe(Effect.ensuring(Effect.sync(() => {

@@ -408,7 +408,7 @@ export const make = (options?: {
           send(h, { t: "ping" })
         } else {
           silent(h, h.pingAt, (quiet) => {
-            if (quiet) onDeath(h, `stopped answering for ${answerWithinMs} ms (killed)`, true)
+            if (quiet) onDeath(h, `did not answer a ping within ${answerWithinMs} ms (killed)`, true)
           })
         }
       }, Math.max(50, Math.min(1_000, answerWithinMs / 2)))
