@@ -112,6 +112,8 @@ interface Helper {
   /** When the unanswered ping was sent. */
   pingAt: number | undefined
   heartbeat: ReturnType<typeof setInterval> | undefined
+  /** False once a write failed: nothing more is sent to it. */
+  writable: boolean
 }
 
 /** The answer to a spawn sent to a helper that died before it was loaded: nothing was forked. */
@@ -245,7 +247,7 @@ export const make = (options?: {
     }
 
     const send = (h: Helper, message: SpawnRequest | KillRequest | { readonly t: "ping" }): boolean => {
-      if (h.dead || !h.child.connected) return false
+      if (h.dead || !h.writable || !h.child.connected) return false
       try {
         h.child.send(message)
         return true
@@ -356,7 +358,8 @@ export const make = (options?: {
       h.child.kill("SIGKILL")
       deaths.push(Date.now())
       for (const entry of h.entries.values()) {
-        if (!h.ready) {
+        if (!h.ready && !killed) {
+          // It left without a word, every message of it read: it never loaded, and forked nothing.
           entry.answer?.(notStarted)
         } else if (entry.pid === undefined) {
           // Pipes handed over before the death belong to a tree nobody will own: they must not keep
@@ -396,7 +399,8 @@ export const make = (options?: {
         startedAt: Date.now(),
         lastHeard: Date.now(),
         pingAt: undefined,
-        heartbeat: undefined
+        heartbeat: undefined,
+        writable: true
       }
       helperPids.add(child.pid)
       // While it has trees, a helper that stops answering pings (stopped, wedged) is killed: its
@@ -416,7 +420,11 @@ export const make = (options?: {
       child.on("message", (reply: Reply, handle: unknown) => onReply(h, reply, handle))
       // "disconnect" comes once every message has been read; "exit" may come before.
       child.on("disconnect", () => onDeath(h, "exited before it answered"))
-      child.on("error", () => onDeath(h, "could not be written to"))
+      // A failed write (EPIPE: it just died) decides nothing: messages it sent before may still wait
+      // in the channel. Nothing more is sent; "disconnect", after the last of them is read, decides.
+      child.on("error", () => {
+        h.writable = false
+      })
       child.unref()
       child.channel?.unref()
       return h
@@ -482,7 +490,16 @@ export const make = (options?: {
       const h = stdio.every((s) => s === "pipe" || s === "ignore" || s === "inherit") ? current() : undefined
       if (h === undefined) return yield* host.launch(command, env)
       const display = CommandLine.display([command.command, ...command.args])
-      const cwd = yield* launchIo.checkCommand(command)
+      const checked = yield* launchIo.checkCommand(command)
+      // The host's directory, absolute: the helper's own is the host's at the helper's start (a
+      // relative command or cwd would resolve against a directory the host has left). A host whose
+      // directory was removed forks itself, as Node can.
+      let cwd: string
+      try {
+        cwd = checked === undefined ? process.cwd() : path.resolve(checked)
+      } catch {
+        return yield* host.launch(command, env)
+      }
       const entry: Entry = {
         id: nextId++,
         watch: launchIo.makeExitWatch(),
@@ -499,9 +516,7 @@ export const make = (options?: {
         file: command.command,
         args: command.args.map(NodeProcessLauncher.unwrap),
         env,
-        // The host's directory, absolute: the helper's own is the host's at the helper's start (a
-        // relative command or cwd would resolve against a directory the host has left).
-        cwd: cwd === undefined ? process.cwd() : path.resolve(cwd),
+        cwd,
         stdio,
         shell: command.options.shell
       })
