@@ -326,7 +326,30 @@ export const make = (options?: {
      * messages that did arrive are read).
      */
     const silent = (h: Helper, since: number, then: (silent: boolean) => void) =>
-      setImmediate(() => then(!h.dead && quietFor(h, since) <= 0))
+      setImmediate(() => then(!h.dead && quietFor(h, since) <= 0 && !forking(h)))
+    /**
+     * Whether `h` is busy, not stuck: blocked in a spawn whose child has not exec'd yet (still its
+     * copy, searching a slow PATH). A host forking itself would wait the same.
+     */
+    const forking = (h: Helper): boolean => {
+      const pid = h.child.pid!
+      let own: string
+      try {
+        own = fs.readFileSync(`/proc/${pid}/cmdline`, "latin1")
+      } catch {
+        return false // gone
+      }
+      for (const child of procfs.listPids()) {
+        try {
+          const stat = procfs.readStat(child)
+          if (stat?.ppid !== pid || procfs.isDead(stat)) continue
+          if (fs.readFileSync(`/proc/${child}/cmdline`, "latin1") === own) return true
+        } catch {
+          // gone, or unreadable: nothing proves it busy
+        }
+      }
+      return false
+    }
     /** How long until `h` counts as silent since `since` (≤ 0: it does). */
     const quietFor = (h: Helper, since: number): number =>
       h.ready
@@ -536,7 +559,7 @@ export const make = (options?: {
               if (entry.answer === undefined) return
               if (quiet) onDeath(h, `did not answer within ${answerWithinMs} ms (killed)`, true)
               // Heard from meanwhile (a pipe of this spawn, another answer): it is alive, wait on.
-              else check(Math.max(1, quietFor(h, sentAt)))
+              else check(Math.max(100, quietFor(h, sentAt)))
             }), wait)
         }
         check(answerWithinMs)
