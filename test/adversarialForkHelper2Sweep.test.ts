@@ -120,7 +120,6 @@ describe("adversarial fork helper, round 2: a child still searching a slow PATH"
             yield* eventually("the tree to run", () => running(marker).length > 0)
             yield* pool.reapNow
             assert.strictEqual(running(marker).length, 1, "the reaper left the pool's tree alone")
-            void prefix
           })).pipe(
             Effect.tap(() =>
               Effect.sync(() => assert.deepStrictEqual(running(marker).map(show), [], "outlived the pool"))
