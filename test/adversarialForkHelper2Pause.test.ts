@@ -25,23 +25,13 @@ import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
 import { cleanupPools, sh, usePool } from "./harness.ts"
-import { isAlive, processes } from "./support.ts"
+import { isAlive } from "./support.ts"
+import { helpers, signal } from "./forkHelperSupport.ts"
 
 afterEach(cleanupPools)
 
 const kill = { grace: "300 millis", forceWait: "500 millis" } as const
 const answerWithinMs = 250
-
-const signal = (pid: number, sig: NodeJS.Signals) => {
-  try {
-    process.kill(pid, sig)
-  } catch {
-    // gone
-  }
-}
-
-/** This host's fork helpers. */
-const helpers = () => processes().filter((p) => p.ppid === process.pid && p.cmdline.includes("forkHelper"))
 
 /** Holds the host's event loop for `ms` once the launcher has armed its next answer timer. */
 const pauseAfterNextSpawn = (ms: number) => {

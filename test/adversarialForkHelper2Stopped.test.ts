@@ -14,21 +14,11 @@ import { afterEach, assert, describe, it } from "@effect/vitest"
 import { Effect } from "effect"
 import { cleanupPools, eventually, sh, withPool } from "./harness.ts"
 import { isAlive, processes } from "./support.ts"
+import { helpers, signal } from "./forkHelperSupport.ts"
 
 afterEach(cleanupPools)
 
 const kill = { grace: "300 millis", forceWait: "500 millis" } as const
-
-const signal = (pid: number, sig: NodeJS.Signals) => {
-  try {
-    process.kill(pid, sig)
-  } catch {
-    // gone
-  }
-}
-
-/** This host's fork helpers. */
-const helpers = () => processes().filter((p) => p.ppid === process.pid && p.cmdline.includes("forkHelper"))
 
 describe("adversarial fork helper, round 2: a helper stopped between spawns", () => {
   it.live("a leader that dies under a stopped helper: its exit is seen, its slot given back", () => {

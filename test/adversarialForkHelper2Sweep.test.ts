@@ -21,6 +21,7 @@ import * as os from "node:os"
 import * as path from "node:path"
 import { cleanupPools, eventually, sh, show, usePool } from "./harness.ts"
 import { isAlive, processes, readEnvVar } from "./support.ts"
+import { helpers, signal } from "./forkHelperSupport.ts"
 
 afterEach(cleanupPools)
 
@@ -50,16 +51,6 @@ afterAll(() => {
   if (dir !== "") fs.rmSync(dir, { recursive: true, force: true })
 })
 
-const signal = (pid: number, sig: NodeJS.Signals) => {
-  try {
-    process.kill(pid, sig)
-  } catch {
-    // gone
-  }
-}
-
-/** This host's fork helpers. */
-const helpers = () => processes().filter((p) => p.ppid === process.pid && p.cmdline.includes("forkHelper"))
 /** Forks of this file's helpers that have not exec'd yet (they still show the helper's command line). */
 const preExec = () =>
   processes().filter((p) =>

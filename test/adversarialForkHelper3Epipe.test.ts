@@ -22,18 +22,11 @@ import * as NodeHelperLauncher from "@shepherd/node/NodeHelperLauncher"
 import { Effect, Exit, Fiber, Scope } from "effect"
 import { cleanupPools, sh, show } from "./harness.ts"
 import { processes } from "./support.ts"
+import { signal } from "./forkHelperSupport.ts"
 
 afterEach(cleanupPools)
 
 const prefix = `adv3-fh-epipe-${process.pid}-${Date.now()}`
-
-const signal = (pid: number, sig: NodeJS.Signals) => {
-  try {
-    process.kill(pid, sig)
-  } catch {
-    // gone
-  }
-}
 
 /** Kills the parent only if it is a fork helper (a host fork of the same command must not kill the host). */
 const killHelper = `case "$(tr '\\0' ' ' < /proc/$PPID/cmdline)" in *forkHelper*) kill -9 $PPID;; esac; `

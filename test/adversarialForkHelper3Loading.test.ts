@@ -23,21 +23,11 @@ import * as os from "node:os"
 import * as path from "node:path"
 import { cleanupPools, sh } from "./harness.ts"
 import { processes } from "./support.ts"
+import { helpers, signal } from "./forkHelperSupport.ts"
 
 afterEach(cleanupPools)
 
 const prefix = `adv3-fh-loading-${process.pid}-${Date.now()}`
-
-const signal = (pid: number, sig: NodeJS.Signals) => {
-  try {
-    process.kill(pid, sig)
-  } catch {
-    // gone
-  }
-}
-
-/** This host's fork helpers. */
-const helpers = () => processes().filter((p) => p.ppid === process.pid && p.cmdline.includes("forkHelper"))
 
 describe("adversarial fork helper, round 3: a helper taken for loading after it forked", () => {
   it.live("one spawn runs its command once", () => {

@@ -22,6 +22,7 @@ import * as os from "node:os"
 import * as path from "node:path"
 import { cleanupPools, sh, withPool } from "./harness.ts"
 import { processes } from "./support.ts"
+import { signal } from "./forkHelperSupport.ts"
 
 afterEach(cleanupPools)
 
@@ -29,14 +30,6 @@ const kill = { grace: "300 millis", forceWait: "500 millis" } as const
 let dir = ""
 /** PATH entries that each cost a failed execve() of a few ms: 39 symlinks of 1900 `./` each, then nothing. */
 let slowPath = ""
-
-const signal = (pid: number, sig: NodeJS.Signals) => {
-  try {
-    process.kill(pid, sig)
-  } catch {
-    // gone
-  }
-}
 
 beforeAll(() => {
   dir = fs.mkdtempSync(path.join(os.tmpdir(), "adv3-fh-slow-"))

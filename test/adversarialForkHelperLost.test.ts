@@ -22,26 +22,16 @@ import * as NodeProcessTable from "@shepherd/node/NodeProcessTable"
 import { Effect, Layer } from "effect"
 import { cleanupPools, eventually, sh, show, usePool, withPool } from "./harness.ts"
 import { isAlive, processes, survivors, trees } from "./support.ts"
+import { helpers, signal } from "./forkHelperSupport.ts"
 
 afterEach(cleanupPools)
 
 const kill = { grace: "300 millis", forceWait: "500 millis" } as const
 
-/** This host's fork helpers. */
-const helpers = () => processes().filter((p) => p.ppid === process.pid && p.cmdline.includes("forkHelper"))
-
 /** Holds the host's event loop (a long GC pause, a sync call) until `done` or 20 s. */
 const busyUntil = (done: () => boolean) => {
   const end = Date.now() + 20_000
   while (!done() && Date.now() < end) { /* busy */ }
-}
-
-const signal = (pid: number, sig: NodeJS.Signals) => {
-  try {
-    process.kill(pid, sig)
-  } catch {
-    // gone
-  }
 }
 
 describe("adversarial fork helper: lost trees", () => {

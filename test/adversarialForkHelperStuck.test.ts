@@ -16,21 +16,12 @@ import * as NodeHelperLauncher from "@shepherd/node/NodeHelperLauncher"
 import * as NodeProcessTable from "@shepherd/node/NodeProcessTable"
 import { Effect, Layer, Option } from "effect"
 import { awaitMembers, cleanupPools, sh, usePool, withPool } from "./harness.ts"
-import { isAlive, processes, trees } from "./support.ts"
+import { isAlive, trees } from "./support.ts"
+import { helpers, signal } from "./forkHelperSupport.ts"
 
 afterEach(cleanupPools)
 
 const kill = { grace: "300 millis", forceWait: "500 millis" } as const
-
-const helpers = () => processes().filter((p) => p.ppid === process.pid && p.cmdline.includes("forkHelper"))
-
-const signal = (pid: number, sig: NodeJS.Signals) => {
-  try {
-    process.kill(pid, sig)
-  } catch {
-    // gone
-  }
-}
 
 describe("adversarial fork helper: a stuck helper", () => {
   it.live("after a spawn the helper did not answer, later spawns get a helper that answers", () => {

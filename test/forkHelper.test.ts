@@ -15,6 +15,7 @@ import * as ChildProcess from "effect/process/ChildProcess"
 import * as fs from "node:fs"
 import { awaitMembers, cleanupPools, eventually, sh, usePool, withPool } from "./harness.ts"
 import { isAlive, trees } from "./support.ts"
+import { signal } from "./forkHelperSupport.ts"
 
 afterEach(cleanupPools)
 
@@ -28,14 +29,6 @@ const helperOf = (pid: number): number | undefined => {
     return fs.readFileSync(`/proc/${ppid}/cmdline`, "latin1").includes("forkHelper") ? ppid : undefined
   } catch {
     return undefined
-  }
-}
-
-const signal = (pid: number, sig: NodeJS.Signals) => {
-  try {
-    process.kill(pid, sig)
-  } catch {
-    // gone
   }
 }
 
