@@ -8,21 +8,24 @@
  *
  * The guarantees stay the host launcher's:
  * - the leader's identity is read by the helper before it could have reaped
- *   the child; the host signals the leader after checking that identity
- *   (pid and start time), as it does every other member, and in the same
- *   order as in the host (the leader first);
+ *   the child; the host signals the leader first (as the host launcher does)
+ *   after checking pid, start time and that it is still the live helper's
+ *   child;
  * - the helper hands the parent ends of the stdio pipes to the host without
  *   reading a byte;
  * - the fork witness compares the machine's fork count with the helper's own
  *   forks since the helper's mark before the spawn, so a tree whose leader
  *   forked nothing is still proven alone without a scan;
- * - a helper that dies leaves its trees to the host: their leaders are watched
- *   in `/proc` (exit status unknown) and signalled after an identity check;
- *   the next spawn starts a new helper (after 5 deaths within a minute, the
- *   host forks itself);
- * - a spawn whose answer is lost (the helper died, or did not answer within
- *   10 s and was killed) fails once whatever carries the tree's cookie has
- *   been killed.
+ * - a helper is dead once its channel has closed, every message of it read;
+ *   its trees are left to the host: their leaders are watched in `/proc` and
+ *   signalled after an identity check; the next spawn starts a new helper
+ *   (after 5 deaths within a minute, or one that never loaded, the host
+ *   forks itself);
+ * - a helper silent for `answerWithinMs` (an unanswered spawn or ping) while
+ *   not busy forking is stopped, its unanswered children are killed with
+ *   their groups, and it is killed;
+ * - a spawn whose answer is lost fails only once whatever carries the tree's
+ *   cookie has been killed.
  *
  * @since 0.4.0
  */
