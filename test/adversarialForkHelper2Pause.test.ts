@@ -31,7 +31,7 @@ import { helpers, signal } from "./forkHelperSupport.ts"
 afterEach(cleanupPools)
 
 const kill = { grace: "300 millis", forceWait: "500 millis" } as const
-const answerWithinMs = 250
+const answerWithinMs = 1_000
 
 /** Holds the host's event loop for `ms` once the launcher has armed its next answer timer. */
 const pauseAfterNextSpawn = (ms: number) => {

@@ -83,7 +83,7 @@ describe("adversarial fork helper: lost trees", () => {
             ProcessPool.layerResolved(config).pipe(Layer.provide(Layer.mergeAll(
               NodeProcessTable.layer,
               NodeContainment.layer(config).pipe(
-                Layer.provide(Layer.effect(ProcessLauncher, NodeHelperLauncher.make({ answerWithinMs: 300 })))
+                Layer.provide(Layer.effect(ProcessLauncher, NodeHelperLauncher.make({ answerWithinMs: 1_000 })))
               )
             )))
         )

@@ -32,7 +32,7 @@ describe("adversarial fork helper: a stuck helper", () => {
         (config) =>
           ProcessPool.layerResolved(config).pipe(Layer.provide(Layer.mergeAll(
             NodeProcessTable.layer,
-            Layer.effect(ProcessLauncher, NodeHelperLauncher.make({ answerWithinMs: 300 }))
+            Layer.effect(ProcessLauncher, NodeHelperLauncher.make({ answerWithinMs: 1_000 }))
           )))
       )
     )

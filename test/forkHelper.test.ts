@@ -111,7 +111,7 @@ describe("fork helper", () => {
         (config) =>
           ProcessPool.layerResolved(config).pipe(Layer.provide(Layer.mergeAll(
             NodeProcessTable.layer,
-            Layer.effect(ProcessLauncher, NodeHelperLauncher.make({ answerWithinMs: 300 }))
+            Layer.effect(ProcessLauncher, NodeHelperLauncher.make({ answerWithinMs: 1_000 }))
           )))
       )
     )
