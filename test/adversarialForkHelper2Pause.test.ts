@@ -14,19 +14,13 @@
  * (Atomics.wait, no CPU) for a few times `answerWithinMs`.
  */
 import { afterEach, assert, describe, it } from "@effect/vitest"
-import { ProcessLauncher } from "@shepherd/core/ProcessLauncher"
-import { ProcessPool } from "@shepherd/core/ProcessPool"
-import * as ShepherdConfig from "@shepherd/core/ShepherdConfig"
-import * as NodeContainment from "@shepherd/node/NodeContainment"
-import * as NodeHelperLauncher from "@shepherd/node/NodeHelperLauncher"
-import * as NodeProcessTable from "@shepherd/node/NodeProcessTable"
-import { Effect, Layer } from "effect"
+import { Effect } from "effect"
 import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
 import { cleanupPools, sh, usePool } from "./harness.ts"
 import { isAlive } from "./support.ts"
-import { helpers, signal } from "./forkHelperSupport.ts"
+import { helperPool, helpers, signal } from "./forkHelperSupport.ts"
 
 afterEach(cleanupPools)
 
@@ -48,18 +42,7 @@ const pauseAfterNextSpawn = (ms: number) => {
   }
 }
 
-const layer = Layer.unwrap(
-  Effect.map(
-    ShepherdConfig.resolve({ name: "adv2-fh-pause", kill, containment: "process-group" }),
-    (config) =>
-      ProcessPool.layerResolved(config).pipe(Layer.provide(Layer.mergeAll(
-        NodeProcessTable.layer,
-        NodeContainment.layer(config).pipe(
-          Layer.provide(Layer.effect(ProcessLauncher, NodeHelperLauncher.make({ answerWithinMs })))
-        )
-      )))
-  )
-)
+const layer = helperPool({ name: "adv2-fh-pause", kill, containment: "process-group" }, answerWithinMs)
 
 describe("adversarial fork helper, round 2: the host's pause", () => {
   it.live("a host paused longer than answerWithinMs: the healthy helper is kept, the spawn succeeds, live trees keep their exit codes", () => {

@@ -8,20 +8,14 @@
  * the third round a helper with a child before its exec is busy, not stuck.
  */
 import { afterAll, afterEach, assert, beforeAll, describe, it } from "@effect/vitest"
-import { ProcessLauncher } from "@shepherd/core/ProcessLauncher"
-import { ProcessPool } from "@shepherd/core/ProcessPool"
-import * as ShepherdConfig from "@shepherd/core/ShepherdConfig"
-import * as NodeContainment from "@shepherd/node/NodeContainment"
-import * as NodeHelperLauncher from "@shepherd/node/NodeHelperLauncher"
-import * as NodeProcessTable from "@shepherd/node/NodeProcessTable"
-import { Effect, Fiber, Layer } from "effect"
+import { Effect, Fiber } from "effect"
 import * as ChildProcess from "effect/process/ChildProcess"
 import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
 import { cleanupPools, eventually, sh, show, usePool } from "./harness.ts"
 import { isAlive, processes, readEnvVar } from "./support.ts"
-import { helpers, signal } from "./forkHelperSupport.ts"
+import { helperPool, helpers, signal } from "./forkHelperSupport.ts"
 
 afterEach(cleanupPools)
 
@@ -63,19 +57,7 @@ const preExec = () =>
 const running = (marker: string) =>
   processes().filter((p) => p.cmdline === `sleep ${marker}` && p.state !== "Z" && p.state !== "X")
 
-const layer = (name: string) =>
-  Layer.unwrap(
-    Effect.map(
-      ShepherdConfig.resolve({ name, kill, containment: "process-group" }),
-      (config) =>
-        ProcessPool.layerResolved(config).pipe(Layer.provide(Layer.mergeAll(
-          NodeProcessTable.layer,
-          NodeContainment.layer(config).pipe(
-            Layer.provide(Layer.effect(ProcessLauncher, NodeHelperLauncher.make({ answerWithinMs: 1_500 })))
-          )
-        )))
-    )
-  )
+const layer = (name: string) => helperPool({ name, kill, containment: "process-group" }, 1_500)
 
 // Round 3 changed the premise: a helper blocked in a spawn whose child has not exec'd yet is busy, not
 // stuck, and is no longer killed; the spawn ends as the kernel says. These keep the slow PATH as a

@@ -13,16 +13,10 @@
  * own.
  */
 import { afterEach, assert, describe, it } from "@effect/vitest"
-import { ProcessPool } from "@shepherd/core/ProcessPool"
-import { ProcessLauncher } from "@shepherd/core/ProcessLauncher"
-import * as ShepherdConfig from "@shepherd/core/ShepherdConfig"
-import * as NodeContainment from "@shepherd/node/NodeContainment"
-import * as NodeHelperLauncher from "@shepherd/node/NodeHelperLauncher"
-import * as NodeProcessTable from "@shepherd/node/NodeProcessTable"
-import { Effect, Layer } from "effect"
+import { Effect } from "effect"
 import { cleanupPools, eventually, sh, show, usePool, withPool } from "./harness.ts"
 import { isAlive, processes, survivors, trees } from "./support.ts"
-import { helpers, signal } from "./forkHelperSupport.ts"
+import { helperPool, helpers, signal } from "./forkHelperSupport.ts"
 
 afterEach(cleanupPools)
 
@@ -76,18 +70,7 @@ describe("adversarial fork helper: lost trees", () => {
     "a helper stopped after its fork: the spawn fails, the helper is killed, the tree with it ($shape, containment $containment)",
     ({ containment, script }) => {
       let helper: number | undefined
-      const layer = Layer.unwrap(
-        Effect.map(
-          ShepherdConfig.resolve({ name: "adv-fh-late", kill, containment }),
-          (config) =>
-            ProcessPool.layerResolved(config).pipe(Layer.provide(Layer.mergeAll(
-              NodeProcessTable.layer,
-              NodeContainment.layer(config).pipe(
-                Layer.provide(Layer.effect(ProcessLauncher, NodeHelperLauncher.make({ answerWithinMs: 1_000 })))
-              )
-            )))
-        )
-      )
+      const layer = helperPool({ name: "adv-fh-late", kill, containment }, 1_000)
       return usePool(layer, (pool, prefix) =>
         Effect.gen(function*() {
           yield* Effect.scoped(pool.spawn(sh("exit 0")))

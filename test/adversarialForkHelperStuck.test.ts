@@ -9,15 +9,10 @@
  * exit (`awaitExit` waits for the helper's word).
  */
 import { afterEach, assert, describe, it } from "@effect/vitest"
-import { ProcessPool } from "@shepherd/core/ProcessPool"
-import { ProcessLauncher } from "@shepherd/core/ProcessLauncher"
-import * as ShepherdConfig from "@shepherd/core/ShepherdConfig"
-import * as NodeHelperLauncher from "@shepherd/node/NodeHelperLauncher"
-import * as NodeProcessTable from "@shepherd/node/NodeProcessTable"
-import { Effect, Layer, Option } from "effect"
+import { Effect, Option } from "effect"
 import { awaitMembers, cleanupPools, sh, usePool, withPool } from "./harness.ts"
 import { isAlive, trees } from "./support.ts"
-import { helpers, signal } from "./forkHelperSupport.ts"
+import { helperPool, helpers, signal } from "./forkHelperSupport.ts"
 
 afterEach(cleanupPools)
 
@@ -26,16 +21,7 @@ const kill = { grace: "300 millis", forceWait: "500 millis" } as const
 describe("adversarial fork helper: a stuck helper", () => {
   it.live("after a spawn the helper did not answer, later spawns get a helper that answers", () => {
     let stuck: number | undefined
-    const layer = Layer.unwrap(
-      Effect.map(
-        ShepherdConfig.resolve({ name: "adv-fh-stuck", kill, containment: "process-group" }),
-        (config) =>
-          ProcessPool.layerResolved(config).pipe(Layer.provide(Layer.mergeAll(
-            NodeProcessTable.layer,
-            Layer.effect(ProcessLauncher, NodeHelperLauncher.make({ answerWithinMs: 1_000 }))
-          )))
-      )
-    )
+    const layer = helperPool({ name: "adv-fh-stuck", kill, containment: "process-group" }, 1_000)
     return usePool(layer, (pool) =>
       Effect.gen(function*() {
         yield* Effect.scoped(Effect.flatMap(pool.spawn(sh("exit 0")), (m) => m.awaitExit))
@@ -85,16 +71,7 @@ describe("adversarial fork helper: a stuck helper", () => {
   // way to debug a program through an npm script) makes it wait for a debugger before it runs.
   it.live("the host's NODE_OPTIONS (--inspect-brk) do not stop the helper", () => {
     const before = process.env.NODE_OPTIONS
-    const layer = Layer.unwrap(
-      Effect.map(
-        ShepherdConfig.resolve({ name: "adv-fh-nodeopts", kill, containment: "process-group" }),
-        (config) =>
-          ProcessPool.layerResolved(config).pipe(Layer.provide(Layer.mergeAll(
-            NodeProcessTable.layer,
-            Layer.effect(ProcessLauncher, NodeHelperLauncher.make({ answerWithinMs: 3000 }))
-          )))
-      )
-    )
+    const layer = helperPool({ name: "adv-fh-nodeopts", kill, containment: "process-group" }, 3000)
     return usePool(layer, (pool) =>
       Effect.gen(function*() {
         process.env.NODE_OPTIONS = `${before ?? ""} --inspect-brk=0`

@@ -5,17 +5,12 @@
  * the helper's own: its pipes, its errors, its death, its silence, its exit.
  */
 import { afterEach, assert, describe, it } from "@effect/vitest"
-import { ProcessPool } from "@shepherd/core/ProcessPool"
-import { ProcessLauncher } from "@shepherd/core/ProcessLauncher"
-import * as ShepherdConfig from "@shepherd/core/ShepherdConfig"
-import * as NodeHelperLauncher from "@shepherd/node/NodeHelperLauncher"
-import * as NodeProcessTable from "@shepherd/node/NodeProcessTable"
-import { Effect, Layer, Stream } from "effect"
+import { Effect, Stream } from "effect"
 import * as ChildProcess from "effect/process/ChildProcess"
 import * as fs from "node:fs"
 import { awaitMembers, cleanupPools, eventually, sh, usePool, withPool } from "./harness.ts"
 import { isAlive, trees } from "./support.ts"
-import { signal } from "./forkHelperSupport.ts"
+import { helperPool, signal } from "./forkHelperSupport.ts"
 
 afterEach(cleanupPools)
 
@@ -105,16 +100,7 @@ describe("fork helper", () => {
 
   it.live("a spawn the helper does not answer fails, the stuck helper is killed, the next spawn gets a new one", () => {
     let helper: number | undefined
-    const layer = Layer.unwrap(
-      Effect.map(
-        ShepherdConfig.resolve({ name: "t-fh-silent", kill }),
-        (config) =>
-          ProcessPool.layerResolved(config).pipe(Layer.provide(Layer.mergeAll(
-            NodeProcessTable.layer,
-            Layer.effect(ProcessLauncher, NodeHelperLauncher.make({ answerWithinMs: 1_000 }))
-          )))
-      )
-    )
+    const layer = helperPool({ name: "t-fh-silent", kill, containment: "process-group" }, 1_000)
     return usePool(layer, (pool) =>
       Effect.gen(function*() {
         helper = yield* Effect.scoped(Effect.map(pool.spawn(sh("sleep 1000")), (m) => helperOf(m.pid)))

@@ -1,6 +1,13 @@
 /**
  * What the fork helper's tests share (forkFrom: "helper").
  */
+import { ProcessLauncher } from "@shepherd/core/ProcessLauncher"
+import { ProcessPool } from "@shepherd/core/ProcessPool"
+import * as ShepherdConfig from "@shepherd/core/ShepherdConfig"
+import * as NodeContainment from "@shepherd/node/NodeContainment"
+import * as NodeHelperLauncher from "@shepherd/node/NodeHelperLauncher"
+import * as NodeProcessTable from "@shepherd/node/NodeProcessTable"
+import { Effect, Layer } from "effect"
 import { processes } from "./support.ts"
 
 /** Sends `sig` to `pid` if it still exists. */
@@ -14,3 +21,21 @@ export const signal = (pid: number, sig: NodeJS.Signals): void => {
 
 /** This process's fork helpers. */
 export const helpers = () => processes().filter((p) => p.ppid === process.pid && p.cmdline.includes("forkHelper"))
+
+/**
+ * A pool built as `NodeShepherd.layer` builds it (containment around the launcher), with a fork
+ * helper that answers within `answerWithinMs` (the layer's default is 10 s), and no ledger or lifeline.
+ */
+export const helperPool = (config: ShepherdConfig.ShepherdConfig, answerWithinMs: number) =>
+  Layer.unwrap(
+    Effect.map(
+      ShepherdConfig.resolve(config),
+      (resolved) =>
+        ProcessPool.layerResolved(resolved).pipe(Layer.provide(Layer.mergeAll(
+          NodeProcessTable.layer,
+          NodeContainment.layer(resolved).pipe(
+            Layer.provide(Layer.effect(ProcessLauncher, NodeHelperLauncher.make({ answerWithinMs })))
+          )
+        )))
+    )
+  )
