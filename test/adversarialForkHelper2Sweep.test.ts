@@ -15,7 +15,7 @@ import * as os from "node:os"
 import * as path from "node:path"
 import { cleanupPools, eventually, sh, show, usePool } from "./harness.ts"
 import { isAlive, processes, readEnvVar } from "./support.ts"
-import { helperPool, helpers, signal } from "./forkHelperSupport.ts"
+import { helperPool, helpers, signal, makeSlowPath } from "./forkHelperSupport.ts"
 
 afterEach(cleanupPools)
 
@@ -24,22 +24,15 @@ const kill = { grace: "300 millis", forceWait: "500 millis" } as const
 const mark = `adv2-fh-${process.pid}-${Math.random().toString(36).slice(2)}`
 let dir = ""
 /**
- * PATH entries that each cost a failed execve() of a few ms: 39 symlinks of 1900 `./` each, then
- * nothing. 2400 of them outlast the helper's answer budget (1.5 s here, starvation-proof on a loaded
- * machine) several times over.
+ * 2400 slow PATH entries (see makeSlowPath): a search that outlasts the helper's answer budget (1.5 s
+ * here, starvation-proof on a loaded machine) several times over.
  */
 let slowPath = ""
 
 beforeAll(() => {
   process.env.ADV2_FH_MARK = mark
   dir = fs.mkdtempSync(path.join(os.tmpdir(), "adv2-fh-"))
-  fs.mkdirSync(path.join(dir, "c"))
-  const dots = "./".repeat(1900)
-  for (let i = 0; i < 39; i++) {
-    fs.symlinkSync(dots + (i === 38 ? "none" : `l${i + 1}`), path.join(dir, "c", `l${i}`))
-  }
-  fs.symlinkSync(path.join(dir, "c", "l0"), path.join(dir, "q"))
-  slowPath = Array(2400).fill(path.join(dir, "q")).join(":") + ":/usr/bin:/bin"
+  slowPath = makeSlowPath(dir, 2400)
 })
 afterAll(() => {
   delete process.env.ADV2_FH_MARK

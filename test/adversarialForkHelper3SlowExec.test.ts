@@ -22,24 +22,18 @@ import * as os from "node:os"
 import * as path from "node:path"
 import { cleanupPools, sh, withPool } from "./harness.ts"
 import { processes } from "./support.ts"
-import { signal } from "./forkHelperSupport.ts"
+import { signal, makeSlowPath } from "./forkHelperSupport.ts"
 
 afterEach(cleanupPools)
 
 const kill = { grace: "300 millis", forceWait: "500 millis" } as const
 let dir = ""
-/** PATH entries that each cost a failed execve() of a few ms: 39 symlinks of 1900 `./` each, then nothing. */
+/** 6000 slow PATH entries (see makeSlowPath): a search that outlasts the default answer budget of 10 s. */
 let slowPath = ""
 
 beforeAll(() => {
   dir = fs.mkdtempSync(path.join(os.tmpdir(), "adv3-fh-slow-"))
-  fs.mkdirSync(path.join(dir, "c"))
-  const dots = "./".repeat(1900)
-  for (let i = 0; i < 39; i++) {
-    fs.symlinkSync(dots + (i === 38 ? "none" : `l${i + 1}`), path.join(dir, "c", `l${i}`))
-  }
-  fs.symlinkSync(path.join(dir, "c", "l0"), path.join(dir, "q"))
-  slowPath = Array(6000).fill(path.join(dir, "q")).join(":") + ":/usr/bin:/bin"
+  slowPath = makeSlowPath(dir, 6000)
 })
 afterAll(() => {
   for (const p of processes()) if (p.cmdline.startsWith("sleep 1000.96")) signal(p.pid, "SIGKILL")
