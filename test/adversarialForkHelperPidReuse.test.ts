@@ -27,18 +27,9 @@ import { Effect } from "effect"
 import * as NodeChildProcess from "node:child_process"
 import * as fs from "node:fs"
 import { cleanupPools, sh, withPool } from "./harness.ts"
-import { isAlive } from "./support.ts"
+import { canChoosePid, isAlive } from "./support.ts"
 
 afterEach(cleanupPools)
-
-const canChoosePid = (() => {
-  try {
-    fs.accessSync("/proc/sys/kernel/ns_last_pid", fs.constants.W_OK)
-    return process.geteuid?.() === 0
-  } catch {
-    return false
-  }
-})()
 
 const startTimeOf = (pid: number): string | undefined => {
   try {

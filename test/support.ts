@@ -115,3 +115,13 @@ export const trees = {
   /** A setsid double-forked grandchild: new session and reparented. */
   setsidDoubleFork: "(setsid sh -c \"trap '' TERM; sleep 1000\" &) ; trap '' TERM; sleep 1000"
 } as const
+
+/** Whether this process can choose the next pid (root, `/proc/sys/kernel/ns_last_pid` writable). */
+export const canChoosePid = (() => {
+  try {
+    fs.accessSync("/proc/sys/kernel/ns_last_pid", fs.constants.W_OK)
+    return process.geteuid?.() === 0
+  } catch {
+    return false
+  }
+})()

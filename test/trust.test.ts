@@ -21,18 +21,9 @@ import * as path from "node:path"
 import * as readline from "node:readline"
 import { fileURLToPath } from "node:url"
 import { cleanupPools, eventually, sh, withPool } from "./harness.ts"
-import { isAlive, killSurvivors, survivors, waitUntil } from "./support.ts"
+import { canChoosePid, isAlive, killSurvivors, survivors, waitUntil } from "./support.ts"
 
 afterEach(cleanupPools)
-
-const canChoosePid = (() => {
-  try {
-    fs.accessSync("/proc/sys/kernel/ns_last_pid", fs.constants.W_OK)
-    return process.geteuid?.() === 0
-  } catch {
-    return false
-  }
-})()
 
 /** Marks every test process for the suite's final survivor check (see globalSetup.ts). */
 const marker = `SHEPHERD_TEST_RUN_DIR=${process.env.SHEPHERD_TEST_RUN_DIR ?? "/nonexistent"}`
