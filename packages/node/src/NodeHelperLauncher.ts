@@ -304,7 +304,21 @@ export const make = (options?: {
 
     /** SIGKILLs the children of the stopped helper `h` that are not trees it answered for. */
     const killUnanswered = (h: Helper) => {
+      const helperPid = h.child.pid!
+      // SIGSTOP takes effect when the helper next runs: its children's pids are held only once it
+      // shows stopped (T), and only while it stays so (a child of it may SIGCONT it).
+      const stopped = () => {
+        try {
+          return procfs.readStat(helperPid)?.state === "T"
+        } catch {
+          return false
+        }
+      }
+      const pause = new Int32Array(new SharedArrayBuffer(4))
+      for (let i = 0; i < 100 && !stopped(); i++) Atomics.wait(pause, 0, 0, 1)
+      if (!stopped()) return // the cookie sweep of each lost spawn still runs
       const answered = new Set([...h.entries.values()].map((e) => e.pid))
+      const targets: Array<number> = []
       for (const pid of procfs.listPids()) {
         let stat: procfs.Stat | undefined
         try {
@@ -312,13 +326,15 @@ export const make = (options?: {
         } catch {
           continue
         }
-        if (stat === undefined || stat.ppid !== h.child.pid || answered.has(pid)) continue
-        for (const target of stat.pgid === pid ? [-pid, pid] : [pid]) {
-          try {
-            process.kill(target, "SIGKILL")
-          } catch {
-            // gone
-          }
+        if (stat === undefined || stat.ppid !== helperPid || answered.has(pid)) continue
+        targets.push(...(stat.pgid === pid ? [-pid, pid] : [pid]))
+      }
+      if (!stopped()) return
+      for (const target of targets) {
+        try {
+          process.kill(target, "SIGKILL")
+        } catch {
+          // gone
         }
       }
     }
