@@ -359,12 +359,22 @@ export const make = (options?: {
         return false // gone
       }
       for (const child of procfs.listPids()) {
+        let stat: procfs.Stat | undefined
         try {
-          const stat = procfs.readStat(child)
-          if (stat?.ppid !== pid || procfs.isDead(stat)) continue
-          if (fs.readFileSync(`/proc/${child}/cmdline`, "latin1") === own) return true
+          stat = procfs.readStat(child)
         } catch {
-          // gone, or unreadable: nothing proves it busy
+          continue // not a child of ours that can be told
+        }
+        if (stat?.ppid !== pid || procfs.isDead(stat)) continue
+        try {
+          // Its copy of the helper, or nothing to read yet (an image being set up).
+          const line = fs.readFileSync(`/proc/${child}/cmdline`, "latin1")
+          if (line === own || line === "") return true
+        } catch (error) {
+          // A child of the helper whose command line cannot be read (inside an execve): it may be
+          // the fork still under way, so the helper is not taken for stuck on that account.
+          const code = (error as NodeJS.ErrnoException).code
+          if (code !== "ENOENT" && code !== "ESRCH") return true
         }
       }
       return false
