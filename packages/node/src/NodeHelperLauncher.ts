@@ -49,6 +49,7 @@ import * as NodeProcessLauncher from "./NodeProcessLauncher.ts"
 import * as NodeProcessTable from "./NodeProcessTable.ts"
 import type { KillRequest, Mark, Reply, SpawnRequest } from "./internal/forkHelper.ts"
 import * as launchIo from "./internal/launchIo.ts"
+import * as forkWitness from "./internal/forkWitness.ts"
 import { helperPids } from "./internal/helperPids.ts"
 import * as procfs from "./internal/procfs.ts"
 
@@ -88,6 +89,8 @@ const helperEnv = (): NodeJS.ProcessEnv => {
 const maxDeaths = 5
 const deathWindowMs = 60_000
 const watchPollMs = 20
+/** How long a reading of a helper's children may name its leaders: well within one clock tick of a start time. */
+const childrenFreshMs = 1
 /** How long after its SIGKILL a leader's exit is awaited from the helper before /proc is asked. */
 const stuckAfterMs = 200
 
@@ -117,6 +120,20 @@ interface Helper {
   heartbeat: ReturnType<typeof setInterval> | undefined
   /** False once a write failed: nothing more is sent to it. */
   writable: boolean
+  /** Spawn requests sent to it so far. */
+  spawnsSent: number
+  /** Its unreaped children as last read, for the signals of one sweep (see `children`). */
+  children: Children | undefined
+}
+
+/** A reading of a helper's unreaped children, valid within one synchronous run for at most `childrenFreshMs`. */
+interface Children {
+  readonly at: number
+  /** `Helper.spawnsSent` when read. */
+  readonly sent: number
+  /** Each child's pid to the one entry it leads; `undefined` when the reading proves nothing. */
+  readonly leaders: ReadonlyMap<number, Entry> | undefined
+  stale: boolean
 }
 
 /** The answer to a spawn sent to a helper that died before it was loaded: nothing was forked. */
@@ -270,6 +287,15 @@ export const make = (options?: {
         h.pingAt = undefined
         return
       }
+      if (reply.t === "exits") {
+        for (const exit of reply.exits) {
+          const entry = h.entries.get(exit.id)
+          if (entry === undefined) continue
+          forget(h, entry)
+          launchIo.recordExit(entry.watch, { code: exit.code, signal: exit.signal })
+        }
+        return
+      }
       const entry = h.entries.get(reply.id)
       if (entry === undefined) {
         ;(handle as net.Socket | undefined)?.destroy()
@@ -293,11 +319,6 @@ export const make = (options?: {
         case "failed": {
           forget(h, entry)
           entry.answer?.(reply)
-          return
-        }
-        case "exit": {
-          forget(h, entry)
-          launchIo.recordExit(entry.watch, { code: reply.code, signal: reply.signal })
         }
       }
     }
@@ -452,7 +473,9 @@ export const make = (options?: {
         lastHeard: Date.now(),
         pingAt: undefined,
         heartbeat: undefined,
-        writable: true
+        writable: true,
+        spawnsSent: 0,
+        children: undefined
       }
       helperPids.add(child.pid)
       // While it has trees, a helper that stops answering pings (stopped, wedged) is killed: its
@@ -500,8 +523,53 @@ export const make = (options?: {
      */
     const alone = (h: Helper, mark: Mark | null) => (): boolean => {
       if (mark === null) return false
-      const now = procfs.readForks()
+      const now = forkWitness.machineForks()
       return now !== undefined && now - mark.forks === h.forksSeen - mark.own
+    }
+
+    /**
+     * Whether `entry`'s leader is, right now, the helper's unreaped child (a zombie cannot take a
+     * signal, nor lose its pid), from one reading of the helper's children per synchronous run:
+     * `undefined` when that reading proves nothing.
+     *
+     * A pid among them names the entry's leader only while no spawn is unanswered (the helper forks
+     * only what the host asks for, and each fork is answered with its pid, after the exits it has
+     * seen): then each child is a tree the host knows, and the entry must be the one tree with that
+     * pid. The reading expires within `childrenFreshMs`: a leader reaped after it leaves its pid free
+     * for a stranger, as a start time leaves it within its clock tick.
+     */
+    const leaderNow = (h: Helper, entry: Entry): boolean | undefined => {
+      if (h.dead || entry.pid === undefined) return undefined
+      let c = h.children
+      const at = performance.now()
+      if (c === undefined || c.stale || c.sent !== h.spawnsSent || at - c.at > childrenFreshMs) {
+        c = { at, sent: h.spawnsSent, leaders: readChildren(h), stale: false }
+        h.children = c
+        const read = c
+        queueMicrotask(() => {
+          read.stale = true
+        })
+      }
+      if (c.leaders === undefined) return undefined
+      return c.leaders.get(entry.pid) === entry
+    }
+
+    /** The helper's children as the trees they lead; `undefined` while a spawn is unanswered or unreadable. */
+    const readChildren = (h: Helper): ReadonlyMap<number, Entry> | undefined => {
+      // null: a pid two live entries claim (never, while exits come before later answers), names neither
+      const byPid = new Map<number, Entry | null>()
+      for (const e of h.entries.values()) {
+        if (e.pid === undefined) return undefined // an unanswered spawn: a child the host cannot name yet
+        if (e.watch.status === undefined) byPid.set(e.pid, byPid.has(e.pid) ? null : e)
+      }
+      const pids = procfs.readChildren(h.child.pid!)
+      if (pids === undefined) return undefined
+      const leaders = new Map<number, Entry>()
+      for (const pid of pids) {
+        const e = byPid.get(pid)
+        if (e !== undefined && e !== null) leaders.set(pid, e)
+      }
+      return leaders
     }
 
     const signal = (h: Helper, entry: Entry) => (sig: Signal): boolean => {
@@ -511,8 +579,10 @@ export const make = (options?: {
       // Directly, in the pool's order (a leader before its members): a round trip through the helper
       // would let the members hear first. The helper reaps the leader before the host hears of its
       // exit, so pid and start time (10 ms ticks) are not enough: while the helper lives, the process
-      // must also be its child.
-      let ok = identified(entry, h.dead ? undefined : h.child.pid)
+      // must also be its child. A sweep over hundreds of leaders reads the helper's children once
+      // (see `leaderNow`); one leader at a time, its stat.
+      const now = leaderNow(h, entry)
+      let ok = now === undefined ? identified(entry, h.dead ? undefined : h.child.pid) : now
       // Not the helper's child any more: the helper may have died just now (its death not read
       // yet), and its orphan is then checked by identity alone.
       if (ok === false && !h.dead && !alive(h.child.pid!)) ok = identified(entry)
@@ -572,6 +642,7 @@ export const make = (options?: {
         stdio,
         shell: command.options.shell
       })
+      h.spawnsSent++
       if (!sent) {
         forget(h, entry)
         return yield* host.launch(command, env)

@@ -15,7 +15,9 @@
  * - `{ t: "pipe", id, fd }` with the parent end of that stdio pipe as the
  *   message's handle (one message per piped fd; the helper never reads them)
  * - `{ t: "spawned", id, pid, startTime, mark, forks }` or `{ t: "failed", id, code?, syscall?, message, forks }`
- * - `{ t: "exit", id, code, signal, forks }`
+ * - an entry `{ id, code, signal }` of `{ t: "exits", exits, forks }`: the exits
+ *   of one turn of the helper's event loop travel together (a SIGKILL sweep ends
+ *   hundreds of leaders at once)
  *
  * and, for the host's watchdog, `{ t: "ready", forks }` once it is loaded,
  * `{ t: "pong", forks }` to each `{ t: "ping" }`.
@@ -76,10 +78,8 @@ export type Reply =
     readonly forks: number
   }
   | {
-    readonly t: "exit"
-    readonly id: number
-    readonly code: number | null
-    readonly signal: string | null
+    readonly t: "exits"
+    readonly exits: ReadonlyArray<{ readonly id: number; readonly code: number | null; readonly signal: string | null }>
     readonly forks: number
   }
   | { readonly t: "ready"; readonly forks: number }
@@ -88,8 +88,20 @@ export type Reply =
 const run = () => {
   const children = new Map<number, NodeChildProcess.ChildProcess>()
   let forks = 0
-  const send = (reply: Reply, handle?: unknown) => {
+  let exits: Array<{ id: number; code: number | null; signal: string | null }> = []
+  const write = (reply: Reply, handle?: unknown) => {
     if (process.connected) process.send!(reply, handle as never, { keepOpen: false }, () => {})
+  }
+  const flushExits = () => {
+    if (exits.length === 0) return
+    const batch = exits
+    exits = []
+    write({ t: "exits", exits: batch, forks })
+  }
+  // The exits seen so far go first: an answer never overtakes the exit of a tree whose pid it reuses.
+  const send = (reply: Reply, handle?: unknown) => {
+    flushExits()
+    write(reply, handle)
   }
   const failed = (id: number, error: NodeJS.ErrnoException) =>
     send({ t: "failed", id, code: error.code, syscall: error.syscall, message: error.message, forks })
@@ -130,7 +142,9 @@ const run = () => {
     child.on("error", () => {})
     child.on("exit", (code, signal) => {
       children.delete(id)
-      send({ t: "exit", id, code, signal, forks })
+      // Sent once this turn's other exits are in: one message for a whole burst.
+      if (exits.length === 0) setImmediate(flushExits)
+      exits.push({ id, code, signal })
     })
     const streams = [child.stdin, child.stdout, child.stderr] as const
     // The pipes are the host's, however long their transfer waits behind another (a handle is sent

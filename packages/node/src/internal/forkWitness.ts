@@ -58,6 +58,9 @@ const read = (): Mark | undefined => {
  */
 export const mark = (): Mark | undefined => read()
 
+/** The machine's fork count now (the reading shared within this synchronous run), `undefined` if unreadable. */
+export const machineForks = (): number | undefined => read()?.forks
+
 /** Counts one of the launcher's forks (a child that got a pid). */
 export const forked = (): void => {
   ownForks++

@@ -108,6 +108,23 @@ export const readStat = (pid: number): Stat | undefined => {
   return n < 0 ? undefined : parseStat(pid, scratch.toString("latin1", 0, n))
 }
 
+/**
+ * The unreaped children (zombies included) of a process's main thread, from
+ * `/proc/<pid>/task/<pid>/children`; `undefined` when that cannot be read (the
+ * process is gone, or the kernel lacks `CONFIG_PROC_CHILDREN`).
+ */
+export const readChildren = (pid: number): Array<number> | undefined => {
+  let n: number
+  try {
+    n = readProc(`/proc/${pid}/task/${pid}/children`)
+  } catch {
+    return undefined
+  }
+  if (n < 0) return undefined
+  const text = scratch.toString("latin1", 0, n).trim()
+  return text === "" ? [] : text.split(" ").map(Number)
+}
+
 /** The number of threads of a process, `undefined` if they cannot be counted. */
 export const threadCount = (pid: number): number | undefined => {
   try {
