@@ -120,6 +120,7 @@ export const make = (ctx: Context): (
       if (refused !== undefined) return yield* refused
     }
     const callerScope = yield* Scope.Scope
+    const env = Tree.environment(ctx, command)
     const waitStart = yield* Clock.currentTimeMillis
     const openForSpawn = target === undefined
       ? Sessions.open(registry, sessionId, true)
@@ -163,7 +164,8 @@ export const make = (ctx: Context): (
             releaseSlot,
             waitStart,
             callerScope,
-            limits
+            limits,
+            env
           }).pipe(
             Effect.ensuring(Effect.sync(() => {
               session.launching.delete(launchDone)

@@ -108,6 +108,27 @@ export interface Request {
   readonly callerScope: Scope.Scope
   /** Resource limits of this tree (cgroup containment). */
   readonly limits?: Containment.Limits | undefined
+  /** The child's environment (see `environment`), `SHEPHERD_ID` still to be set. */
+  readonly env: { readonly env: Record<string, string>; readonly explain: EnvPolicy.EnvExplain }
+}
+
+/**
+ * The child's environment as of the spawn call: built before the spawn waits for its slot, so that a
+ * queued spawn starts as soon as a slot is free (the host's environment is read variable by variable).
+ *
+ * @since 0.4.0
+ * @category constructors
+ */
+export const environment = (
+  ctx: Context,
+  command: ChildProcess.StandardCommand
+): { readonly env: Record<string, string>; readonly explain: EnvPolicy.EnvExplain } => {
+  const inherits = command.options.env === undefined || command.options.extendEnv === true
+  return EnvPolicy.apply(
+    ctx.envPolicy,
+    inherits ? ctx.launcher.inheritedEnv() : {},
+    unwrapEnv(command.options.env)
+  )
 }
 
 /**
@@ -128,12 +149,7 @@ export const launch = (
     const slotWaitMs = (yield* Clock.currentTimeMillis) - request.waitStart
     const id = ++ctx.trees.counter
     const shepherdId = `${ctx.poolId}:${id}`
-    const inherits = command.options.env === undefined || command.options.extendEnv === true
-    const { env, explain } = EnvPolicy.apply(
-      ctx.envPolicy,
-      inherits ? ctx.launcher.inheritedEnv() : {},
-      unwrapEnv(command.options.env)
-    )
+    const { env, explain } = request.env
     env.SHEPHERD_ID = shepherdId
     const secrets = secretsOf(command)
 

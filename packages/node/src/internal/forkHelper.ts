@@ -89,6 +89,7 @@ const run = () => {
   const children = new Map<number, NodeChildProcess.ChildProcess>()
   let forks = 0
   let exits: Array<{ id: number; code: number | null; signal: string | null }> = []
+  let batching = false
   const write = (reply: Reply, handle?: unknown) => {
     if (process.connected) process.send!(reply, handle as never, { keepOpen: false }, () => {})
   }
@@ -142,9 +143,16 @@ const run = () => {
     child.on("error", () => {})
     child.on("exit", (code, signal) => {
       children.delete(id)
-      // Sent once this turn's other exits are in: one message for a whole burst.
-      if (exits.length === 0) setImmediate(flushExits)
       exits.push({ id, code, signal })
+      if (batching) return
+      // The first exit goes at once (a slot waits for it); the others of this turn of the event
+      // loop (a SIGKILL sweep ends hundreds of leaders at once) follow in one message.
+      flushExits()
+      batching = true
+      setImmediate(() => {
+        batching = false
+        flushExits()
+      })
     })
     const streams = [child.stdin, child.stdout, child.stderr] as const
     // The pipes are the host's, however long their transfer waits behind another (a handle is sent
