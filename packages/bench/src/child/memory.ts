@@ -11,6 +11,7 @@ import * as References from "effect/References"
 import * as Scope from "effect/Scope"
 import { execa } from "execa"
 import * as NodeChildProcess from "node:child_process"
+import * as fs from "node:fs"
 import { promisePool, sleep } from "../harness.ts"
 import { type Ctx, poolConfig, quiet, withEffectSpawner, withPool } from "../pools.ts"
 import { awaitGone, type Identity, identify } from "../procs.ts"
@@ -38,6 +39,28 @@ const measure = async (spawnAll: () => Promise<Array<number>>) => {
   const pids = await spawnAll()
   const after = await heap()
   return { before, after, pids, perProcess: (after - before) / n }
+}
+
+/** The fork helper of this process's pool (started by the warm-up), if any. */
+const forkHelperPid = (): number | undefined => {
+  const children = fs.readFileSync(`/proc/${process.pid}/task/${process.pid}/children`, "latin1").trim().split(" ")
+  return children.map(Number).find((pid) => {
+    try {
+      return fs.readFileSync(`/proc/${pid}/cmdline`, "latin1").includes("forkHelper")
+    } catch {
+      return false
+    }
+  })
+}
+
+/** A process's resident memory in bytes (`VmRSS`), `undefined` once it is gone. */
+const rssOf = (pid: number): number | undefined => {
+  try {
+    const line = fs.readFileSync(`/proc/${pid}/status`, "latin1").split("\n").find((l) => l.startsWith("VmRSS:"))
+    return line === undefined ? undefined : Number(line.replace(/\D+/g, "")) * 1024
+  } catch {
+    return undefined
+  }
 }
 
 const ids = (pids: ReadonlyArray<number>): Array<Identity> =>
@@ -110,9 +133,15 @@ const main = async () => {
         })
       ))
     case "shepherd":
+    case "shepherd-helper":
       return Effect.runPromise(
         withPool(
-          poolConfig(ctx, "mem", { slots: n + 10, hardCap: 2 * n + 20, kill: { grace: "1 second" } }),
+          poolConfig(ctx, "mem", {
+            slots: n + 10,
+            hardCap: 2 * n + 20,
+            kill: { grace: "1 second" },
+            forkFrom: variant === "shepherd" ? "host" : "helper"
+          }),
           (pool) =>
             Effect.gen(function*() {
               for (let i = 0; i < 5; i++) {
@@ -121,6 +150,8 @@ const main = async () => {
               }
               yield* pool.closeSession("warm")
               const before = yield* Effect.promise(heap)
+              const helper = forkHelperPid()
+              const helperBefore = helper === undefined ? undefined : rssOf(helper)
               // bound to the pool's scope and to the session "mem": alive until the pool closes
               const pids = yield* Effect.forEach(
                 Array.from({ length: n }),
@@ -128,7 +159,16 @@ const main = async () => {
                 { concurrency }
               )
               const after = yield* Effect.promise(heap)
-              return { before, after, pids, perProcess: (after - before) / n }
+              const helperAfter = helper === undefined ? undefined : rssOf(helper)
+              return {
+                before,
+                after,
+                pids,
+                perProcess: (after - before) / n,
+                ...(helperBefore !== undefined && helperAfter !== undefined
+                  ? { helperRssPerProcess: (helperAfter - helperBefore) / n }
+                  : {})
+              }
             })
         ).pipe(Effect.provideService(References.MinimumLogLevel, "Warn"))
       )
@@ -138,7 +178,16 @@ const main = async () => {
 }
 
 main().then(
-  (m) => report({ variant, n, before: m.before, after: m.after, perProcess: m.perProcess, spawned: m.pids.length }),
+  (m) =>
+    report({
+      variant,
+      n,
+      before: m.before,
+      after: m.after,
+      perProcess: m.perProcess,
+      helperRssPerProcess: "helperRssPerProcess" in m ? m.helperRssPerProcess : undefined,
+      spawned: m.pids.length
+    }),
   (error) => {
     process.stderr.write(`${String(error)}\n`)
     process.exit(1)

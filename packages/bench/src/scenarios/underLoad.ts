@@ -12,8 +12,9 @@
  * even a zombie) when the scenario ends, fails or is interrupted, so that the
  * load the runner measures before the next scenario is not this one's.
  *
- * Fairness: raw and Shepherd alternate run by run (the order rotates), so
- * both see the same load; each phase starts with a warm-up of both contenders
+ * Fairness: raw, Shepherd and Shepherd with its fork helper take turns (the
+ * order rotates run by run), so all see the same load; each phase starts with
+ * a warm-up of every contender
  * (not recorded), the loaded one after the hogs are running. The target
  * compares Shepherd's ratio to raw under load with its ratio on the quiet
  * machine, both from the same run.
@@ -22,7 +23,7 @@ import * as Effect from "effect/Effect"
 import * as NodeChildProcess from "node:child_process"
 import * as os from "node:os"
 import { fmt, log, median, type Row, type ScenarioOutput, since, type Target } from "../harness.ts"
-import { type Ctx, usePool, withPool } from "../pools.ts"
+import { type Ctx, scopedPool, usePool, withPool } from "../pools.ts"
 import { cmdline, type Identity, identify, isAlive, readStat, waitFor } from "../procs.ts"
 import { contention } from "../runner.ts"
 import { handoffPool, rawHandoff, shepherdHandoff } from "./slotHandoff.ts"
@@ -82,9 +83,14 @@ type Phase = "quiet" | "loaded"
 interface PhaseSamples {
   readonly spawnRaw: Array<number>
   readonly spawnShepherd: Array<number>
+  readonly spawnHelper: Array<number>
   readonly handoffRaw: Array<number>
   readonly handoffShepherd: Array<number>
+  readonly handoffHelper: Array<number>
 }
+
+/** The order of run `r`: rotated, so that every contender sees the same load. */
+const rotated = <A>(items: ReadonlyArray<A>, r: number): Array<A> => items.map((_, k) => items[(k + r) % items.length]!)
 
 export const run = (ctx: Ctx): Effect.Effect<ScenarioOutput> => {
   const count = ctx.quick ? 25 : 100
@@ -92,146 +98,189 @@ export const run = (ctx: Ctx): Effect.Effect<ScenarioOutput> => {
   const handoffRuns = ctx.quick ? 16 : 40
   const cores = Math.max(1, os.cpus().length)
   const marks: Array<number> = []
+  const helperMarks: Array<number> = []
   return withPool(
     spawnPoolConfig(ctx),
     (spawnPool) =>
-      usePool(handoffPool(ctx, marks, "load-handoff"), (slotPool) =>
-        Effect.gen(function*() {
-          const spawnShepherd = shepherdRunner(spawnPool)
-          const handoffShepherd = shepherdHandoff(slotPool, marks)
-
-          const measure = (phase: Phase) =>
+      usePool(
+        handoffPool(ctx, marks, "load-handoff"),
+        (slotPool) =>
+          usePool(handoffPool(ctx, helperMarks, "load-handoff-fh", "helper"), (helperSlotPool) =>
             Effect.gen(function*() {
-              const s: PhaseSamples = { spawnRaw: [], spawnShepherd: [], handoffRaw: [], handoffShepherd: [] }
-              // warm-up (not recorded): JIT, the pools' first ticks, and the load settling in
-              yield* rawRunner(10, 1)
-              yield* spawnShepherd(10, 1)
-              yield* rawHandoff
-              yield* handoffShepherd
-              const spawnOnce = (runner: typeof rawRunner, into: Array<number>) =>
+              const spawnShepherd = shepherdRunner(spawnPool)
+              const spawnHelper = shepherdRunner(yield* scopedPool({ ...spawnPoolConfig(ctx), forkFrom: "helper" }))
+              const handoffShepherd = shepherdHandoff(slotPool, marks)
+              const handoffHelper = shepherdHandoff(helperSlotPool, helperMarks)
+
+              const measure = (phase: Phase) =>
                 Effect.gen(function*() {
-                  const start = performance.now()
-                  yield* runner(count, 1)
-                  into.push(count / (since(start) / 1000))
+                  const s: PhaseSamples = {
+                    spawnRaw: [],
+                    spawnShepherd: [],
+                    spawnHelper: [],
+                    handoffRaw: [],
+                    handoffShepherd: [],
+                    handoffHelper: []
+                  }
+                  // warm-up (not recorded): JIT, the pools' first ticks, and the load settling in
+                  yield* rawRunner(10, 1)
+                  yield* spawnShepherd(10, 1)
+                  yield* spawnHelper(10, 1)
+                  yield* rawHandoff
+                  yield* handoffShepherd
+                  yield* handoffHelper
+                  const spawnOnce = (runner: typeof rawRunner, into: Array<number>) =>
+                    Effect.gen(function*() {
+                      const start = performance.now()
+                      yield* runner(count, 1)
+                      into.push(count / (since(start) / 1000))
+                    })
+                  const spawns = [
+                    spawnOnce(rawRunner, s.spawnRaw),
+                    spawnOnce(spawnShepherd, s.spawnShepherd),
+                    spawnOnce(spawnHelper, s.spawnHelper)
+                  ]
+                  for (let r = 0; r < spawnRuns; r++) {
+                    for (const e of rotated(spawns, r)) yield* e
+                  }
+                  const handoffs = [
+                    Effect.map(rawHandoff, (ms) => void s.handoffRaw.push(ms)),
+                    Effect.map(handoffShepherd, (ms) => void s.handoffShepherd.push(ms)),
+                    Effect.map(handoffHelper, (ms) => void s.handoffHelper.push(ms))
+                  ]
+                  for (let r = 0; r < handoffRuns; r++) for (const e of rotated(handoffs, r)) yield* e
+                  log(
+                    `9 ${phase}: spawn→exit raw ${fmt(median(s.spawnRaw))}/s, Shepherd ${
+                      fmt(median(s.spawnShepherd))
+                    }/s, fork helper ${fmt(median(s.spawnHelper))}/s; hand-off raw ${
+                      fmt(median(s.handoffRaw))
+                    } ms, Shepherd ${fmt(median(s.handoffShepherd))} ms, fork helper ${fmt(median(s.handoffHelper))} ms`
+                  )
+                  return s
                 })
-              for (let r = 0; r < spawnRuns; r++) {
-                // alternate which contender goes first: both see the same load
-                const pair = [spawnOnce(rawRunner, s.spawnRaw), spawnOnce(spawnShepherd, s.spawnShepherd)]
-                for (const e of r % 2 === 0 ? pair : pair.reverse()) yield* e
-              }
-              for (let r = 0; r < handoffRuns; r++) {
-                const pair = [
-                  Effect.map(rawHandoff, (ms) => void s.handoffRaw.push(ms)),
-                  Effect.map(handoffShepherd, (ms) => void s.handoffShepherd.push(ms))
-                ]
-                for (const e of r % 2 === 0 ? pair : pair.reverse()) yield* e
-              }
-              log(
-                `9 ${phase}: spawn→exit raw ${fmt(median(s.spawnRaw))}/s, Shepherd ${
-                  fmt(median(s.spawnShepherd))
-                }/s; hand-off raw ${fmt(median(s.handoffRaw))} ms, Shepherd ${fmt(median(s.handoffShepherd))} ms`
+
+              const quiet = yield* measure("quiet")
+              let loadedContention = Number.NaN
+              const loaded = yield* Effect.acquireUseRelease(
+                startHogs(cores),
+                () =>
+                  Effect.gen(function*() {
+                    // the CPU this process gets with the hog running (≈ 1 when idle), recorded as evidence of the load
+                    loadedContention = contention()
+                    return yield* measure("loaded")
+                  }),
+                stopHogs
               )
-              return s
-            })
 
-          const quiet = yield* measure("quiet")
-          let loadedContention = Number.NaN
-          const loaded = yield* Effect.acquireUseRelease(
-            startHogs(cores),
-            () =>
-              Effect.gen(function*() {
-                // the CPU this process gets with the hog running (≈ 1 when idle), recorded as evidence of the load
-                loadedContention = contention()
-                return yield* measure("loaded")
-              }),
-            stopHogs
-          )
-
-          const load = `${cores} busy loop(s)`
-          const rows: Array<Row> = []
-          const spawnScenario = "9. under load: spawn→exit /bin/true, sequential"
-          const handoffScenario = "9. under load: slot hand-off"
-          for (const [phase, s] of [["quiet", quiet], ["loaded", loaded]] as const) {
-            const when = phase === "quiet" ? "quiet" : `loaded (${load})`
-            rows.push(
-              {
-                scenario: spawnScenario,
-                group: `9-spawn-${phase}`,
-                variant: `raw child_process.spawn, ${when}`,
-                unit: "spawns/s",
-                better: "higher",
-                samples: s.spawnRaw,
-                baseline: true
-              },
-              {
-                scenario: spawnScenario,
-                group: `9-spawn-${phase}`,
-                variant: `Shepherd pool.spawn, ${when}`,
-                unit: "spawns/s",
-                better: "higher",
-                samples: s.spawnShepherd
+              const load = `${cores} busy loop(s)`
+              const rows: Array<Row> = []
+              const spawnScenario = "9. under load: spawn→exit /bin/true, sequential"
+              const handoffScenario = "9. under load: slot hand-off"
+              for (const [phase, s] of [["quiet", quiet], ["loaded", loaded]] as const) {
+                const when = phase === "quiet" ? "quiet" : `loaded (${load})`
+                rows.push(
+                  {
+                    scenario: spawnScenario,
+                    group: `9-spawn-${phase}`,
+                    variant: `raw child_process.spawn, ${when}`,
+                    unit: "spawns/s",
+                    better: "higher",
+                    samples: s.spawnRaw,
+                    baseline: true
+                  },
+                  {
+                    scenario: spawnScenario,
+                    group: `9-spawn-${phase}`,
+                    variant: `Shepherd pool.spawn, ${when}`,
+                    unit: "spawns/s",
+                    better: "higher",
+                    samples: s.spawnShepherd
+                  },
+                  {
+                    scenario: spawnScenario,
+                    group: `9-spawn-${phase}`,
+                    variant: `Shepherd (fork helper) pool.spawn, ${when}`,
+                    unit: "spawns/s",
+                    better: "higher",
+                    samples: s.spawnHelper
+                  }
+                )
               }
-            )
-          }
-          for (const [phase, s] of [["quiet", quiet], ["loaded", loaded]] as const) {
-            const when = phase === "quiet" ? "quiet" : `loaded (${load})`
-            rows.push(
-              {
-                scenario: handoffScenario,
-                group: `9-handoff-${phase}`,
-                variant: `raw FIFO queue, ${when}`,
-                unit: "ms",
-                better: "lower",
-                samples: s.handoffRaw,
-                baseline: true
-              },
-              {
-                scenario: handoffScenario,
-                group: `9-handoff-${phase}`,
-                variant: `Shepherd slots: 1, ${when}`,
-                unit: "ms",
-                better: "lower",
-                samples: s.handoffShepherd
+              for (const [phase, s] of [["quiet", quiet], ["loaded", loaded]] as const) {
+                const when = phase === "quiet" ? "quiet" : `loaded (${load})`
+                rows.push(
+                  {
+                    scenario: handoffScenario,
+                    group: `9-handoff-${phase}`,
+                    variant: `raw FIFO queue, ${when}`,
+                    unit: "ms",
+                    better: "lower",
+                    samples: s.handoffRaw,
+                    baseline: true
+                  },
+                  {
+                    scenario: handoffScenario,
+                    group: `9-handoff-${phase}`,
+                    variant: `Shepherd slots: 1, ${when}`,
+                    unit: "ms",
+                    better: "lower",
+                    samples: s.handoffShepherd
+                  },
+                  {
+                    scenario: handoffScenario,
+                    group: `9-handoff-${phase}`,
+                    variant: `Shepherd (fork helper) slots: 1, ${when}`,
+                    unit: "ms",
+                    better: "lower",
+                    samples: s.handoffHelper
+                  }
+                )
               }
-            )
-          }
 
-          const ratio = (a: Array<number>, b: Array<number>) => median(a) / median(b)
-          const spawnQuiet = ratio(quiet.spawnShepherd, quiet.spawnRaw)
-          const spawnLoaded = ratio(loaded.spawnShepherd, loaded.spawnRaw)
-          const handoffQuiet = ratio(quiet.handoffShepherd, quiet.handoffRaw)
-          const handoffLoaded = ratio(loaded.handoffShepherd, loaded.handoffRaw)
-          const targets: Array<Target> = [
-            {
-              id: "9 (spawn→exit)",
-              goal: `under load (${load}), Shepherd's throughput ratio to raw ≥ its quiet ratio ÷ ${tolerance}`,
-              measured: `${fmt(spawnQuiet)}× raw quiet, ${fmt(spawnLoaded)}× raw loaded (${
-                fmt(spawnLoaded / spawnQuiet)
-              } of quiet)`,
-              met: spawnLoaded >= spawnQuiet / tolerance
-            },
-            {
-              id: "9 (hand-off)",
-              goal: `under load (${load}), Shepherd's hand-off latency ratio to raw ≤ ${tolerance} × its quiet ratio`,
-              measured: `${fmt(handoffQuiet)}× raw quiet, ${fmt(handoffLoaded)}× raw loaded (${
-                fmt(handoffLoaded / handoffQuiet)
-              } × quiet)`,
-              met: handoffLoaded <= tolerance * handoffQuiet
-            }
-          ]
-          return {
-            rows,
-            targets,
-            notes: [
-              `9: the contenders of scenarios 1 (sequential, ${count} spawns per run, ${spawnRuns} runs per phase) and 4 (${handoffRuns} hand-offs per phase), ` +
-              `first on the quiet machine, then with \`sh -c '${hogScript}'\` × ${cores} (one per core, same priority, carrying the run marker; ` +
-              `CPU contention seen by the bench with them running: ${
-                fmt(loadedContention)
-              }, ≈ 1 when idle); raw and Shepherd alternate run by run, ` +
-              "a warm-up of both in each phase; the busy loops are SIGKILLed and gone from /proc before the scenario returns " +
-              "(they also raise the 1-minute load average printed at the end)."
-            ]
-          }
-        }))
+              const ratio = (a: Array<number>, b: Array<number>) => median(a) / median(b)
+              const targets: Array<Target> = [["", "spawnShepherd", "handoffShepherd"], [
+                ", fork helper",
+                "spawnHelper",
+                "handoffHelper"
+              ]].flatMap(([which, spawnKey, handoffKey]) => {
+                const spawnQuiet = ratio(quiet[spawnKey as "spawnShepherd"], quiet.spawnRaw)
+                const spawnLoaded = ratio(loaded[spawnKey as "spawnShepherd"], loaded.spawnRaw)
+                const handoffQuiet = ratio(quiet[handoffKey as "handoffShepherd"], quiet.handoffRaw)
+                const handoffLoaded = ratio(loaded[handoffKey as "handoffShepherd"], loaded.handoffRaw)
+                return [
+                  {
+                    id: `9 (spawn→exit${which})`,
+                    goal: `under load (${load}), Shepherd's throughput ratio to raw ≥ its quiet ratio ÷ ${tolerance}`,
+                    measured: `${fmt(spawnQuiet)}× raw quiet, ${fmt(spawnLoaded)}× raw loaded (${
+                      fmt(spawnLoaded / spawnQuiet)
+                    } of quiet)`,
+                    met: spawnLoaded >= spawnQuiet / tolerance
+                  },
+                  {
+                    id: `9 (hand-off${which})`,
+                    goal:
+                      `under load (${load}), Shepherd's hand-off latency ratio to raw ≤ ${tolerance} × its quiet ratio`,
+                    measured: `${fmt(handoffQuiet)}× raw quiet, ${fmt(handoffLoaded)}× raw loaded (${
+                      fmt(handoffLoaded / handoffQuiet)
+                    } × quiet)`,
+                    met: handoffLoaded <= tolerance * handoffQuiet
+                  }
+                ]
+              })
+              return {
+                rows,
+                targets,
+                notes: [
+                  `9: the contenders of scenarios 1 (sequential, ${count} spawns per run, ${spawnRuns} runs per phase) and 4 (${handoffRuns} hand-offs per phase), ` +
+                  `first on the quiet machine, then with \`sh -c '${hogScript}'\` × ${cores} (one per core, same priority, carrying the run marker; ` +
+                  `CPU contention seen by the bench with them running: ${
+                    fmt(loadedContention)
+                  }, ≈ 1 when idle); raw, Shepherd and its fork-helper variant take turns (the order rotates per run), ` +
+                  "a warm-up of each in each phase; the busy loops are SIGKILLed and gone from /proc before the scenario returns " +
+                  "(they also raise the 1-minute load average printed at the end)."
+                ]
+              }
+            }))
+      )
   )
 }
