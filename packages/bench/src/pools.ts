@@ -31,8 +31,9 @@ let ledgerCount = 0
 
 /**
  * A pool configuration: name `b-<name>`, a fresh ledger file in the temp directory, lifeline on,
- * and process-group containment unless `extra` says otherwise (the rows and targets measured before
- * cgroup containment existed stay comparable; the cgroup rows ask for it).
+ * process-group containment and forks from the host unless `extra` says otherwise (the rows and
+ * targets measured before cgroup containment and the fork helper existed stay comparable; the cgroup
+ * rows and the fork helper's, the default's, ask for theirs).
  */
 export const poolConfig = (
   ctx: Ctx,
@@ -41,6 +42,7 @@ export const poolConfig = (
 ): ShepherdConfig => ({
   lifeline: true,
   containment: "process-group",
+  forkFrom: "host",
   ...extra,
   name: `b-${name}`,
   ledger: path.join(ctx.tmpDir, `b-${name}-${++ledgerCount}.ledger`)

@@ -49,7 +49,7 @@ describe("ShepherdConfig.resolve", () => {
       assert.deepStrictEqual(config.kill, KillPolicy.defaults)
       assert.deepStrictEqual(config.env, EnvPolicy.inherit)
       assert.strictEqual(config.lifelineWaitMs, 10_000)
-      assert.strictEqual(config.forkFrom, "host")
+      assert.strictEqual(config.forkFrom, "helper")
     }))
 
   it.effect("resolves durations, Infinity and presets", () =>

@@ -36,7 +36,7 @@ const scenario = "2. cooperative teardown, 3-process tree"
 const names = {
   raw: "raw kill(-pgid, SIGTERM) + /proc poll",
   shepherd: "Shepherd session close",
-  helper: "Shepherd (fork helper) session close",
+  helper: "Shepherd (fork helper, the default) session close",
   treeKill: "tree-kill (SIGTERM, ps discovery)",
   effectScope: "Effect scope close",
   effectKill: "Effect handle.kill()"

@@ -211,7 +211,7 @@ export const run = (ctx: Ctx): Effect.Effect<ScenarioOutput> => {
           const shepherdName = "Shepherd session close"
           const effectName = "Effect parallel scope, forceKillAfter 200 ms"
           const cgroupName = "Shepherd (cgroup, wrapper) session close"
-          const helperName = "Shepherd (fork helper) session close"
+          const helperName = "Shepherd (fork helper, the default) session close"
           const variants: Record<string, (n: number, script: string, perTree: number) => Effect.Effect<number>> = {
             [rawName]: raw,
             [shepherdName]: shepherd,

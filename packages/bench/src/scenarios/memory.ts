@@ -23,7 +23,7 @@ const variants: ReadonlyArray<[string, string]> = [
   ["execa", "execa 10 (subprocess kept)"],
   ["effect", "Effect ChildProcess (handle in a scope)"],
   ["shepherd", "Shepherd pool.spawn (ledger+slots+lifeline)"],
-  ["shepherd-helper", "Shepherd (fork helper) pool.spawn"]
+  ["shepherd-helper", "Shepherd (fork helper, the default) pool.spawn"]
 ]
 
 export const run = (ctx: Ctx): Effect.Effect<ScenarioOutput> =>

@@ -28,7 +28,7 @@ import { fmt, log, median, msRows, type ScenarioOutput, sleep, type Target } fro
 import { type Ctx, poolConfig, quiet, usePool, withEffectSpawner } from "../pools.ts"
 
 const shepherdName = "Shepherd slots: 1"
-const helperName = "Shepherd (fork helper) slots: 1"
+const helperName = "Shepherd (fork helper, the default) slots: 1"
 const effectName = "Effect ChildProcess + Semaphore(1)"
 const rawName = "raw FIFO queue, next spawn from the exit event"
 

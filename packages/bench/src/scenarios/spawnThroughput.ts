@@ -52,7 +52,7 @@ const execaOne = async () => {
 const cgroupWrapper = "Shepherd (cgroup, wrapper) pool.spawn"
 const cgroupPostSpawn = "Shepherd (cgroup, post-spawn) pool.spawn"
 /** The same pool forking through its fork helper (`forkFrom: "helper"`). */
-const forkHelper = "Shepherd (fork helper) pool.spawn"
+const forkHelper = "Shepherd (fork helper, the default) pool.spawn"
 
 export const run = (ctx: Ctx): Effect.Effect<ScenarioOutput> =>
   withPool(spawnPoolConfig(ctx), (pool) =>
@@ -145,7 +145,7 @@ export const run = (ctx: Ctx): Effect.Effect<ScenarioOutput> =>
             `1: ${count} spawns per run, ${runs} runs, order rotated per run; stdio "ignore" for every contender; ` +
             "Effect runs both with its default `detached: true` (a new process group, as Shepherd always does) and with `detached: false`; " +
             "Shepherd and Effect include closing the process's scope (Shepherd's teardown scan of /proc, ledger records, lifeline messages, slot release). " +
-            "The Shepherd row without a containment in its name uses process-group containment (the target's), and forks from the host (the default); " +
+            "The Shepherd rows use process-group containment (the target's) unless their name says cgroup; the rows without \"fork helper\" in their name fork from the host (`forkFrom: \"host\"`); " +
             `"${forkHelper}" is the same pool with \`forkFrom: "helper"\` (its fork helper forks the trees); ` +
             (unavailable === undefined
               ? `"${cgroupWrapper}" and "${cgroupPostSpawn}" are the same pool under cgroup v2 containment (a leaf per tree, made and removed per spawn; the wrapper runs each command through /bin/sh, which joins the leaf and execs it), informational.`

@@ -70,7 +70,7 @@ export const run = (ctx: Ctx): Effect.Effect<ScenarioOutput> =>
       ["8-raw", "raw: blocked in child_process.spawn()", (r) => r.raw],
       ["8-shepherd-blocked", "Shepherd: blocked in child_process.spawn()", (r) => r.shepherdBlocked],
       ["8-shepherd", "Shepherd: pool.spawn → process", (r) => r.shepherd],
-      ["8-helper", "Shepherd (fork helper): pool.spawn → process", (r) => r.helper]
+      ["8-helper", "Shepherd (fork helper, the default): pool.spawn → process", (r) => r.helper]
     ]
     for (const [group, variant, samples] of groups) {
       for (const r of results) {

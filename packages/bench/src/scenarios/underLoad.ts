@@ -199,7 +199,7 @@ export const run = (ctx: Ctx): Effect.Effect<ScenarioOutput> => {
                   {
                     scenario: spawnScenario,
                     group: `9-spawn-${phase}`,
-                    variant: `Shepherd (fork helper) pool.spawn, ${when}`,
+                    variant: `Shepherd (fork helper, the default) pool.spawn, ${when}`,
                     unit: "spawns/s",
                     better: "higher",
                     samples: s.spawnHelper
@@ -229,7 +229,7 @@ export const run = (ctx: Ctx): Effect.Effect<ScenarioOutput> => {
                   {
                     scenario: handoffScenario,
                     group: `9-handoff-${phase}`,
-                    variant: `Shepherd (fork helper) slots: 1, ${when}`,
+                    variant: `Shepherd (fork helper, the default) slots: 1, ${when}`,
                     unit: "ms",
                     better: "lower",
                     samples: s.handoffHelper
