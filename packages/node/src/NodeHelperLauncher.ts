@@ -1,5 +1,5 @@
 /**
- * The launcher of `forkFrom: "helper"`: every tree is forked by the fork
+ * The launcher of `forkFrom: "helper"` (the default): every tree is forked by the fork
  * helper (`internal/forkHelper.ts`), a small Node process started with the
  * pool, instead of by the host. fork(2) copies the page tables of the process
  * that forks, so a host holding GiBs of `Buffer` memory blocks its event loop
@@ -9,8 +9,8 @@
  * The guarantees stay the host launcher's:
  * - the leader's identity is read by the helper before it could have reaped
  *   the child; the host signals the leader first (as the host launcher does)
- *   after checking pid, start time and that it is still the live helper's
- *   child;
+ *   only while it is the live helper's unreaped child: among the helper's
+ *   children while no spawn is unanswered, else by pid, start time and parent;
  * - the helper hands the parent ends of the stdio pipes to the host without
  *   reading a byte;
  * - the fork witness compares the machine's fork count with the helper's own

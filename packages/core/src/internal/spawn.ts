@@ -120,7 +120,6 @@ export const make = (ctx: Context): (
       if (refused !== undefined) return yield* refused
     }
     const callerScope = yield* Scope.Scope
-    const env = Tree.environment(ctx, command)
     const waitStart = yield* Clock.currentTimeMillis
     const openForSpawn = target === undefined
       ? Sessions.open(registry, sessionId, true)
@@ -131,6 +130,8 @@ export const make = (ctx: Context): (
     return yield* Effect.uninterruptibleMask((restore) =>
       Effect.flatMap(openForSpawn, (session) =>
         Effect.gen(function*() {
+          // A local of this generator only (no closure holds it): the tree does not keep it alive.
+          const env = Tree.environment(ctx, command)
           const acquired = yield* Slots.take(
             slots,
             { session: sessionId, command: display },
