@@ -130,7 +130,7 @@ export const make = (ctx: Context): (
     return yield* Effect.uninterruptibleMask((restore) =>
       Effect.flatMap(openForSpawn, (session) =>
         Effect.gen(function*() {
-          // A local of this generator only (no closure holds it): the tree does not keep it alive.
+          // Built before the wait for a slot: a queued spawn starts as soon as one is free.
           const env = Tree.environment(ctx, command)
           const acquired = yield* Slots.take(
             slots,

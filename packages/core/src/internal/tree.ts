@@ -108,8 +108,11 @@ export interface Request {
   readonly callerScope: Scope.Scope
   /** Resource limits of this tree (cgroup containment). */
   readonly limits?: Containment.Limits | undefined
-  /** The child's environment (see `environment`), `SHEPHERD_ID` still to be set. */
-  readonly env: { readonly env: Record<string, string>; readonly explain: EnvPolicy.EnvExplain }
+  /**
+   * The child's environment (see `environment`), `SHEPHERD_ID` still to be set. Taken (cleared) by
+   * `launch`: every closure of a live tree holds the request, and the copy must not live as long.
+   */
+  env: { readonly env: Record<string, string>; readonly explain: EnvPolicy.EnvExplain } | undefined
 }
 
 /**
@@ -149,7 +152,8 @@ export const launch = (
     const slotWaitMs = (yield* Clock.currentTimeMillis) - request.waitStart
     const id = ++ctx.trees.counter
     const shepherdId = `${ctx.poolId}:${id}`
-    const { env, explain } = request.env
+    const { env, explain } = request.env!
+    request.env = undefined
     env.SHEPHERD_ID = shepherdId
     const secrets = secretsOf(command)
 
