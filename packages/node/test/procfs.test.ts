@@ -128,24 +128,27 @@ describe("procfs", () => {
     }
   })
 
-  it.runIf(hasProc)("readChildren lists a process's unreaped children, zombies included, and nothing once it is gone", async () => {
-    // One child exits at once and stays a zombie (its parent never waits); one sleeps.
-    const parent = NodeChildProcess.spawn("sh", ["-c", "sh -c 'exit 0' & sleep 30 & exec sleep 30"], {
-      stdio: "ignore",
-      detached: true
-    })
-    try {
-      let children: Array<number> | undefined
-      await waitUntil(() => {
-        children = procfs.readChildren(parent.pid!)
-        return children?.length === 2 && children.some((pid) => procfs.readStat(pid)?.state === "Z")
+  it.runIf(hasProc)(
+    "readChildren lists a process's unreaped children, zombies included, and nothing once it is gone",
+    async () => {
+      // One child exits at once and stays a zombie (its parent never waits); one sleeps.
+      const parent = NodeChildProcess.spawn("sh", ["-c", "sh -c 'exit 0' & sleep 30 & exec sleep 30"], {
+        stdio: "ignore",
+        detached: true
       })
-      for (const pid of children!) assert.strictEqual(procfs.readStat(pid)?.ppid, parent.pid)
-      assert.deepStrictEqual(procfs.readChildren(process.pid)?.includes(parent.pid!), true)
-    } finally {
-      kill(parent.pid)
+      try {
+        let children: Array<number> | undefined
+        await waitUntil(() => {
+          children = procfs.readChildren(parent.pid!)
+          return children?.length === 2 && children.some((pid) => procfs.readStat(pid)?.state === "Z")
+        })
+        for (const pid of children!) assert.strictEqual(procfs.readStat(pid)?.ppid, parent.pid)
+        assert.deepStrictEqual(procfs.readChildren(process.pid)?.includes(parent.pid!), true)
+      } finally {
+        kill(parent.pid)
+      }
+      await waitUntil(() => procfs.readStat(parent.pid!) === undefined)
+      assert.isUndefined(procfs.readChildren(parent.pid!))
     }
-    await waitUntil(() => procfs.readStat(parent.pid!) === undefined)
-    assert.isUndefined(procfs.readChildren(parent.pid!))
-  })
+  )
 })
