@@ -82,6 +82,8 @@ export const run = (
       slots: 1,
       slotTimeout: "Infinity",
       ledger: false,
+      // One command, one fork: a fork helper (a Node process of its own) would cost more than it saves.
+      forkFrom: "host",
       kill: { grace: kill.grace, forceWait: kill.forceWait }
     })),
     // Signals are forwarded above; the run ends when the tree is gone, not when the host is interrupted.
