@@ -66,6 +66,13 @@ describe("fork helper", () => {
         yield* Effect.forEach(orphans, (m) => awaitMembers(m.shepherdId, 3))
         const helper = helperOf(orphans[0]!.pid)
         assert.isDefined(helper)
+        // The doctor names it.
+        assert.deepStrictEqual((yield* pool.doctor).launcher, {
+          forkFrom: "helper",
+          pid: helper!,
+          alive: true,
+          deaths: 0
+        })
         signal(helper!, "SIGKILL")
         yield* eventually("the helper to die", () => !isAlive(helper!))
 
@@ -87,6 +94,11 @@ describe("fork helper", () => {
         const second = helperOf(next.pid)
         assert.isDefined(second, "a new helper forked it")
         assert.notStrictEqual(second, helper)
+        const launcher = (yield* pool.doctor).launcher!
+        assert.strictEqual(launcher.pid, second)
+        assert.strictEqual(launcher.deaths, 1)
+        assert.strictEqual(launcher.lastError, `fork helper ${helper} exited`)
+        assert.isUndefined(launcher.fallback)
 
         const reports = yield* pool.closeSession("s")
         assert.deepStrictEqual(

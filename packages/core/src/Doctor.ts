@@ -160,6 +160,15 @@ export const DoctorReport = Schema.Struct({
     /** Spawns waiting for a stalled lifeline. */
     waiting: Schema.optionalKey(Schema.Int)
   })),
+  /** What forks the trees: the host, or the pool's fork helper (its pid, deaths, why the host forks instead). */
+  launcher: Schema.optionalKey(Schema.Struct({
+    forkFrom: Schema.Literals(["host", "helper"]),
+    pid: Schema.optionalKey(Schema.Int),
+    alive: Schema.Boolean,
+    deaths: Schema.Int,
+    lastError: Schema.optionalKey(Schema.String),
+    fallback: Schema.optionalKey(Schema.String)
+  })),
   envPolicy: EnvPolicy,
   /** Which containment is in force, and why. */
   containment: Schema.optionalKey(Containment.Status),

@@ -92,6 +92,27 @@ export interface Launched {
 }
 
 /**
+ * What forks a pool's trees, as the doctor reports it.
+ *
+ * @since 0.4.0
+ * @category models
+ */
+export interface LauncherStatus {
+  /** `"host"` (the host forks) or `"helper"` (the pool's fork helper forks). */
+  readonly forkFrom: "host" | "helper"
+  /** The fork helper's pid, while one runs. */
+  readonly pid?: number | undefined
+  /** A fork helper runs and has said it is loaded. */
+  readonly alive: boolean
+  /** Fork helpers that died or were killed (stuck) so far. */
+  readonly deaths: number
+  /** Why the last one died. */
+  readonly lastError?: string | undefined
+  /** Why the host forks although a helper was asked for (it could not load, or died too often). */
+  readonly fallback?: string | undefined
+}
+
+/**
  * @since 0.1.0
  * @category services
  */
@@ -108,4 +129,6 @@ export class ProcessLauncher extends Context.Service<ProcessLauncher, {
     env: Readonly<Record<string, string>>,
     options?: LaunchOptions
   ) => Effect.Effect<Launched, PlatformError.PlatformError | SpawnError | LimitUnavailable, Scope.Scope>
+  /** What forks the trees (for the doctor). Optional: a launcher without it is not reported. */
+  readonly status?: Effect.Effect<LauncherStatus> | undefined
 }>()("@shepherd/core/ProcessLauncher") {}

@@ -30,7 +30,7 @@
  * @since 0.4.0
  */
 import { ProcessLauncher } from "@shepherd/core/ProcessLauncher"
-import type { ExitStatus, Launched } from "@shepherd/core/ProcessLauncher"
+import type { ExitStatus, Launched, LauncherStatus } from "@shepherd/core/ProcessLauncher"
 import type { Signal } from "@shepherd/core/Signal"
 import * as Deferred from "effect/Deferred"
 import * as Effect from "effect/Effect"
@@ -160,7 +160,15 @@ export const make = (options?: {
     /** The helper could not be started: the host forks. */
     let broken = false
     let nextId = 0
+    /** When helpers died, within the last `deathWindowMs`. */
     const deaths: Array<number> = []
+    let deathCount = 0
+    let lastDeath: string | undefined
+    const recentDeaths = (): number => {
+      const now = Date.now()
+      while (deaths.length > 0 && now - deaths[0]! > deathWindowMs) deaths.shift()
+      return deaths.length
+    }
     /**
      * Leaders whose exit the host must see in /proc, not from the helper: the helper died (they are
      * orphans), or the host SIGKILLed them (the helper may be stuck, and its word never come).
@@ -430,6 +438,8 @@ export const make = (options?: {
       }
       h.child.kill("SIGKILL")
       deaths.push(Date.now())
+      deathCount++
+      lastDeath = `fork helper ${h.child.pid ?? "(no pid)"} ${killed ? why : "exited"}`
       for (const entry of h.entries.values()) {
         if (!h.ready && !killed) {
           // It left without a word, every message of it read: it never loaded, and forked nothing.
@@ -508,9 +518,7 @@ export const make = (options?: {
     const current = (): Helper | undefined => {
       if (released || broken) return undefined
       if (helper !== undefined && !helper.dead) return helper
-      const now = Date.now()
-      while (deaths.length > 0 && now - deaths[0]! > deathWindowMs) deaths.shift()
-      if (deaths.length >= maxDeaths) return undefined
+      if (recentDeaths() >= maxDeaths) return undefined
       helper = start()
       return helper
     }
@@ -704,7 +712,24 @@ export const make = (options?: {
       return launched
     }, Effect.uninterruptible)
 
-    return ProcessLauncher.of({ inheritedEnv: host.inheritedEnv, launch })
+    const status = Effect.sync((): LauncherStatus => {
+      const h = helper !== undefined && !helper.dead ? helper : undefined
+      const fallback = broken
+        ? "the fork helper could not load: the host forks"
+        : h === undefined && recentDeaths() >= maxDeaths
+        ? `${maxDeaths} fork helpers died within ${deathWindowMs / 1000} s: the host forks for now`
+        : undefined
+      return {
+        forkFrom: "helper",
+        ...(h?.child.pid === undefined ? {} : { pid: h.child.pid }),
+        alive: h?.ready === true,
+        deaths: deathCount,
+        ...(lastDeath === undefined ? {} : { lastError: lastDeath }),
+        ...(fallback === undefined ? {} : { fallback })
+      }
+    })
+
+    return ProcessLauncher.of({ inheritedEnv: host.inheritedEnv, launch, status })
   })
 
 /**

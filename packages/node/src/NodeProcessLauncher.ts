@@ -88,7 +88,8 @@ export const make = (): ProcessLauncher["Service"] =>
   ProcessLauncher.of({
     // Read-only use: the pool builds each child's environment as a new object from it.
     inheritedEnv: () => process.env,
-    launch
+    launch,
+    status: Effect.succeed({ forkFrom: "host", alive: true, deaths: 0 })
   })
 
 /**

@@ -11,6 +11,7 @@ import * as Option from "effect/Option"
 import type * as Containment from "../Containment.ts"
 import type * as Doctor from "../Doctor.ts"
 import * as Ledger from "../Ledger.ts"
+import type { ProcessLauncher } from "../ProcessLauncher.ts"
 import type { ProcessTable } from "../ProcessTable.ts"
 import type * as Reaper from "../Reaper.ts"
 import type * as ShepherdConfig from "../ShepherdConfig.ts"
@@ -39,6 +40,7 @@ export interface Sources {
   readonly recovery: Reaper.RecoveryReport | undefined
   readonly reaper: Reaper.Reaper
   readonly containment: Containment.Attached
+  readonly launcher: ProcessLauncher["Service"]
 }
 
 type Member = Doctor.DoctorReport["sessions"][number]["processes"][number]["members"][number]
@@ -92,6 +94,7 @@ export const make = (sources: Sources): Effect.Effect<Doctor.DoctorReport> =>
         })
       ))
     const lifelineStatus = lifeline === undefined ? undefined : yield* lifeline.status
+    const launcherStatus = sources.launcher.status === undefined ? undefined : yield* sources.launcher.status
     const lastCompaction = ledger === undefined ? undefined : yield* ledger.lastCompaction
     const lastTick = Option.getOrUndefined(yield* sources.reaper.lastTick)
     const sessions = [...registry.sessions.values()]
@@ -169,6 +172,16 @@ export const make = (sources: Sources): Effect.Effect<Doctor.DoctorReport> =>
           ...(lifelineStatus.waiting === undefined || lifelineStatus.waiting === 0
             ? {}
             : { waiting: lifelineStatus.waiting })
+        }
+      }),
+      ...(launcherStatus === undefined ? {} : {
+        launcher: {
+          forkFrom: launcherStatus.forkFrom,
+          ...(launcherStatus.pid === undefined ? {} : { pid: launcherStatus.pid }),
+          alive: launcherStatus.alive,
+          deaths: launcherStatus.deaths,
+          ...(launcherStatus.lastError === undefined ? {} : { lastError: launcherStatus.lastError }),
+          ...(launcherStatus.fallback === undefined ? {} : { fallback: launcherStatus.fallback })
         }
       }),
       envPolicy: config.env,

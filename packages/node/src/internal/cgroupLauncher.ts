@@ -270,6 +270,7 @@ export const make = (
 ): ProcessLauncher["Service"] =>
   ProcessLauncher.of({
     inheritedEnv: base.inheritedEnv,
+    status: base.status,
     launch: (command, env, options) => {
       const pool = options === undefined ? undefined : pools.get(options.poolId)
       return pool === undefined || options === undefined
