@@ -91,6 +91,8 @@ const deathWindowMs = 60_000
 const watchPollMs = 20
 /** How long a reading of a helper's children may name its leaders: well within one clock tick of a start time. */
 const childrenFreshMs = 1
+/** How long a helper that was blocked in a spawn has to answer once the fork is over. */
+const forkEndedWithinMs = 5_000
 /** How long after its SIGKILL a leader's exit is awaited from the helper before /proc is asked. */
 const stuckAfterMs = 200
 
@@ -122,7 +124,9 @@ interface Helper {
   writable: boolean
   /** Spawn requests sent to it so far. */
   spawnsSent: number
-  /** Its unreaped children as last read, for the signals of one sweep (see `children`). */
+  /** When it was last seen blocked in a spawn (see `forking`). */
+  forkingSeen: number | undefined
+  /** Its unreaped children as last read, for the signals of one sweep (see `leaderNow`). */
   children: Children | undefined
 }
 
@@ -371,10 +375,19 @@ export const make = (options?: {
     /**
      * Whether `h` has been silent for `answerWithinMs` since `since`, looked at once the event loop
      * has read what came meanwhile (after a pause of the host's own, the timer fires before the
-     * messages that did arrive are read).
+     * messages that did arrive are read). A helper seen forking within `forkEndedWithinMs` is not
+     * silent yet: its child has just exec'd, and the answer is on its way once the helper runs again
+     * (on a loaded machine that can take a while).
      */
     const silent = (h: Helper, since: number, then: (silent: boolean) => void) =>
-      setImmediate(() => then(!h.dead && quietFor(h, since) <= 0 && !forking(h)))
+      setImmediate(() => {
+        if (h.dead || quietFor(h, since) > 0) return then(false)
+        if (forking(h)) {
+          h.forkingSeen = Date.now()
+          return then(false)
+        }
+        then(h.forkingSeen === undefined || Date.now() - h.forkingSeen > forkEndedWithinMs)
+      })
     /**
      * Whether `h` is busy, not stuck: blocked in a spawn whose child has not exec'd yet (still its
      * copy, searching a slow PATH). A host forking itself would wait the same.
@@ -485,6 +498,7 @@ export const make = (options?: {
         heartbeat: undefined,
         writable: true,
         spawnsSent: 0,
+        forkingSeen: undefined,
         children: undefined
       }
       helperPids.add(child.pid)
