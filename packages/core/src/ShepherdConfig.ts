@@ -62,7 +62,7 @@ export const KillPolicyConfig = Schema.Struct({
  * | `containment` | `SHEPHERD_CONTAINMENT`, else `"auto"` | `"auto"`, `"cgroup"` or `"process-group"` (read by the platform layer) |
  * | `cgroup.base` | detected | the cgroup v2 directory to create the pool's cgroup in |
  * | `cgroup.placement` | `"wrapper"` | `"wrapper"` (race-free) or `"post-spawn"` (faster, racy) |
- * | `forkFrom` | `"helper"` | `"helper"`: a small helper process forks the trees, so a spawn never blocks the host's event loop for as long as fork(2) takes to copy the host's page tables; `"host"`: the host forks them itself, one process less (read by the platform layer) |
+ * | `forkFrom` | `"helper"` | `"helper"`: a small helper process forks the trees, so a spawn never blocks the host's event loop for as long as fork(2) takes to copy the host's page tables (Linux; elsewhere the host forks); `"host"`: the host forks them itself, one process less (read by the platform layer) |
  *
  * @since 0.1.0
  * @category schemas

@@ -89,8 +89,6 @@ const helperEnv = (): NodeJS.ProcessEnv => {
 const maxDeaths = 5
 const deathWindowMs = 60_000
 const watchPollMs = 20
-/** How long a reading of a helper's children may name its leaders: well within one clock tick of a start time. */
-const childrenFreshMs = 1
 /** How long a helper that was blocked in a spawn has to answer once the fork is over. */
 const forkEndedWithinMs = 5_000
 /** How long after its SIGKILL a leader's exit is awaited from the helper before /proc is asked. */
@@ -102,6 +100,13 @@ interface Entry {
   readonly pipes: { stdin: net.Socket | null; stdout: net.Socket | null; stderr: net.Socket | null }
   pid: number | undefined
   startTime: string
+  /**
+   * The leader's `/proc/<pid>/stat`, opened when the helper answered and the identity checked: it
+   * names that process, not its pid (once the process is reaped it reads ESRCH, whoever has the pid
+   * since), so a signal needs no stat by path, and a pid handed out again, even within the leader's
+   * clock tick, cannot pass for it. Closed once its exit is recorded.
+   */
+  statFd: number | undefined
   /** Resumes the launch waiting for the helper's answer (cleared once answered). */
   answer: ((reply: Extract<Reply, { t: "spawned" | "failed" }> | string) => void) | undefined
 }
@@ -122,22 +127,8 @@ interface Helper {
   heartbeat: ReturnType<typeof setInterval> | undefined
   /** False once a write failed: nothing more is sent to it. */
   writable: boolean
-  /** Spawn requests sent to it so far. */
-  spawnsSent: number
   /** When it was last seen blocked in a spawn (see `forking`). */
   forkingSeen: number | undefined
-  /** Its unreaped children as last read, for the signals of one sweep (see `leaderNow`). */
-  children: Children | undefined
-}
-
-/** A reading of a helper's unreaped children, valid within one synchronous run for at most `childrenFreshMs`. */
-interface Children {
-  readonly at: number
-  /** `Helper.spawnsSent` when read. */
-  readonly sent: number
-  /** Each child's pid to the one entry it leads; `undefined` when the reading proves nothing. */
-  readonly leaders: ReadonlyMap<number, Entry> | undefined
-  stale: boolean
 }
 
 /** The answer to a spawn sent to a helper that died before it was loaded: nothing was forked. */
@@ -192,7 +183,7 @@ export const make = (options?: {
           const status = entry.watch.status === undefined ? exitSeen(entry) : entry.watch.status
           if (status === undefined) continue
           watched.delete(entry)
-          launchIo.recordExit(entry.watch, status)
+          exited(entry, status)
         }
         if (watched.size === 0) {
           clearInterval(watchTimer)
@@ -218,6 +209,47 @@ export const make = (options?: {
       }
     }
 
+    /** Whether the process a kept stat descriptor names runs (not reaped, not dead); `undefined`: cannot tell. */
+    const runs = (fd: number, pid: number): boolean | undefined => {
+      try {
+        const state = procfs.readOpenState(fd)
+        return state !== undefined && !procfs.isDeadState(pid, state)
+      } catch {
+        return undefined
+      }
+    }
+
+    /**
+     * Opens the just-answered leader's stat and checks its identity (start time, and parent while the
+     * helper lives): the descriptor then names that process for good. `undefined` without one.
+     */
+    const openIdentity = (h: Helper, entry: Entry): number | undefined => {
+      if (entry.pid === undefined || entry.startTime === "0") return undefined
+      const fd = procfs.openStat(entry.pid)
+      if (fd === undefined) return undefined
+      let stat: procfs.Stat | undefined
+      try {
+        stat = procfs.readOpenStat(fd, entry.pid)
+      } catch {
+        stat = undefined
+      }
+      if (stat !== undefined && stat.startTime === entry.startTime && (h.dead || stat.ppid === h.child.pid)) return fd
+      fs.closeSync(fd)
+      return undefined
+    }
+
+    const closeIdentity = (entry: Entry) => {
+      if (entry.statFd === undefined) return
+      fs.closeSync(entry.statFd)
+      entry.statFd = undefined
+    }
+
+    /** Records the leader's exit (once), and lets go of its stat descriptor. */
+    const exited = (entry: Entry, status: ExitStatus) => {
+      launchIo.recordExit(entry.watch, status)
+      closeIdentity(entry)
+    }
+
     const table = NodeProcessTable.make()
     /**
      * SIGKILLs (identity-checked) every process carrying `cookie` until two looks in a row find none
@@ -241,13 +273,17 @@ export const make = (options?: {
      * status is its `exit_code` (field 52 of its stat); a process gone or replaced exited unseen.
      */
     const exitSeen = (entry: Entry): ExitStatus | undefined => {
-      let text: string
+      let text: string | undefined
       try {
-        text = fs.readFileSync(`/proc/${entry.pid}/stat`, "latin1")
+        text = entry.statFd !== undefined
+          ? procfs.readOpenStatText(entry.statFd)
+          : fs.readFileSync(`/proc/${entry.pid}/stat`, "latin1")
       } catch (error) {
         const code = (error as NodeJS.ErrnoException).code
         return code === "ENOENT" || code === "ESRCH" ? { code: null, signal: null } : undefined
       }
+      // Reaped: its descriptor reads ESRCH, whoever has its pid now.
+      if (text === undefined) return { code: null, signal: null }
       const stat = procfs.parseStat(entry.pid!, text)
       if (stat === undefined) return undefined
       // Without its start time (unreadable at the spawn) the pid alone proves nothing: wait for it to go.
@@ -304,7 +340,7 @@ export const make = (options?: {
           const entry = h.entries.get(exit.id)
           if (entry === undefined) continue
           forget(h, entry)
-          launchIo.recordExit(entry.watch, { code: exit.code, signal: exit.signal })
+          exited(entry, { code: exit.code, signal: exit.signal })
         }
         return
       }
@@ -325,6 +361,7 @@ export const make = (options?: {
         case "spawned": {
           entry.pid = reply.pid
           entry.startTime = reply.startTime
+          entry.statFd = openIdentity(h, entry)
           entry.answer?.(reply)
           return
         }
@@ -497,9 +534,7 @@ export const make = (options?: {
         pingAt: undefined,
         heartbeat: undefined,
         writable: true,
-        spawnsSent: 0,
-        forkingSeen: undefined,
-        children: undefined
+        forkingSeen: undefined
       }
       helperPids.add(child.pid)
       // While it has trees, a helper that stops answering pings (stopped, wedged) is killed: its
@@ -549,71 +584,28 @@ export const make = (options?: {
       return now !== undefined && now - mark.forks === h.forksSeen - mark.own
     }
 
-    /**
-     * Whether `entry`'s leader is, right now, the helper's unreaped child (a zombie cannot take a
-     * signal, nor lose its pid), from one reading of the helper's children per synchronous run:
-     * `undefined` when that reading proves nothing.
-     *
-     * A pid among them names the entry's leader only while no spawn is unanswered (the helper forks
-     * only what the host asks for, and each fork is answered with its pid, after the exits it has
-     * seen): then each child is a tree the host knows, and the entry must be the one tree with that
-     * pid. The reading expires within `childrenFreshMs`: a leader reaped after it leaves its pid free
-     * for a stranger, as a start time leaves it within its clock tick.
-     */
-    const leaderNow = (h: Helper, entry: Entry): boolean | undefined => {
-      if (h.dead || entry.pid === undefined) return undefined
-      let c = h.children
-      const at = performance.now()
-      if (c === undefined || c.stale || c.sent !== h.spawnsSent || at - c.at > childrenFreshMs) {
-        c = { at, sent: h.spawnsSent, leaders: readChildren(h), stale: false }
-        h.children = c
-        const read = c
-        queueMicrotask(() => {
-          read.stale = true
-        })
-      }
-      if (c.leaders === undefined) return undefined
-      return c.leaders.get(entry.pid) === entry
-    }
-
-    /** The helper's children as the trees they lead; `undefined` while a spawn is unanswered or unreadable. */
-    const readChildren = (h: Helper): ReadonlyMap<number, Entry> | undefined => {
-      // null: a pid two live entries claim (never, while exits come before later answers), names neither
-      const byPid = new Map<number, Entry | null>()
-      for (const e of h.entries.values()) {
-        if (e.pid === undefined) return undefined // an unanswered spawn: a child the host cannot name yet
-        if (e.watch.status === undefined) byPid.set(e.pid, byPid.has(e.pid) ? null : e)
-      }
-      const pids = procfs.readChildren(h.child.pid!)
-      if (pids === undefined) return undefined
-      const leaders = new Map<number, Entry>()
-      for (const pid of pids) {
-        const e = byPid.get(pid)
-        if (e !== undefined && e !== null) leaders.set(pid, e)
-      }
-      return leaders
-    }
-
     const signal = (h: Helper, entry: Entry) => (sig: Signal): boolean => {
       if (entry.watch.status !== undefined || entry.pid === undefined) return false
       // Without a start time (unreadable at the spawn) only the helper's unreaped handle names it.
       if (entry.startTime === "0") return send(h, { t: "kill", id: entry.id, signal: sig })
       // Directly, in the pool's order (a leader before its members): a round trip through the helper
       // would let the members hear first. The helper reaps the leader before the host hears of its
-      // exit, so pid and start time (10 ms ticks) are not enough: while the helper lives, the process
-      // must also be its child. A sweep over hundreds of leaders reads the helper's children once
-      // (see `leaderNow`); one leader at a time, its stat.
-      const now = leaderNow(h, entry)
-      let ok = now === undefined ? identified(entry, h.dead ? undefined : h.child.pid) : now
+      // exit: its kept stat descriptor tells whether it still runs (see `Entry.statFd`). Without one
+      // (out of descriptors), pid and start time (10 ms ticks) are not enough: while the helper lives,
+      // the process must also be its child.
+      let ok = entry.statFd !== undefined
+        ? runs(entry.statFd, entry.pid)
+        : identified(entry, h.dead ? undefined : h.child.pid)
       // Not the helper's child any more: the helper may have died just now (its death not read
       // yet), and its orphan is then checked by identity alone.
-      if (ok === false && !h.dead && !alive(h.child.pid!)) ok = identified(entry)
+      if (ok === false && entry.statFd === undefined && !h.dead && !alive(h.child.pid!)) ok = identified(entry)
       if (ok !== true) return false
       try {
         process.kill(entry.pid, sig)
       } catch {
         return false
       }
+      forkWitness.signalled()
       if (sig === "SIGKILL") watchExit(entry, Date.now() + stuckAfterMs)
       return true
     }
@@ -622,6 +614,7 @@ export const make = (options?: {
       Effect.sync(() => {
         released = true
         if (watchTimer !== undefined) clearInterval(watchTimer)
+        for (const entry of [...watched.keys(), ...(helper?.entries.values() ?? [])]) closeIdentity(entry)
         if (helper !== undefined && helper.child.connected) helper.child.disconnect()
       })
     )
@@ -650,6 +643,7 @@ export const make = (options?: {
         pipes: { stdin: null, stdout: null, stderr: null },
         pid: undefined,
         startTime: "0",
+        statFd: undefined,
         answer: undefined
       }
       h.entries.set(entry.id, entry)
@@ -664,7 +658,6 @@ export const make = (options?: {
         stdio,
         shell: command.options.shell
       })
-      h.spawnsSent++
       if (!sent) {
         forget(h, entry)
         return yield* host.launch(command, env)

@@ -74,7 +74,11 @@ const launch = Effect.fnUntraced(function*(
     onExit: launchIo.onExit(watch),
     alone: () => forkWitness.alone(before),
     // Node refuses (returns false) once it has reaped the child, so this never reaches a reused pid.
-    signal: (signal) => watch.status === undefined && child.kill(signal),
+    signal: (signal) => {
+      if (watch.status !== undefined || !child.kill(signal)) return false
+      forkWitness.signalled()
+      return true
+    },
     io: yield* launchIo.io(command, child)
   }
   return launched

@@ -129,26 +129,32 @@ describe("procfs", () => {
   })
 
   it.runIf(hasProc)(
-    "readChildren lists a process's unreaped children, zombies included, and nothing once it is gone",
+    "a kept stat descriptor names its process: a zombie reads as one, a reaped process as gone",
     async () => {
-      // One child exits at once and stays a zombie (its parent never waits); one sleeps.
-      const parent = NodeChildProcess.spawn("sh", ["-c", "sh -c 'exit 0' & sleep 30 & exec sleep 30"], {
-        stdio: "ignore",
+      // The shell forks a child it never waits for (it execs sleep): once killed, that child stays a zombie.
+      const parent = NodeChildProcess.spawn("sh", ["-c", "sleep 30 & echo $!; exec sleep 30"], {
+        stdio: ["ignore", "pipe", "ignore"],
         detached: true
       })
       try {
-        let children: Array<number> | undefined
-        await waitUntil(() => {
-          children = procfs.readChildren(parent.pid!)
-          return children?.length === 2 && children.some((pid) => procfs.readStat(pid)?.state === "Z")
-        })
-        for (const pid of children!) assert.strictEqual(procfs.readStat(pid)?.ppid, parent.pid)
-        assert.deepStrictEqual(procfs.readChildren(process.pid)?.includes(parent.pid!), true)
+        const child = await new Promise<number>((resolve) =>
+          parent.stdout!.once("data", (chunk: Buffer) => resolve(Number(String(chunk).trim())))
+        )
+        const fd = procfs.openStat(child)!
+        try {
+          assert.strictEqual(procfs.readOpenStat(fd, child)?.ppid, parent.pid)
+          process.kill(child, "SIGKILL")
+          await waitUntil(() => procfs.readOpenStat(fd, child)?.state === "Z")
+          // Its parent dies: the init reaps the zombie, and the descriptor reads it as gone for good.
+          kill(parent.pid)
+          await waitUntil(() => procfs.readOpenStat(fd, child) === undefined)
+          assert.isUndefined(procfs.readOpenStatText(fd))
+        } finally {
+          fs.closeSync(fd)
+        }
       } finally {
         kill(parent.pid)
       }
-      await waitUntil(() => procfs.readStat(parent.pid!) === undefined)
-      assert.isUndefined(procfs.readChildren(parent.pid!))
     }
   )
 })

@@ -119,7 +119,9 @@ const run = () => {
         cwd: request.cwd,
         env: request.env,
         stdio: [...request.stdio],
-        detached: true,
+        // As the host launcher spawns: its own process group (not on Windows), no console window.
+        detached: process.platform !== "win32",
+        windowsHide: true,
         shell: request.shell
       })
     } catch (error) {

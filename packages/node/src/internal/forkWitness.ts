@@ -61,6 +61,15 @@ export const mark = (): Mark | undefined => read()
 /** The machine's fork count now (the reading shared within this synchronous run), `undefined` if unreadable. */
 export const machineForks = (): number | undefined => read()?.forks
 
+/**
+ * Forgets the reading of the current synchronous run once a leader was signalled: a later
+ * `alone()` in the same run (the fork scan after a SIGKILL sweep) must count the forks made up to
+ * the signal.
+ */
+export const signalled = (): void => {
+  fresh = undefined
+}
+
 /** Counts one of the launcher's forks (a child that got a pid). */
 export const forked = (): void => {
   ownForks++

@@ -109,20 +109,56 @@ export const readStat = (pid: number): Stat | undefined => {
 }
 
 /**
- * The unreaped children (zombies included) of a process's main thread, from
- * `/proc/<pid>/task/<pid>/children`; `undefined` when that cannot be read (the
- * process is gone, or the kernel lacks `CONFIG_PROC_CHILDREN`).
+ * Opens `/proc/<pid>/stat` to be read again (`readOpenStat`): the descriptor names that process,
+ * not its pid. Once the process is reaped it reads ESRCH, even if the pid names another process by
+ * then (what a pidfd gives, from a file Node can open). `undefined` when it cannot be opened.
  */
-export const readChildren = (pid: number): Array<number> | undefined => {
-  let n: number
+export const openStat = (pid: number): number | undefined => {
   try {
-    n = readProc(`/proc/${pid}/task/${pid}/children`)
+    return fs.openSync(`/proc/${pid}/stat`, "r")
   } catch {
     return undefined
   }
-  if (n < 0) return undefined
-  const text = scratch.toString("latin1", 0, n).trim()
-  return text === "" ? [] : text.split(" ").map(Number)
+}
+
+/**
+ * The stat line read again through an `openStat` descriptor, `undefined` once its process is reaped;
+ * throws `Unreadable` when that cannot be told.
+ */
+export const readOpenStatText = (fd: number): string | undefined => {
+  let n: number
+  try {
+    // One read from the start: a stat line is far shorter than the scratch buffer.
+    n = fs.readSync(fd, scratch, 0, scratch.length, 0)
+    if (n === scratch.length) n = readAll(fd, true)
+  } catch (error) {
+    if (gone(error)) return undefined
+    throw new Unreadable(`stat descriptor ${fd}: ${(error as NodeJS.ErrnoException).code ?? String(error)}`)
+  }
+  return scratch.toString("latin1", 0, n)
+}
+
+/**
+ * The state letter (field 3) of an `openStat` descriptor's process, `undefined` once it is reaped;
+ * throws `Unreadable`. The cheap look a signal takes: one read, no parse.
+ */
+export const readOpenState = (fd: number): string | undefined => {
+  let n: number
+  try {
+    n = fs.readSync(fd, scratch, 0, 4096, 0)
+  } catch (error) {
+    if (gone(error)) return undefined
+    throw new Unreadable(`stat descriptor ${fd}: ${(error as NodeJS.ErrnoException).code ?? String(error)}`)
+  }
+  const close = scratch.lastIndexOf(0x29, n - 1) // the command name ends at the last ")"
+  if (close < 0 || close + 2 >= n) throw new Unreadable(`stat descriptor ${fd}: no state`)
+  return String.fromCharCode(scratch[close + 2]!)
+}
+
+/** The stat of an `openStat` descriptor's process, `undefined` once it is reaped; throws `Unreadable`. */
+export const readOpenStat = (fd: number, pid: number): Stat | undefined => {
+  const text = readOpenStatText(fd)
+  return text === undefined ? undefined : parseStat(pid, text)
 }
 
 /** The number of threads of a process, `undefined` if they cannot be counted. */
@@ -135,8 +171,11 @@ export const threadCount = (pid: number): number | undefined => {
 }
 
 /** Dead as `Membership.isDead` says; the threads are counted only for a zombie. */
-export const isDead = (stat: Stat): boolean =>
-  Membership.isDead(stat.state, stat.state === "Z" ? threadCount(stat.pid) : undefined)
+export const isDead = (stat: Stat): boolean => isDeadState(stat.pid, stat.state)
+
+/** `isDead` from a state letter alone (the threads of `pid` are counted only for a zombie). */
+export const isDeadState = (pid: number, state: string): boolean =>
+  Membership.isDead(state, state === "Z" ? threadCount(pid) : undefined)
 
 /**
  * A look at a pid for the membership rules (`Membership.Observe`): its stat
@@ -313,13 +352,27 @@ export const readForks = (): number | undefined => {
   }
 }
 
-/** Reads the `PidClock`. */
-export const readPidClock = (): PidClock | undefined => {
+/**
+ * The last pid handed out in this pid namespace (`/proc/sys/kernel/ns_last_pid`, kept open), or
+ * `undefined`. It moves with every pid allocated (a failed clone's too), so while it stands no
+ * process has been created since it was read.
+ */
+export const readLastPid = (): number | undefined => {
   try {
     const n = readAgain("/proc/sys/kernel/ns_last_pid")
     const lastPid = Number(scratch.toString("latin1", 0, n).trim())
+    return Number.isSafeInteger(lastPid) ? lastPid : undefined
+  } catch {
+    return undefined
+  }
+}
+
+/** Reads the `PidClock`. */
+export const readPidClock = (): PidClock | undefined => {
+  try {
+    const lastPid = readLastPid()
     const forks = readForks()
-    return Number.isSafeInteger(lastPid) && forks !== undefined ? { lastPid, forks } : undefined
+    return lastPid !== undefined && forks !== undefined ? { lastPid, forks } : undefined
   } catch {
     return undefined
   }
