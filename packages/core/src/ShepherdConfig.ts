@@ -62,7 +62,7 @@ export const KillPolicyConfig = Schema.Struct({
  * | `containment` | `SHEPHERD_CONTAINMENT`, else `"auto"` | `"auto"`, `"cgroup"` or `"process-group"` (read by the platform layer) |
  * | `cgroup.base` | detected | the cgroup v2 directory to create the pool's cgroup in |
  * | `cgroup.placement` | `"wrapper"` | `"wrapper"` (race-free) or `"post-spawn"` (faster, racy) |
- * | `forkFrom` | `"helper"` | `"helper"`: a small helper process forks the trees, so a spawn never blocks the host's event loop for as long as fork(2) takes to copy the host's page tables (Linux; elsewhere the host forks); `"host"`: the host forks them itself, one process less (read by the platform layer) |
+ * | `forkFrom` | `SHEPHERD_FORK_FROM`, else `"helper"` | `"helper"`: a small helper process forks the trees, so a spawn never blocks the host's event loop for as long as fork(2) takes to copy the host's page tables (Linux; elsewhere the host forks); `"host"`: the host forks them itself, one process less (read by the platform layer) |
  *
  * @since 0.1.0
  * @category schemas
@@ -134,9 +134,17 @@ export interface Resolved {
   /** The containment asked for; `undefined` for the platform's default (`SHEPHERD_CONTAINMENT`, else `auto`). */
   readonly containment: Containment.Mode | undefined
   readonly cgroup: { readonly base: string | undefined; readonly placement: Containment.Placement }
-  /** Which process forks the trees: the host, or the fork helper. */
-  readonly forkFrom: "host" | "helper"
+  /** Which process forks the trees; `undefined` for the platform's default (`SHEPHERD_FORK_FROM`, else `"helper"`). */
+  readonly forkFrom: ForkFrom | undefined
 }
+
+/**
+ * Which process forks a pool's trees: the host itself, or the pool's fork helper.
+ *
+ * @since 0.4.0
+ * @category models
+ */
+export type ForkFrom = "host" | "helper"
 
 // The path of the first failing field, e.g. ["kill", "grace"].
 const issuePath = (issue: SchemaIssue.Issue): ReadonlyArray<PropertyKey> => {
@@ -201,7 +209,7 @@ export const resolve = (input: unknown): Effect.Effect<Resolved, InvalidConfig> 
         lifelineWaitMs: config.lifelineWait === undefined ? 10_000 : KillPolicy.durationMillis(config.lifelineWait)!,
         containment: config.containment,
         cgroup: { base: config.cgroup?.base, placement: config.cgroup?.placement ?? "wrapper" },
-        forkFrom: config.forkFrom ?? "helper"
+        forkFrom: config.forkFrom
       })
     })
   )
@@ -271,6 +279,30 @@ export const fromEnv = (base: ShepherdConfig = {}): Effect.Effect<Resolved, Inva
     Effect.catchTag("ConfigError", (error) =>
       Effect.fail(new InvalidConfig({ field: "(environment)", reason: String(error) })))
   )
+
+/**
+ * Which process forks the trees of a resolved configuration: its own `forkFrom`, else
+ * `fromEnvironment` (the value of `SHEPHERD_FORK_FROM`, read by the platform layer), else
+ * `"helper"`. An invalid variable fails with `InvalidConfig` naming the field and the variable.
+ *
+ * @since 0.4.0
+ * @category constructors
+ */
+export const forkFrom = (
+  config: Resolved,
+  fromEnvironment: string | undefined
+): Effect.Effect<ForkFrom, InvalidConfig> => {
+  if (config.forkFrom !== undefined) return Effect.succeed(config.forkFrom)
+  if (fromEnvironment === undefined || fromEnvironment === "") return Effect.succeed("helper")
+  return fromEnvironment === "host" || fromEnvironment === "helper"
+    ? Effect.succeed(fromEnvironment)
+    : Effect.fail(
+      new InvalidConfig({
+        field: "forkFrom",
+        reason: `SHEPHERD_FORK_FROM=${JSON.stringify(fromEnvironment)}: expected "host" or "helper"`
+      })
+    )
+}
 
 /**
  * The containment of a resolved configuration: its own `containment`, else

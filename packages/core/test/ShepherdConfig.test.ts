@@ -49,7 +49,7 @@ describe("ShepherdConfig.resolve", () => {
       assert.deepStrictEqual(config.kill, KillPolicy.defaults)
       assert.deepStrictEqual(config.env, EnvPolicy.inherit)
       assert.strictEqual(config.lifelineWaitMs, 10_000)
-      assert.strictEqual(config.forkFrom, "helper")
+      assert.isUndefined(config.forkFrom) // the platform layer's default: SHEPHERD_FORK_FROM, else "helper"
     }))
 
   it.effect("resolves durations, Infinity and presets", () =>
@@ -139,6 +139,18 @@ describe("forkFrom config", () => {
       assert.strictEqual(config.forkFrom, "helper")
       const bad = yield* Effect.flip(ShepherdConfig.fromEnv().pipe(withEnv({ SHEPHERD_FORK_FROM: "parent" })))
       assert.strictEqual(bad.field, "forkFrom")
+    }))
+
+  it.effect("a config without forkFrom takes SHEPHERD_FORK_FROM, else the helper; a bad variable names the field", () =>
+    Effect.gen(function*() {
+      const unset = yield* ShepherdConfig.resolve({})
+      assert.strictEqual(yield* ShepherdConfig.forkFrom(unset, undefined), "helper")
+      assert.strictEqual(yield* ShepherdConfig.forkFrom(unset, "host"), "host")
+      const set = yield* ShepherdConfig.resolve({ forkFrom: "helper" })
+      assert.strictEqual(yield* ShepherdConfig.forkFrom(set, "host"), "helper")
+      const bad = yield* Effect.flip(ShepherdConfig.forkFrom(unset, "child"))
+      assert.strictEqual(bad.field, "forkFrom")
+      assert.include(bad.message, "SHEPHERD_FORK_FROM")
     }))
 })
 

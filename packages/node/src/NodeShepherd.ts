@@ -71,9 +71,10 @@ export const layerResolved = (
   const lifeline = config.lifeline ? NodeLifeline.layer : Layer.empty
   // The containment decorates the launcher: one per pool layer (cgroups where usable). The fork
   // helper needs /proc for its leaders' identities: elsewhere the host forks.
-  const launcher = config.forkFrom === "helper" && process.platform === "linux"
-    ? NodeHelperLauncher.layer
-    : NodeProcessLauncher.layer
+  const launcher = Layer.unwrap(Effect.map(
+    ShepherdConfig.forkFrom(config, process.env.SHEPHERD_FORK_FROM),
+    (from) => from === "helper" && process.platform === "linux" ? NodeHelperLauncher.layer : NodeProcessLauncher.layer
+  ))
   const contained = NodeContainment.layer(config).pipe(Layer.provide(launcher))
   return Layer.provideMerge(register, ProcessPool.layerResolved(config)).pipe(
     Layer.provide(Layer.mergeAll(NodeProcessTable.layer, contained, ledger, lifeline))
