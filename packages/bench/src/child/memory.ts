@@ -43,7 +43,12 @@ const measure = async (spawnAll: () => Promise<Array<number>>) => {
 
 /** The fork helper of this process's pool (started by the warm-up), if any. */
 const forkHelperPid = (): number | undefined => {
-  const children = fs.readFileSync(`/proc/${process.pid}/task/${process.pid}/children`, "latin1").trim().split(" ")
+  let children: Array<string>
+  try {
+    children = fs.readFileSync(`/proc/${process.pid}/task/${process.pid}/children`, "latin1").trim().split(" ")
+  } catch {
+    return undefined // no CONFIG_PROC_CHILDREN: the helper's growth is not reported
+  }
   return children.map(Number).find((pid) => {
     try {
       return fs.readFileSync(`/proc/${pid}/cmdline`, "latin1").includes("forkHelper")
@@ -150,7 +155,7 @@ const main = async () => {
               }
               yield* pool.closeSession("warm")
               const before = yield* Effect.promise(heap)
-              const helper = forkHelperPid()
+              const helper = variant === "shepherd-helper" ? forkHelperPid() : undefined
               const helperBefore = helper === undefined ? undefined : rssOf(helper)
               // bound to the pool's scope and to the session "mem": alive until the pool closes
               const pids = yield* Effect.forEach(

@@ -59,7 +59,9 @@ export const run = (ctx: Ctx): Effect.Effect<ScenarioOutput> =>
         id: `7${which === "" ? "" : ` (${which!.slice(2)})`}`,
         goal: `Shepherd ≤ 8 KiB of JS heap per tracked live process (N = ${n})`,
         measured: `${fmt(shepherd)} KiB (${others})${
-          which === "" ? "" : `; the helper's resident memory grew by ${fmt(median(helperRss))} KiB per process`
+          which === "" || helperRss.length === 0
+            ? ""
+            : `; the helper's resident memory grew by ${fmt(median(helperRss))} KiB per process`
         }`,
         met: shepherd <= 8,
         note: ctx.quick ? "quick mode measures N = 100" : undefined
@@ -70,7 +72,8 @@ export const run = (ctx: Ctx): Effect.Effect<ScenarioOutput> =>
       rows,
       targets,
       notes: [
-        `7: one fresh node --expose-gc process per contender and run (${runs} run(s)); heapUsed after gc() ×2, before vs after N live \`sleep 1000\` with stdio ignored; spawned 8 at a time; each child tears its processes down and the parent checks /proc.`
+        `7: one fresh node --expose-gc process per contender and run (${runs} run(s)); heapUsed after gc() ×2, before vs after N live \`sleep 1000\` with stdio ignored; spawned 8 at a time; each child tears its processes down and the parent checks /proc. ` +
+        "The fork helper row is the host's heap: the helper's own memory (its ChildProcess per tree) is in its own process, reported as its resident growth per process (page-granular, the helper never collected on purpose)."
       ]
     }
   })

@@ -189,7 +189,7 @@ export const run = (ctx: Ctx): Effect.Effect<ScenarioOutput> => {
                 rows,
                 targets,
                 notes: [
-                  `4: ${runs} runs, one warm-up of each contender, order rotated per run; the clock starts at the SIGKILL of the holder, so Node's own exit detection (SIGCHLD → libuv → exit event) is included for every contender.`
+                  `4: ${runs} runs, one warm-up of each contender, order rotated per run; the clock starts at the SIGKILL of the holder, so Node's own exit detection (SIGCHLD → libuv → exit event) is included for every contender; it stops when the queued spawn starts its launch (Shepherd: the launcher is called, the slot taken and the ledger intent written; the fork itself, and for the fork helper its request to the helper, come after), as Effect's stops when its queued fiber holds the permit.`
                 ]
               }
             })

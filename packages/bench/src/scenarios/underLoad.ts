@@ -134,7 +134,7 @@ export const measure = (ctx: Ctx): Effect.Effect<ScenarioOutput> => {
               const handoffShepherd = shepherdHandoff(slotPool, marks)
               const handoffHelper = shepherdHandoff(helperSlotPool, helperMarks)
 
-              const measure = (phase: Phase) =>
+              const measurePhase = (phase: Phase) =>
                 Effect.gen(function*() {
                   const s: PhaseSamples = {
                     spawnRaw: [],
@@ -181,7 +181,7 @@ export const measure = (ctx: Ctx): Effect.Effect<ScenarioOutput> => {
                   return s
                 })
 
-              const quiet = yield* measure("quiet")
+              const quiet = yield* measurePhase("quiet")
               let loadedContention = Number.NaN
               const loaded = yield* Effect.acquireUseRelease(
                 startHogs(cores),
@@ -189,7 +189,7 @@ export const measure = (ctx: Ctx): Effect.Effect<ScenarioOutput> => {
                   Effect.gen(function*() {
                     // the CPU this process gets with the hog running (≈ 1 when idle), recorded as evidence of the load
                     loadedContention = contention()
-                    return yield* measure("loaded")
+                    return yield* measurePhase("loaded")
                   }),
                 stopHogs
               )
@@ -299,7 +299,7 @@ export const measure = (ctx: Ctx): Effect.Effect<ScenarioOutput> => {
                     fmt(loadedContention)
                   }, ≈ 1 when idle); raw, Shepherd and its fork-helper variant take turns (the order rotates per run), ` +
                   "a warm-up of each in each phase; the busy loops are SIGKILLed and gone from /proc before the scenario returns " +
-                  "(they also raise the 1-minute load average printed at the end)."
+                  "(they also raise the 1-minute load average printed at the end). It runs in a fresh Node process: its rows are not comparable with scenario 1's, measured in the bench process."
                 ]
               }
             }))
