@@ -13,7 +13,7 @@ export const report = (value: unknown): void => {
 /**
  * Runs `node [flags] script args`, bounded by `timeoutMs`; resolves to the reported value.
  * `wrapper` (e.g. `["tini", "-s", "--"]`) is a command that runs node as its child; `signal`
- * aborts the run (the child is killed).
+ * aborts the run (the child is killed with `killSignal`, as at the timeout).
  */
 export const runChild = <A>(
   script: string,
@@ -21,7 +21,8 @@ export const runChild = <A>(
   flags: ReadonlyArray<string>,
   timeoutMs: number,
   wrapper: ReadonlyArray<string> = [],
-  signal?: AbortSignal
+  signal?: AbortSignal,
+  killSignal: NodeJS.Signals = "SIGKILL"
 ): Promise<A> =>
   new Promise<A>((resolve, reject) => {
     const argv = [...wrapper, process.execPath, ...flags, script, ...args]
@@ -30,7 +31,7 @@ export const runChild = <A>(
       argv.slice(1),
       {
         timeout: Math.ceil(timeoutMs), // Node wants an integer; a load-scaled limit is not one
-        killSignal: "SIGKILL",
+        killSignal,
         maxBuffer: 16 * 1024 * 1024,
         ...(signal === undefined ? {} : { signal })
       },

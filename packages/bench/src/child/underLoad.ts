@@ -4,6 +4,7 @@
  * rows, targets and notes.
  */
 import * as Effect from "effect/Effect"
+import * as Fiber from "effect/Fiber"
 import type { Ctx } from "../pools.ts"
 import { measure } from "../scenarios/underLoad.ts"
 import { report } from "./protocol.ts"
@@ -11,7 +12,10 @@ import { report } from "./protocol.ts"
 const [mode = "full", tmpDir = "/tmp"] = process.argv.slice(2)
 const ctx: Ctx = { quick: mode === "quick", runId: process.env.SHEPHERD_BENCH_RUN ?? "", tmpDir }
 
-Effect.runPromise(measure(ctx)).then(
+const fiber = Effect.runFork(measure(ctx))
+// The parent's time limit: interrupting the scenario stops its busy loops before this process exits.
+process.once("SIGTERM", () => Effect.runFork(Fiber.interrupt(fiber)))
+Effect.runPromise(Fiber.join(fiber)).then(
   (output) => report(output),
   (error) => {
     process.stderr.write(`${String(error)}\n`)

@@ -102,11 +102,22 @@ const rotated = <A>(items: ReadonlyArray<A>, r: number): Array<A> => items.map((
 
 const script = fileURLToPath(new URL("../child/underLoad.ts", import.meta.url))
 
-/** Runs `measure` in a fresh Node process, killed if the scenario is interrupted (its time limit). */
+/**
+ * Runs `measure` in a fresh Node process. Interrupted (its time limit), the child gets SIGTERM: it
+ * interrupts its scenario, which stops its busy loops, and exits (the run's sweep ends what is left).
+ */
 export const run = (ctx: Ctx): Effect.Effect<ScenarioOutput> =>
   Effect.callback<ScenarioOutput>((resume) => {
     const abort = new AbortController()
-    runChild<ScenarioOutput>(script, [ctx.quick ? "quick" : "full", ctx.tmpDir], [], 600_000, [], abort.signal).then(
+    runChild<ScenarioOutput>(
+      script,
+      [ctx.quick ? "quick" : "full", ctx.tmpDir],
+      [],
+      600_000,
+      [],
+      abort.signal,
+      "SIGTERM"
+    ).then(
       (output) => resume(Effect.succeed(output)),
       (error) => resume(Effect.die(error))
     )
