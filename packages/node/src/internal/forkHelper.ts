@@ -39,7 +39,18 @@ export interface SpawnRequest {
   readonly id: number
   readonly file: string
   readonly args: ReadonlyArray<string>
-  readonly env: Readonly<Record<string, string>>
+  /**
+   * The child's environment: whole (`env`, kept as the base of later spawns under `envId`), or as
+   * changes to the base last sent whole (`base`, then `set` and `unset`): most spawns of a pool differ
+   * from the one before only in their `SHEPHERD_ID`.
+   */
+  readonly env:
+    | { readonly whole: Readonly<Record<string, string>>; readonly id: number }
+    | {
+      readonly base: number
+      readonly set: Readonly<Record<string, string>>
+      readonly unset: ReadonlyArray<string>
+    }
   readonly cwd?: string | undefined
   readonly stdio: readonly [NodeChildProcess.IOType, NodeChildProcess.IOType, NodeChildProcess.IOType]
   readonly shell?: boolean | string | undefined
@@ -107,8 +118,29 @@ const run = () => {
   const failed = (id: number, error: NodeJS.ErrnoException) =>
     send({ t: "failed", id, code: error.code, syscall: error.syscall, message: error.message, forks })
 
+  /** The environment last sent whole, the base of the changes of later requests. */
+  let base: { readonly id: number; readonly env: Readonly<Record<string, string>> } | undefined
+
   const spawn = (request: SpawnRequest) => {
     const { id } = request
+    // No prototype: a variable may be named `__proto__`.
+    const env: Record<string, string> = Object.create(null)
+    if ("whole" in request.env) {
+      Object.assign(env, request.env.whole)
+      base = { id: request.env.id, env: request.env.whole }
+    } else {
+      if (base?.id !== request.env.base) {
+        failed(
+          id,
+          Object.assign(new Error(`environment base ${request.env.base} is not the last one sent`), {
+            code: "EINVAL"
+          })
+        )
+        return
+      }
+      Object.assign(env, base.env, request.env.set)
+      for (const name of request.env.unset) delete env[name]
+    }
     // The fork witness's mark, taken here, where this process's own forks are counted exactly: the
     // machine's fork count now, and how many of them were this process's.
     const kernel = procfs.readForks()
@@ -117,7 +149,7 @@ const run = () => {
     try {
       child = NodeChildProcess.spawn(request.file, request.args as Array<string>, {
         cwd: request.cwd,
-        env: request.env,
+        env,
         stdio: [...request.stdio],
         // As the host launcher spawns: its own process group (not on Windows), no console window.
         detached: process.platform !== "win32",
