@@ -4,12 +4,10 @@
  * B is forked into A's pid within A's clock tick (`ns_last_pid`, root); then A's
  * scope closes, in the same synchronous run of the host.
  *
- * Two paths of `NodeHelperLauncher.signal` are tried, alternately:
- * - no spawn of pool 1 unanswered: the reading of helper 1's children (B is helper
- *   2's child, so not among them);
- * - a spawn C of pool 1 forked but unanswered: `identified(A, helper 1)`, whose
- *   parent check refuses B (helper 2's child).
- * Either way B must survive A's teardown.
+ * Two situations are tried, alternately: no spawn of pool 1 unanswered, and a
+ * spawn C of pool 1 forked but unanswered (written when the launcher's check
+ * differed between them; it now reads A's kept stat descriptor in both, which
+ * reads ESRCH once A is reaped). Either way B must survive A's teardown.
  */
 import { afterEach, assert, describe, it } from "@effect/vitest"
 import { ProcessPool } from "@shepherd/core/ProcessPool"
