@@ -9,8 +9,9 @@
  * The guarantees stay the host launcher's:
  * - the leader's identity is read by the helper before it could have reaped
  *   the child; the host signals the leader first (as the host launcher does)
- *   only while it is the live helper's unreaped child: among the helper's
- *   children while no spawn is unanswered, else by pid, start time and parent;
+ *   only while the leader's `/proc/<pid>/stat`, opened when the answer came
+ *   and its identity checked, shows it running (the descriptor names the
+ *   process, not the pid: once reaped it reads ESRCH);
  * - the helper hands the parent ends of the stdio pipes to the host without
  *   reading a byte;
  * - the fork witness compares the machine's fork count with the helper's own

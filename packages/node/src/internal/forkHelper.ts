@@ -6,7 +6,9 @@
  * never the host's event loop.
  *
  * Protocol, over the Node IPC channel (JSON), host → helper:
- * - `{ t: "spawn", id, file, args, env, cwd?, stdio, shell? }`
+ * - `{ t: "spawn", id, file, args, env, cwd?, stdio, shell? }`, where `env` is
+ *   `{ whole, id }` (kept as the base of later requests) or `{ base, set, unset }`
+ *   (changes to the base last sent whole)
  * - `{ t: "kill", id, signal }`: signals a child while it is unreaped (it
  *   cannot name anything else then): a leader whose start time could not be
  *   read, which the host cannot identity-check
@@ -15,9 +17,10 @@
  * - `{ t: "pipe", id, fd }` with the parent end of that stdio pipe as the
  *   message's handle (one message per piped fd; the helper never reads them)
  * - `{ t: "spawned", id, pid, startTime, mark, forks }` or `{ t: "failed", id, code?, syscall?, message, forks }`
- * - an entry `{ id, code, signal }` of `{ t: "exits", exits, forks }`: the exits
- *   of one turn of the helper's event loop travel together (a SIGKILL sweep ends
- *   hundreds of leaders at once)
+ * - an entry `{ id, code, signal }` of `{ t: "exits", exits, forks }`: the first
+ *   exit of a turn of the helper's event loop at once, the others of that turn
+ *   together (a SIGKILL sweep ends hundreds of leaders at once); every other
+ *   message first sends the exits seen before it
  *
  * and, for the host's watchdog, `{ t: "ready", forks }` once it is loaded,
  * `{ t: "pong", forks }` to each `{ t: "ping" }`.
@@ -40,9 +43,9 @@ export interface SpawnRequest {
   readonly file: string
   readonly args: ReadonlyArray<string>
   /**
-   * The child's environment: whole (`env`, kept as the base of later spawns under `envId`), or as
+   * The child's environment: whole (`whole`, kept as the base of later requests under `id`), or as
    * changes to the base last sent whole (`base`, then `set` and `unset`): most spawns of a pool differ
-   * from the one before only in their `SHEPHERD_ID`.
+   * from it only in their `SHEPHERD_ID`.
    */
   readonly env:
     | { readonly whole: Readonly<Record<string, string>>; readonly id: number }
