@@ -25,33 +25,16 @@ import * as NodeChildProcess from "node:child_process"
 import * as fs from "node:fs"
 import { helperPool } from "./forkHelperSupport.ts"
 import { cleanupPools, track } from "./harness.ts"
-import { canChoosePid, isAlive, processes } from "./support.ts"
+import { canChoosePid, isAlive, killMatching, statOf } from "./support.ts"
 
 afterEach(cleanupPools)
 
 const forkers: Array<NodeChildProcess.ChildProcess> = []
 const cleanup = () => {
   for (const f of forkers.splice(0)) f.kill("SIGKILL")
-  for (const p of processes()) {
-    if (p.cmdline === "sleep 1000.41" || p.cmdline === "sleep 1000.42") {
-      try {
-        process.kill(p.pid, "SIGKILL")
-      } catch {
-        // gone
-      }
-    }
-  }
+  killMatching((cmdline) => cmdline === "sleep 1000.41" || cmdline === "sleep 1000.42")
 }
 afterEach(cleanup)
-
-const parentOf = (pid: number): number | undefined => {
-  try {
-    const text = fs.readFileSync(`/proc/${pid}/stat`, "latin1")
-    return Number(text.slice(text.lastIndexOf(")") + 2).split(" ")[1])
-  } catch {
-    return undefined
-  }
-}
 
 describe.skipIf(!canChoosePid)("adversarial round 4: a stale reading of the helper's children", () => {
   it.live(
@@ -92,8 +75,8 @@ describe.skipIf(!canChoosePid)("adversarial round 4: a stale reading of the help
                 if (fs.existsSync(`/proc/${pid}`)) return false
                 fs.writeFileSync("/proc/sys/kernel/ns_last_pid", `${pid - 1}`)
                 f.stdin!.write("x\n")
-                while (parentOf(pid) !== f.pid && performance.now() - t0 < 3) { /* the stranger forks */ }
-                return parentOf(pid) === f.pid
+                while (statOf(pid)?.ppid !== f.pid && performance.now() - t0 < 3) { /* the stranger forks */ }
+                return statOf(pid)?.ppid === f.pid
               })
               const fa = yield* Effect.forkChild(a.terminate(), { startImmediately: true })
               notes.push(`${strangerIn ? "staged" : "not staged"} ${(performance.now() - t0).toFixed(2)} ms`)

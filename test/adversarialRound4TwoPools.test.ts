@@ -16,32 +16,14 @@ import { ChildProcess } from "effect/process"
 import * as fs from "node:fs"
 import { helperPool, helpers } from "./forkHelperSupport.ts"
 import { cleanupPools, track } from "./harness.ts"
-import { canChoosePid, isAlive, processes } from "./support.ts"
+import { canChoosePid, isAlive, killMatching, statOf } from "./support.ts"
 
 afterEach(cleanupPools)
 
 const cleanup = () => {
-  for (const p of processes()) {
-    if (p.cmdline.endsWith("sleep 1000.44") || p.cmdline.endsWith("sleep 1000.45")) {
-      try {
-        process.kill(p.pid, "SIGKILL")
-      } catch {
-        // gone
-      }
-    }
-  }
+  killMatching((cmdline) => cmdline.endsWith("sleep 1000.44") || cmdline.endsWith("sleep 1000.45"))
 }
 afterEach(cleanup)
-
-const statOf = (pid: number): { ppid: number; startTime: string } | undefined => {
-  try {
-    const text = fs.readFileSync(`/proc/${pid}/stat`, "latin1")
-    const rest = text.slice(text.lastIndexOf(")") + 2).split(" ")
-    return { ppid: Number(rest[1]), startTime: rest[19]! }
-  } catch {
-    return undefined
-  }
-}
 
 const childrenOf = (pid: number): Array<number> => {
   try {

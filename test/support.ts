@@ -23,6 +23,29 @@ const readStat = (pid: number) => {
   }
 }
 
+/** The parent and start time (clock ticks since boot) of `pid`, if it is readable. */
+export const statOf = (pid: number): { readonly ppid: number; readonly startTime: string } | undefined => {
+  try {
+    const text = fs.readFileSync(`/proc/${pid}/stat`, "latin1")
+    const rest = text.slice(text.lastIndexOf(")") + 2).split(" ")
+    return { ppid: Number(rest[1]), startTime: rest[19]! }
+  } catch {
+    return undefined
+  }
+}
+
+/** SIGKILLs every process whose command line `matches` (a test's own marked children). */
+export const killMatching = (matches: (cmdline: string) => boolean): void => {
+  for (const p of processes()) {
+    if (!matches(p.cmdline)) continue
+    try {
+      process.kill(p.pid, "SIGKILL")
+    } catch {
+      // gone
+    }
+  }
+}
+
 /** One variable of the environment `pid` started with, if readable. */
 export const readEnvVar = (pid: number, name: string): string | undefined => {
   try {
