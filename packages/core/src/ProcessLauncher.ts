@@ -67,10 +67,10 @@ export interface Launched {
   /**
    * Signals the leader, only while it provably is the leader: the host
    * launcher through its own handle to its unreaped child (which cannot name
-   * another process); the fork helper's while the process is listed among the
-   * helper's children (no spawn unanswered), else after checking its pid,
-   * start time and parent. `false` when it is not sent (reaped, gone, cannot
-   * tell). Optional.
+   * another process); the fork helper's while the leader's `/proc/<pid>/stat`,
+   * kept open since its identity was checked, shows it running (the descriptor
+   * names the process, not the pid). `false` when it is not sent (reaped,
+   * gone, cannot tell). Optional.
    */
   readonly signal?: ((signal: Signal) => boolean) | undefined
   /**
