@@ -2,7 +2,11 @@
  * How a measurement child process reports back: one line `RESULT <json>` on
  * stdout. The parent runs it with `runChild`.
  */
+import * as Effect from "effect/Effect"
 import * as NodeChildProcess from "node:child_process"
+import { fileURLToPath } from "node:url"
+import type { ScenarioOutput } from "../harness.ts"
+import type { Ctx } from "../pools.ts"
 
 const prefix = "RESULT "
 
@@ -46,4 +50,29 @@ export const runChild = <A>(
         resolve(JSON.parse(line.slice(prefix.length)) as A)
       }
     )
+  })
+
+const freshScript = fileURLToPath(new URL("./fresh.ts", import.meta.url))
+
+/**
+ * Runs a scenario's `measure` in a fresh Node process (src/child/fresh.ts), so that it measures
+ * the scenario, not what the bench process did before it. Interrupted (its time limit), the child
+ * gets SIGTERM: it interrupts its scenario, which stops what it started, and exits.
+ */
+export const inFreshProcess = (scenario: "ledger" | "underLoad", ctx: Ctx): Effect.Effect<ScenarioOutput> =>
+  Effect.callback<ScenarioOutput>((resume) => {
+    const abort = new AbortController()
+    runChild<ScenarioOutput>(
+      freshScript,
+      [scenario, ctx.quick ? "quick" : "full", ctx.tmpDir],
+      [],
+      600_000,
+      [],
+      abort.signal,
+      "SIGTERM"
+    ).then(
+      (output) => resume(Effect.succeed(output)),
+      (error) => resume(Effect.die(error))
+    )
+    return Effect.sync(() => abort.abort())
   })

@@ -89,8 +89,12 @@ const awaitCount = async (find: () => Array<Identity>, n: number): Promise<Array
 export const run = (ctx: Ctx): Effect.Effect<ScenarioOutput> => {
   const sizes = ctx.quick ? [100, 300] : [100, 300, 1000]
   const runs = ctx.quick ? 1 : 3
+  // The targets' size (N = 300, one process per tree) gets the most runs: its medians are compared
+  // across contenders, and the machine's noise between runs is as large as the margins.
+  const targetRuns = ctx.quick ? 1 : 5
   // the largest sizes cost the most spawning: fewer runs there
-  const runsFor = (n: number, perTree: number) => n * perTree >= 600 ? Math.min(runs, 2) : runs
+  const runsFor = (n: number, perTree: number) =>
+    n === 300 && perTree === 1 ? targetRuns : n * perTree >= 600 ? Math.min(runs, 2) : runs
   const maxN = Math.max(...sizes)
   return withPool(
     poolConfig(ctx, "forced", {
@@ -228,12 +232,13 @@ export const run = (ctx: Ctx): Effect.Effect<ScenarioOutput> => {
             if (c.effect) samples[effectName] = []
             if (cgroupPool !== undefined) samples[cgroupName] = []
             for (let r = 0; r < runsFor(c.n, c.perTree); r++) {
-              // Effect runs at most twice per size (it is the slowest to spawn at N = 300)
+              // Effect runs at most twice per size (it is the slowest to spawn), but as often as the
+              // others at the targets' size
               const names = [
                 rawName,
                 shepherdName,
                 helperName,
-                ...(c.effect && r < 2 ? [effectName] : []),
+                ...(c.effect && (r < 2 || c.n === 300) ? [effectName] : []),
                 ...(cgroupPool === undefined ? [] : [cgroupName])
               ]
               // rotate the order per run (and carry the rotation across sizes): no variant always goes first
@@ -301,9 +306,9 @@ export const run = (ctx: Ctx): Effect.Effect<ScenarioOutput> => {
             notes: [
               `3: one process per tree (\`sh -c "trap '' TERM; exec sleep 1000"\`: the sleep inherits the ignored SIGTERM), so N = 1000 is 1000 processes (pid_max ${readPidMax()}, well within limits); ` +
               (ctx.quick ? "" : "the 2-process tree of test/scale.test.ts at N = 300 for comparison. ") +
-              `${runs} run(s) per size (2 at N = 1000 and for the 2-process trees), variant order rotated per run, one warm-up of each variant at N = 20; ` +
+              `${runs} run(s) per size (${targetRuns} at N = 300 × 1 process, the targets' size; 2 at N = 1000 and for the 2-process trees), variant order rotated per run, one warm-up of each variant at N = 20; ` +
               `the clock starts once every process is in /proc with SIGTERM ignored; spawns ${spawnConcurrency} at a time (not timed). ` +
-              `Effect (forceKillAfter 200 ms, parallel scope) only at N ≤ 300, 2 runs at most. ` +
+              `Effect (forceKillAfter 200 ms, parallel scope) only at N ≤ 300, 2 runs at N = 100. ` +
               `"${shepherdName}" uses process-group containment (the targets'); ` +
               (cgroupPool === undefined
                 ? `cgroup rows not measured: ${unavailable}.`

@@ -12,7 +12,7 @@
  * even a zombie) when the scenario ends, fails or is interrupted, so that the
  * load the runner measures before the next scenario is not this one's.
  *
- * It runs in a fresh Node process (src/child/underLoad.ts), as scenarios 7
+ * It runs in a fresh Node process (src/child/fresh.ts), as scenarios 5, 7
  * and 8 do: by its turn the bench process has started thousands of processes
  * (scenario 3), and forking from it has become slower than from a fresh host
  * (raw spawns at 190–330/s there, 450–470/s from a fresh process), which
@@ -28,8 +28,7 @@
 import * as Effect from "effect/Effect"
 import * as NodeChildProcess from "node:child_process"
 import * as os from "node:os"
-import { fileURLToPath } from "node:url"
-import { runChild } from "../child/protocol.ts"
+import { inFreshProcess } from "../child/protocol.ts"
 import { fmt, log, median, type Row, type ScenarioOutput, since, type Target } from "../harness.ts"
 import { type Ctx, scopedPool, usePool, withPool } from "../pools.ts"
 import { cmdline, type Identity, identify, isAlive, readStat, waitFor } from "../procs.ts"
@@ -100,34 +99,13 @@ interface PhaseSamples {
 /** The order of run `r`: rotated, so that every contender sees the same load. */
 const rotated = <A>(items: ReadonlyArray<A>, r: number): Array<A> => items.map((_, k) => items[(k + r) % items.length]!)
 
-const script = fileURLToPath(new URL("../child/underLoad.ts", import.meta.url))
-
-/**
- * Runs `measure` in a fresh Node process. Interrupted (its time limit), the child gets SIGTERM: it
- * interrupts its scenario, which stops its busy loops, and exits (the run's sweep ends what is left).
- */
-export const run = (ctx: Ctx): Effect.Effect<ScenarioOutput> =>
-  Effect.callback<ScenarioOutput>((resume) => {
-    const abort = new AbortController()
-    runChild<ScenarioOutput>(
-      script,
-      [ctx.quick ? "quick" : "full", ctx.tmpDir],
-      [],
-      600_000,
-      [],
-      abort.signal,
-      "SIGTERM"
-    ).then(
-      (output) => resume(Effect.succeed(output)),
-      (error) => resume(Effect.die(error))
-    )
-    return Effect.sync(() => abort.abort())
-  })
+/** `measure` in a fresh Node process: interrupted, it stops its busy loops (the run's sweep ends what is left). */
+export const run = (ctx: Ctx): Effect.Effect<ScenarioOutput> => inFreshProcess("underLoad", ctx)
 
 /** The scenario itself, in the process that runs it. */
 export const measure = (ctx: Ctx): Effect.Effect<ScenarioOutput> => {
   const count = ctx.quick ? 25 : 100
-  const spawnRuns = ctx.quick ? 4 : 5
+  const spawnRuns = ctx.quick ? 4 : 9
   const handoffRuns = ctx.quick ? 16 : 40
   const cores = Math.max(1, os.cpus().length)
   const marks: Array<number> = []

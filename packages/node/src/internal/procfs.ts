@@ -150,7 +150,9 @@ export const readOpenState = (fd: number): string | undefined => {
     if (gone(error)) return undefined
     throw new Unreadable(`stat descriptor ${fd}: ${(error as NodeJS.ErrnoException).code ?? String(error)}`)
   }
-  const close = scratch.lastIndexOf(0x29, n - 1) // the command name ends at the last ")"
+  // The command name ends at the last ")" (a byte loop: Buffer#lastIndexOf costs more than the read).
+  let close = n - 1
+  while (close >= 0 && scratch[close] !== 0x29) close--
   if (close < 0 || close + 2 >= n) throw new Unreadable(`stat descriptor ${fd}: no state`)
   return String.fromCharCode(scratch[close + 2]!)
 }
