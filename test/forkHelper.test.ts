@@ -131,4 +131,42 @@ describe("fork helper", () => {
         if (helper !== undefined) signal(helper, "SIGKILL")
       })))
   })
+
+  it.live("the host keeps one stat descriptor per live leader, and lets each go once its tree is gone", () => {
+    let helper: number | undefined
+    /** The leaders whose /proc/<pid>/stat this process holds open, by pid. */
+    const statFdsOf = (pids: ReadonlySet<number>): Array<number> => {
+      const held: Array<number> = []
+      for (const fd of fs.readdirSync("/proc/self/fd")) {
+        let target: string
+        try {
+          target = fs.readlinkSync(`/proc/self/fd/${fd}`)
+        } catch {
+          continue // closed meanwhile (the readdir's own descriptor)
+        }
+        const pid = Number(/^\/proc\/(\d+)\/stat$/.exec(target)?.[1])
+        if (pids.has(pid)) held.push(pid)
+      }
+      return held
+    }
+    return withPool({ name: "t-fh-statfd", forkFrom: "helper", slots: 16, kill }, (pool) =>
+      Effect.gen(function*() {
+        const ms = yield* Effect.forEach(
+          Array.from({ length: 12 }),
+          () => pool.spawn(sh("exec sleep 1000"), { session: "fds" }),
+          { concurrency: 4 }
+        )
+        helper = helperOf(ms[0]!.pid)
+        assert.isDefined(helper, "the trees' parent is the fork helper")
+        const leaders = new Set(ms.map((m) => m.pid))
+        // One each, kept from the helper's answer on (the identity every signal checks).
+        assert.sameMembers(statFdsOf(leaders), [...leaders])
+        const reports = yield* pool.closeSession("fds")
+        assert.strictEqual(reports.length, 12)
+        // Closed in the background once each exit is known: none stays open.
+        yield* eventually("the leaders' stat descriptors to be closed", () => statFdsOf(leaders).length === 0)
+      })).pipe(Effect.ensuring(Effect.sync(() => {
+        if (helper !== undefined) signal(helper, "SIGKILL")
+      })))
+  })
 })

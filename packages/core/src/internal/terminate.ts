@@ -313,7 +313,6 @@ export const terminateMany = (
       helpers.push(yield* Effect.forkChild(Effect.andThen(Deferred.await(hurry), notify())))
     }
     const killedFirst: Array<Tree> = []
-    const graced: Array<Tree> = []
     // First look and first signal.
     const first = yield* rescan(trees, (t) => withLeader(t, []))
     for (const [i, t] of trees.entries()) {
@@ -325,14 +324,13 @@ export const terminateMany = (
         killedFirst.push(t) // scanned again right away for forks, like any tree entering SIGKILL
       } else {
         yield* sendAll(t, t.members, t.input.policy.signal)
-        graced.push(t)
+        // The grace counts from the tree's own signal (not from the request, which may have waited
+        // for a scan), as the tree sees it: a sweep of hundreds of trees takes milliseconds, and its
+        // last tree's grace would otherwise delay the first's SIGKILL. The trees whose deadlines have
+        // passed are looked at together.
+        t.deadline = (yield* now) + t.input.policy.graceMs
       }
     }
-    // The grace counts from the end of the signal sweep (not from the request, which may have
-    // waited for a scan): every tree gets at least its grace, and the hundreds of trees of one
-    // sweep time out, and are looked at, together.
-    const sweptAt = yield* now
-    for (const t of graced) t.deadline = sweptAt + t.input.policy.graceMs
     let pollMs = 1
     while (true) {
       yield* report

@@ -236,8 +236,7 @@ export const launch = (
     /** Claims the teardown: its `terminate` input, or undefined when one runs already. */
     const begin = (kill: KillPolicy.KillPolicy, since?: number): TerminateInput | undefined => {
       if (running !== undefined) {
-        // A teardown runs already: a harsher request (SIGKILL, a shorter grace) cuts its grace short.
-        if (kill.signal === "SIGKILL" || kill.graceMs < running.graceMs) escalate.fire()
+        if (escalates(kill, running)) escalate.fire()
         return undefined
       }
       running = kill
@@ -352,8 +351,13 @@ export const launch = (
     yield* Scope.addFinalizer(procScope, stop)
     // Natural exit: clean up what the leader left behind and return the slot at once (from the
     // launcher's exit callback when it has one: no fiber per process waits for the exit).
-    if (launched.onExit !== undefined) launched.onExit(() => ctx.runWatcher(stop))
-    else yield* FiberSet.run(ctx.watchers, Effect.andThen(launched.exit, stop))
+    // A teardown already running needs no watcher: `stop` would only wait for it (a SIGKILL sweep of
+    // hundreds of trees would start a fiber per tree to do so), unless it would cut its grace short.
+    if (launched.onExit !== undefined) {
+      launched.onExit(() => {
+        if (running === undefined || escalates(policy, running)) ctx.runWatcher(stop)
+      })
+    } else yield* FiberSet.run(ctx.watchers, Effect.andThen(launched.exit, stop))
     if (registration._tag === "Failure") {
       // Not protected against a hard host death: torn down (slot, ledger and lifeline as for any tree
       // that ends) and refused.
@@ -367,6 +371,10 @@ export const launch = (
     }
     return managed
   })
+
+/** A teardown runs already: a harsher request (SIGKILL, a shorter grace) cuts its grace short. */
+const escalates = (kill: KillPolicy.KillPolicy, running: KillPolicy.KillPolicy): boolean =>
+  kill.signal === "SIGKILL" || kill.graceMs < running.graceMs
 
 /** The teardown report of a tree, from the raw result of `terminate`. */
 const toReport = (

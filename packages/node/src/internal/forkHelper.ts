@@ -19,7 +19,7 @@
  * - `{ t: "spawned", id, pid, startTime, mark, forks }` or `{ t: "failed", id, code?, syscall?, message, forks }`
  * - an entry `{ id, code, signal }` of `{ t: "exits", exits, forks }`: the first
  *   exit of a turn of the helper's event loop at once, the others of that turn
- *   together (a SIGKILL sweep ends hundreds of leaders at once); every other
+ *   in chunks of up to 16 (a SIGKILL sweep ends hundreds of leaders at once); every other
  *   message first sends the exits seen before it
  *
  * and, for the host's watchdog, `{ t: "ready", forks }` once it is loaded,
@@ -98,6 +98,9 @@ export type Reply =
   }
   | { readonly t: "ready"; readonly forks: number }
   | { readonly t: "pong"; readonly forks: number }
+
+/** The exits of one turn travel at most this many to a message. */
+const exitChunk = 16
 
 const run = () => {
   const children = new Map<number, NodeChildProcess.ChildProcess>()
@@ -181,9 +184,14 @@ const run = () => {
     child.on("exit", (code, signal) => {
       children.delete(id)
       exits.push({ id, code, signal })
-      if (batching) return
+      if (batching) {
+        // Hundreds of exits reaped in one go take the helper milliseconds: the host, idle once its
+        // sweep is over, starts on them a chunk at a time instead of after the last.
+        if (exits.length >= exitChunk) flushExits()
+        return
+      }
       // The first exit goes at once (a slot waits for it); the others of this turn of the event
-      // loop (a SIGKILL sweep ends hundreds of leaders at once) follow in one message.
+      // loop (a SIGKILL sweep ends hundreds of leaders at once) follow in chunks.
       flushExits()
       batching = true
       setImmediate(() => {
