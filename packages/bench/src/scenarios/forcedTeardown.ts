@@ -38,7 +38,7 @@ import {
   withEffectSpawner,
   withPool
 } from "../pools.ts"
-import { awaitGone, type Identity, listPids, readStat, shepherdCarriers, waitFor } from "../procs.ts"
+import { awaitGone, type Identity, listPids, readStat, waitFor } from "../procs.ts"
 
 const graceMs = 200
 const spawnConcurrency = 8
@@ -128,16 +128,15 @@ export const run = (ctx: Ctx): Effect.Effect<ScenarioOutput> => {
           const shepherdWith = (pool: ProcessPool["Service"]) => (n: number, script: string, perTree: number) =>
             Effect.gen(function*() {
               const id = `forced-${++sessionNo}`
-              const prefix = `${pool.poolId}:`
-              const before = ready(shepherdCarriers(prefix)).length
-              yield* Effect.forEach(
+              const spawned = yield* Effect.forEach(
                 Array.from({ length: n }),
                 () => Effect.orDie(pool.spawn(sh(script), { session: id })),
-                { concurrency: spawnConcurrency, discard: true }
+                { concurrency: spawnConcurrency }
               )
-              const members = yield* Effect.promise(() =>
-                awaitCount(() => shepherdCarriers(prefix), before + n * perTree)
-              )
+              // The same readiness check as the other contenders' (their groups' members), so that
+              // none pays more harness garbage than another inside its timed close.
+              const pgids = new Set(spawned.map((m) => m.pgid))
+              const members = yield* Effect.promise(() => awaitCount(() => membersOfGroups(pgids), n * perTree))
               const start = performance.now()
               const reports = yield* pool.closeSession(id)
               const gone = yield* Effect.promise(() => awaitGone(members, 10_000))
