@@ -144,6 +144,12 @@ export interface MachineInfo {
   readonly date: string
   readonly pidMax: number | undefined
   readonly maxUserProcesses: string | undefined
+  /**
+   * Where Shepherd's modules came from: its built packages, as installed (what `pnpm bench` runs), or
+   * its TypeScript sources (the `@shepherd/source` condition). From the sources its fork helper strips
+   * their types at load and keeps the stripper's memory, which every fork then copies.
+   */
+  readonly shepherdFrom: "built packages" | "sources"
 }
 
 const readTrim = (file: string): string | undefined => {
@@ -168,7 +174,8 @@ export const machineInfo = (): MachineInfo => {
     kernel: os.release(),
     date: new Date().toISOString(),
     pidMax: pidMax === undefined ? undefined : Number(pidMax),
-    maxUserProcesses: nproc
+    maxUserProcesses: nproc,
+    shepherdFrom: import.meta.resolve("@shepherd/node/NodeShepherd").endsWith(".ts") ? "sources" : "built packages"
   }
 }
 

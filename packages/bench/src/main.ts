@@ -9,6 +9,10 @@
  * the limits to exercise that path). `--self-test-leak`
  * deliberately leaks one `sleep` to show that the check works.
  *
+ * Shepherd is measured as installed: `pnpm bench` builds @shepherd/core and
+ * @shepherd/node first and runs their `dist` (run with the `@shepherd/source`
+ * condition, it measures the sources, and the header says so).
+ *
  * Killed from outside, the run still leaves nothing: on SIGTERM or SIGINT it
  * interrupts the scenario and sweeps before exiting (exit code 130); on
  * SIGKILL its watchdog process (watchdog.ts) kills what carries the marker.
@@ -134,7 +138,10 @@ const program = Effect.gen(function*() {
   let deadlineFactor = factor
   let tooLoaded: string | undefined
   const processesAtStart = listPids().length
-  log(`${quick ? "quick" : "full"} run ${runId} on ${machine.cpuModel} × ${machine.cores}, node ${machine.node}`)
+  log(
+    `${quick ? "quick" : "full"} run ${runId} on ${machine.cpuModel} × ${machine.cores}, node ${machine.node}, ` +
+      `Shepherd from its ${machine.shepherdFrom}`
+  )
   log(`at start: ${fmtLoad(loads["start"]!)}; limits × ${factor.toFixed(2)}`)
   const rows: Array<Row> = []
   const targets: Array<Target> = []
@@ -255,7 +262,7 @@ const program = Effect.gen(function*() {
       `load average ${loadAtStart.map((l) => l.toFixed(2)).join(" ")} at start, ${
         report.load.atEnd.map((l) => l.toFixed(2)).join(" ")
       } at end; ` +
-      `${processesAtStart} processes (incl. kernel threads) at start`,
+      `${processesAtStart} processes (incl. kernel threads) at start; Shepherd from its ${machine.shepherdFrom}`,
     ""
   )
   out.push(table(summaries), "")
