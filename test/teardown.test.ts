@@ -8,7 +8,17 @@ import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
 import { Effect } from "effect"
-import { assertNoSurvivors, awaitMembers, awaitStats, cleanupPools, membersOf, sh, show, withPool } from "./harness.ts"
+import {
+  assertNoSurvivors,
+  awaitMembers,
+  awaitStats,
+  cleanupPools,
+  eventually,
+  membersOf,
+  sh,
+  show,
+  withPool
+} from "./harness.ts"
 import { isAlive, type ProcInfo, trees } from "./support.ts"
 
 afterEach(cleanupPools)
@@ -64,6 +74,28 @@ describe.each(["host", "helper"] as const)("teardown of process trees (forked by
         assert.sameMembers([...report.forced], members.map((m) => m.pid))
         assertNoSurvivors(prefix)
       })))
+
+  it.live("a longer grace asked through terminate outlasts the leader's exit on its SIGTERM", () =>
+    withPool({ forkFrom, name: "t-longer-grace", kill }, (pool, prefix) => {
+      const dir = fs.mkdtempSync(path.join(os.tmpdir(), "shepherd-longer-grace-"))
+      const ready = path.join(dir, "ready")
+      // The leader exits at once on SIGTERM; its member, on the first SIGTERM, ignores the next ones
+      // and takes a second to clean up: longer than the pool's grace, well within the one asked for.
+      const script = `trap 'exit 0' TERM; ` +
+        `(trap 'trap "" TERM; sleep 1; exit 0' TERM; echo x > ${ready}.tmp; mv ${ready}.tmp ${ready}; ` +
+        `while :; do sleep 0.05; done) & ` +
+        `while [ ! -s ${ready} ]; do sleep 0.01; done; wait`
+      return Effect.gen(function*() {
+        const managed = yield* pool.spawn(sh(script), { session: "s" })
+        yield* awaitMembers(managed.shepherdId, 3)
+        yield* eventually("the member's trap", () => fs.existsSync(ready))
+        // The leader's exit must not apply the pool's 300 ms grace to the teardown that caused it.
+        const report = yield* managed.terminate({ grace: "30 seconds" })
+        assert.strictEqual(report._tag, "Graceful", `got ${report._tag} after ${report.durationMs} ms`)
+        assertNoSurvivors(prefix)
+        yield* awaitStats(pool, "slot released", (s) => s.inUse === 0)
+      }).pipe(Effect.ensuring(Effect.sync(() => fs.rmSync(dir, { recursive: true, force: true }))))
+    }))
 
   it.live("a group member that outlives its leader is terminated; the report is Exited", () =>
     withPool({ forkFrom, name: "t-outlives-leader", kill }, (pool, prefix) => {

@@ -520,6 +520,24 @@ describe("ProcessPool kill state machine", () => {
         }))
     }))
 
+  it.effect("a leader that exits on the SIGTERM of a longer grace asked through terminate does not cut it short", () =>
+    Effect.gen(function*() {
+      const os = TestOs.make()
+      // The leader exits at once on SIGTERM; its member needs 10 s to clean up.
+      os.define("cleaner", { onTerm: "exit", children: 1, childrenOnTerm: { exitAfterMs: 10_000 } })
+      yield* withPool(os, { kill: { grace: "5 seconds" } }, (pool) =>
+        Effect.gen(function*() {
+          const p = yield* pool.spawn(cmd("cleaner"))
+          const fiber = yield* Effect.forkChild(p.terminate({ grace: "30 seconds" }))
+          yield* TestClock.adjust(11_000)
+          // The pool's 5 s policy, which a natural exit applies, is not a harsher request here.
+          const report = valueOf(yield* poll(fiber))
+          assert.strictEqual(report._tag, "Graceful", `got ${report._tag} after ${report.durationMs} ms`)
+          assert.deepStrictEqual(os.signalsSent().map((s) => s.signal), ["SIGTERM", "SIGTERM"])
+          assert.deepStrictEqual(yield* slotsOf(pool), { inUse: 0, waiting: 0 })
+        }))
+    }))
+
   it.effect("ChildProcessHandle.kill tears the tree down with the requested signal", () =>
     Effect.gen(function*() {
       const os = TestOs.make()

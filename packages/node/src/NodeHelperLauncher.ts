@@ -87,6 +87,7 @@ const helperEnv = (): NodeJS.ProcessEnv => {
   return env
 }
 
+/** A close in the background reports nothing: the descriptor is the host's own, opened and forgotten once. */
 const ignore = () => {}
 
 /** More changes than this to the last environment sent whole: the whole is sent again. */

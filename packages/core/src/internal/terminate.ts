@@ -48,8 +48,8 @@ export interface Input {
   /** Completed when the host demands an immediate kill (a second signal): the grace ends at once. */
   readonly hurry: Deferred.Deferred<void>
   /**
-   * When the teardown was asked for (Clock millis). Trees closed together share it, so their grace
-   * periods end at the same instant and their scans coalesce. Default: now.
+   * When the teardown was asked for (Clock millis): the start of the report's `durationMs`. Trees
+   * closed together share it. (A tree's grace counts from its own signal.) Default: now.
    */
   readonly since?: number | undefined
   /** Fired when a stronger kill of this one tree is asked for while its teardown runs. */

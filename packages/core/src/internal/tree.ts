@@ -236,7 +236,8 @@ export const launch = (
     /** Claims the teardown: its `terminate` input, or undefined when one runs already. */
     const begin = (kill: KillPolicy.KillPolicy, since?: number): TerminateInput | undefined => {
       if (running !== undefined) {
-        if (escalates(kill, running)) escalate.fire()
+        // A teardown runs already: a harsher request (SIGKILL, a shorter grace) cuts its grace short.
+        if (kill.signal === "SIGKILL" || kill.graceMs < running.graceMs) escalate.fire()
         return undefined
       }
       running = kill
@@ -350,14 +351,20 @@ export const launch = (
     ctx.metrics.slotWait.updateUnsafe(slotWaitMs, context)
     yield* Scope.addFinalizer(procScope, stop)
     // Natural exit: clean up what the leader left behind and return the slot at once (from the
-    // launcher's exit callback when it has one: no fiber per process waits for the exit).
-    // A teardown already running needs no watcher: `stop` would only wait for it (a SIGKILL sweep of
-    // hundreds of trees would start a fiber per tree to do so), unless it would cut its grace short.
+    // launcher's exit callback when it has one: no fiber per process waits for the exit). Not when
+    // a teardown runs already: the leader's exit is then most likely its doing, the teardown sees it,
+    // and the pool's policy must not cut a longer grace asked for it short (nor must a SIGKILL sweep
+    // of hundreds of trees start a fiber per tree only to wait for their teardowns).
     if (launched.onExit !== undefined) {
       launched.onExit(() => {
-        if (running === undefined || escalates(policy, running)) ctx.runWatcher(stop)
+        if (running === undefined) ctx.runWatcher(stop)
       })
-    } else yield* FiberSet.run(ctx.watchers, Effect.andThen(launched.exit, stop))
+    } else {
+      yield* FiberSet.run(
+        ctx.watchers,
+        Effect.andThen(launched.exit, Effect.suspend(() => running === undefined ? stop : Effect.void))
+      )
+    }
     if (registration._tag === "Failure") {
       // Not protected against a hard host death: torn down (slot, ledger and lifeline as for any tree
       // that ends) and refused.
@@ -371,10 +378,6 @@ export const launch = (
     }
     return managed
   })
-
-/** A teardown runs already: a harsher request (SIGKILL, a shorter grace) cuts its grace short. */
-const escalates = (kill: KillPolicy.KillPolicy, running: KillPolicy.KillPolicy): boolean =>
-  kill.signal === "SIGKILL" || kill.graceMs < running.graceMs
 
 /** The teardown report of a tree, from the raw result of `terminate`. */
 const toReport = (
