@@ -29,7 +29,10 @@ export const runChild = <A>(
   killSignal: NodeJS.Signals = "SIGKILL"
 ): Promise<A> =>
   new Promise<A>((resolve, reject) => {
-    const argv = [...wrapper, process.execPath, ...flags, script, ...args]
+    // The parent's export conditions (`--conditions=@shepherd/source` on its command line): a child
+    // loads Shepherd from where the parent did, as the run's header says.
+    const conditions = process.execArgv.filter((arg) => /^(--conditions|-C)=/.test(arg))
+    const argv = [...wrapper, process.execPath, ...conditions, ...flags, script, ...args]
     NodeChildProcess.execFile(
       argv[0]!,
       argv.slice(1),
