@@ -163,7 +163,7 @@ describe("fork helper", () => {
         assert.sameMembers(statFdsOf(leaders), [...leaders])
         const reports = yield* pool.closeSession("fds")
         assert.strictEqual(reports.length, 12)
-        // Closed in the background once each exit is known: none stays open.
+        // Closed once each exit is known: none stays open.
         yield* eventually("the leaders' stat descriptors to be closed", () => statFdsOf(leaders).length === 0)
       })).pipe(Effect.ensuring(Effect.sync(() => {
         if (helper !== undefined) signal(helper, "SIGKILL")

@@ -87,9 +87,6 @@ const helperEnv = (): NodeJS.ProcessEnv => {
   return env
 }
 
-/** A close in the background reports nothing: the descriptor is the host's own, opened and forgotten once. */
-const ignore = () => {}
-
 /** More changes than this to the last environment sent whole: the whole is sent again. */
 const maxEnvChanges = 16
 const maxDeaths = 5
@@ -249,9 +246,9 @@ export const make = (options?: {
 
     const closeIdentity = (entry: Entry) => {
       if (entry.statFd === undefined) return
-      // In the background (libuv's thread pool): closing a reaped process's descriptor costs the
-      // kernel 5-10 µs, a sixth of the host's work on the exits of a SIGKILL sweep.
-      fs.close(entry.statFd, ignore)
+      // At once, not in libuv's thread pool (which would save the host 5-10 µs per reaped leader): an
+      // application that blocks the pool (slow DNS, a FIFO with no writer) would pile them up.
+      fs.closeSync(entry.statFd)
       entry.statFd = undefined
     }
 
