@@ -11,16 +11,16 @@
  * from the spawn's return until the helper has reaped the leader and the
  * stranger holds its pid; then the tree's scope closes.
  *
- * The leader's own signal is safe now: the host also requires the process to
- * be the live helper's child. What is left is the identity itself: the
- * stranger leads a group with the same id, and with the same pid and start
- * time it passes for the container's leader in the process table (so its
- * group for the tree's group). No process table on `/proc` tells the two
- * apart (pidfds would), and a host-forked tree is exposed the same way once
- * the host has reaped its leader; it takes root (`ns_last_pid`) or a pid space
- * so full that a freed pid is handed out again within 10 ms. Kept as a
- * failing test (`it.fails`) under process-group containment; under cgroup
- * containment (auto here) the stranger is not in the tree's leaf and passes.
+ * The leader's own signal is safe: the host checks it through the leader's
+ * kept stat descriptor. The stranger also leads a group with the tree's id,
+ * and with the same pid and start time it passed for the container's leader
+ * in the process table, so its group for the tree's group: the table listed
+ * it as a member once the leader's exit was read (a failing test until stop
+ * 12). The table now knows when the leader has exited (its exit reported, or
+ * its stat descriptor reading ESRCH): a live process holding the tree's
+ * group id then took it after the tree's group was empty, whatever its start
+ * time, and the group counts for nothing (`Container.leaderExited`). Under
+ * cgroup containment (auto here) the stranger is not in the tree's leaf either.
  */
 import { afterEach, assert, describe, it } from "@effect/vitest"
 import { Effect } from "effect"
@@ -110,9 +110,8 @@ describe.skipIf(!canChoosePid)("adversarial fork helper: pid reuse", () => {
     "a stranger that takes a reaped leader's pid within its clock tick is never signalled (cgroup containment)",
     () => scenario("auto")
   )
-  // Known limit of pid + start time (see above): fails until the table can tell them apart.
-  it.fails(
+  it.live(
     "a stranger that takes a reaped leader's pid within its clock tick is never signalled (process group)",
-    () => Effect.runPromise(scenario("process-group"))
+    () => scenario("process-group")
   )
 })

@@ -145,6 +145,9 @@ export const groupState = (container: Container, host: Host, observe: Observe): 
   const leader = observe(container.pgid)
   if (leader === "unreadable") return "foreign"
   if (leader === undefined) return "leaderless"
+  // Our leader has exited: a live process with its pid took the id after our group emptied (a start
+  // time in the same 10 ms clock tick proves nothing). A zombie with its start time is still ours.
+  if (container.leaderExited === true && !isDead(leader.state, leader.threads)) return "foreign"
   return container.leader.pid === container.pgid && leader.startTime === container.leader.startTime ? "led" : "foreign"
 }
 

@@ -81,6 +81,12 @@ export interface Launched {
    */
   readonly alone?: (() => boolean) | undefined
   /**
+   * Whether the leader's pid is provably free already (it was reaped), before its exit is reported
+   * (`exitStatus`): the fork helper reaps a leader before the host hears of it. `false` means "not
+   * proven". Optional.
+   */
+  readonly reaped?: (() => boolean) | undefined
+  /**
    * Calls `f` once, synchronously, as soon as the leader's exit is known (after
    * `exitStatus` is set; at once if it is known already). Lets the pool react
    * to an exit without a fiber per process waiting on `exit`. Optional.

@@ -30,6 +30,12 @@ export interface Container {
   readonly leader: ProcessIdentity
   /** The tree's cgroup leaf (cgroup containment); every live process in it is a member. */
   readonly cgroup?: CgroupRef | undefined
+  /**
+   * The leader is known to have exited (its exit was reported, or its pid is known to be free): a
+   * live process holding `pgid` now is another's, whatever its start time, since the id can only be
+   * handed out again once the tree's group was empty. Its group is then judged by the cookie alone.
+   */
+  readonly leaderExited?: boolean | undefined
 }
 
 /**

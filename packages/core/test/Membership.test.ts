@@ -36,6 +36,20 @@ describe("Membership", () => {
       assert.strictEqual(Membership.groupState(container, host, table({ 100: running("1000", "Z") })), "led")
     })
 
+    it("is foreign once the leader has exited and a live process holds its pid, even with its start time", () => {
+      const exited: Container = { ...container, leaderExited: true }
+      // Same pid and start time (the same 10 ms clock tick): not ours, our leader is gone.
+      assert.strictEqual(Membership.groupState(exited, host, table({ 100: running("1000") })), "foreign")
+      assert.strictEqual(Membership.groupState(exited, host, table({ 100: running("1000", "R") })), "foreign")
+      // A zombie main thread whose other threads still run is alive: not ours either.
+      assert.strictEqual(Membership.groupState(exited, host, table({ 100: running("1000", "Z", 3) })), "foreign")
+      // Our leader's zombie still holds the id: its group is still ours.
+      assert.strictEqual(Membership.groupState(exited, host, table({ 100: running("1000", "Z") })), "led")
+      assert.strictEqual(Membership.groupState(exited, host, table({})), "leaderless")
+      // Not known to have exited: the start time decides, as before.
+      assert.strictEqual(Membership.groupState(container, host, table({ 100: running("1000") })), "led")
+    })
+
     it("is leaderless once the leader is gone", () => {
       assert.strictEqual(Membership.groupState(container, host, table({})), "leaderless")
     })

@@ -225,6 +225,16 @@ export const make = (options?: {
       }
     }
 
+    /** Whether the leader is reaped (its kept stat descriptor reads ESRCH), before the helper says it exited. */
+    const reaped = (entry: Entry): boolean => {
+      if (entry.statFd === undefined) return false
+      try {
+        return procfs.readOpenState(entry.statFd) === undefined
+      } catch {
+        return false
+      }
+    }
+
     /**
      * Opens the just-answered leader's stat and checks its identity (start time, and parent while the
      * helper lives): the descriptor then names that process for good. `undefined` without one.
@@ -752,6 +762,7 @@ export const make = (options?: {
         exitStatus: (): ExitStatus | undefined => entry.watch.status,
         onExit: launchIo.onExit(entry.watch),
         alone: alone(h, reply.mark),
+        reaped: () => reaped(entry),
         signal: signal(h, entry),
         io: yield* launchIo.io(command, entry.pipes)
       }

@@ -42,6 +42,8 @@ export interface Input {
     readonly signal?: ((signal: Signal) => boolean) | undefined
     /** Whether the leader provably has no descendant (see `Launched.alone`): no scan is needed. */
     readonly alone?: (() => boolean) | undefined
+    /** Whether the leader's pid is provably free before its exit is reported (see `Launched.reaped`). */
+    readonly reaped?: (() => boolean) | undefined
     /** Calls back once the leader has exited (see `Launched.onExit`); without it a fiber waits on `exit`. */
     readonly onExit?: ((f: () => void) => void) | undefined
   } | undefined
@@ -161,6 +163,11 @@ export const terminateMany = (
         ? [t.input.container.leader, ...list]
         : list
     const hurried = (t: Tree) => Deferred.isDoneUnsafe(t.input.hurry) || t.input.escalate?.fired === true
+    /** The leader has exited (reported, or its pid provably free): its pid names no one of ours now. */
+    const leaderExited = (t: Tree) => {
+      const leader = t.input.leader
+      return leader !== undefined && (leader.exitStatus() !== undefined || leader.reaped?.() === true)
+    }
 
     /** Fresh scans of `some` trees (coalesced by the table); on failure what is known stands. */
     const rescan = (
@@ -179,22 +186,31 @@ export const terminateMany = (
         }
       }
       if (scanned.length === 0) return Effect.succeed(found)
+      const exitedBefore = scanned.map((i) => leaderExited(some[i]!))
       // Concurrently, so that the table answers them all from one pass.
-      return Effect.as(
-        Effect.forEach(scanned, (i) => {
-          const t = some[i]!
-          return Effect.map(Effect.result(t.input.table.members(t.input.container)), (r) => {
-            if (r._tag === "Success") {
-              t.unverified = undefined // a complete view again
-              found[i] = withLeader(t, r.success)
-            } else {
-              t.unverified = r.failure.reason
-              found[i] = fallback(t)
-            }
-          })
-        }, { concurrency: "unbounded", discard: true }),
-        found
-      )
+      const scans = Effect.forEach(scanned, (i, k) => {
+        const t = some[i]!
+        const container = exitedBefore[k] ? { ...t.input.container, leaderExited: true } : t.input.container
+        return Effect.map(Effect.result(t.input.table.members(container)), (r) => {
+          if (r._tag === "Success") {
+            t.unverified = undefined // a complete view again
+            found[i] = withLeader(t, r.success)
+          } else {
+            t.unverified = r.failure.reason
+            found[i] = fallback(t)
+          }
+        })
+      }, { concurrency: "unbounded", discard: true })
+      return Effect.flatMap(scans, () => {
+        // A leader that exited during the pass: a process that took its pid meanwhile may have been
+        // judged a member of its group (judged while the leader held it). Those trees look again.
+        const again = scanned.filter((i, k) => !exitedBefore[k] && leaderExited(some[i]!))
+        if (again.length === 0) return Effect.succeed(found)
+        return Effect.map(rescan(again.map((i) => some[i]!), fallback), (fresh) => {
+          for (const [k, i] of again.entries()) found[i] = fresh[k]!
+          return found
+        })
+      })
     }
 
     const sendAll = (t: Tree, targets: ReadonlyArray<ProcessIdentity>, signal: Signal): Effect.Effect<void> => {

@@ -250,6 +250,7 @@ export const launch = (
           exit: launched.exit,
           signal: launched.signal,
           alone: launched.alone,
+          reaped: launched.reaped,
           onExit: launched.onExit
         },
         hurry: ctx.hurry,
