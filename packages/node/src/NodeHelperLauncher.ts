@@ -307,6 +307,8 @@ export const make = (options?: {
       // Without its start time (unreadable at the spawn) the pid alone proves nothing: wait for it to go.
       if (entry.startTime === "0") return undefined
       if (stat.startTime !== entry.startTime) return { code: null, signal: null }
+      // A zombie whose threads cannot be counted (out of descriptors) may have live threads: not yet.
+      if (stat.state === "Z" && procfs.threadCount(entry.pid!) === undefined) return undefined
       if (!procfs.isDead(stat)) return undefined
       const wait = Number(text.slice(text.lastIndexOf(")") + 2).trimEnd().split(" ")[49])
       if (!Number.isInteger(wait)) return { code: null, signal: null }

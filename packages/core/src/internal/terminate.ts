@@ -163,6 +163,12 @@ export const terminateMany = (
         ? [t.input.container.leader, ...list]
         : list
     const hurried = (t: Tree) => Deferred.isDoneUnsafe(t.input.hurry) || t.input.escalate?.fired === true
+    /**
+     * Whether the table confirms a member alive (before calling it escaped). Not the leader once it
+     * has exited: a process that took its pid within its clock tick would pass for it.
+     */
+    const confirmedAlive = (t: Tree, m: ProcessIdentity): Effect.Effect<boolean> =>
+      isLeader(t, m) && leaderExited(t) ? Effect.succeed(false) : t.input.table.isAlive(m)
     /** The leader has exited (reported, or its pid provably free): its pid names no one of ours now. */
     const leaderExited = (t: Tree) => {
       const leader = t.input.leader
@@ -186,11 +192,13 @@ export const terminateMany = (
         }
       }
       if (scanned.length === 0) return Effect.succeed(found)
-      const exitedBefore = scanned.map((i) => leaderExited(some[i]!))
+      // Known before the pass: the exit was reported (reading `reaped` costs a stat, and the look
+      // after the pass catches it).
+      const exitKnown = scanned.map((i) => some[i]!.input.leader?.exitStatus() !== undefined)
       // Concurrently, so that the table answers them all from one pass.
       const scans = Effect.forEach(scanned, (i, k) => {
         const t = some[i]!
-        const container = exitedBefore[k] ? { ...t.input.container, leaderExited: true } : t.input.container
+        const container = exitKnown[k] ? { ...t.input.container, leaderExited: true } : t.input.container
         return Effect.map(Effect.result(t.input.table.members(container)), (r) => {
           if (r._tag === "Success") {
             t.unverified = undefined // a complete view again
@@ -202,9 +210,13 @@ export const terminateMany = (
         })
       }, { concurrency: "unbounded", discard: true })
       return Effect.flatMap(scans, () => {
-        // A leader that exited during the pass: a process that took its pid meanwhile may have been
-        // judged a member of its group (judged while the leader held it). Those trees look again.
-        const again = scanned.filter((i, k) => !exitedBefore[k] && leaderExited(some[i]!))
+        // A leader that exited before or during the pass, unreported: a process that took its pid
+        // meanwhile may have been judged a member of its group (judged while it seemed to be the
+        // leader's). Those trees look again, if anything but the leader was found (its own identity
+        // is never signalled through the table, see `sendAll`).
+        const again = scanned.filter((i, k) =>
+          !exitKnown[k] && found[i]!.some((m) => !isLeader(some[i]!, m)) && leaderExited(some[i]!)
+        )
         if (again.length === 0) return Effect.succeed(found)
         return Effect.map(rescan(again.map((i) => some[i]!), fallback), (fresh) => {
           for (const [k, i] of again.entries()) found[i] = fresh[k]!
@@ -220,11 +232,16 @@ export const terminateMany = (
       // not cost an effect per signal); the others after an identity check in the table.
       const others: Array<ProcessIdentity> = []
       for (const identity of targets) {
-        if (isLeader(t, identity) && leaderAlive(t) && leader?.signal !== undefined) {
-          if (leader.signal(signal)) into.add(identity.pid)
-        } else {
-          others.push(identity)
+        if (isLeader(t, identity)) {
+          // Once its exit is reported the leader's pid names no one of ours (a process that took it
+          // within the leader's clock tick would pass the table's pid + start time): not signalled.
+          if (!leaderAlive(t)) continue
+          if (leader?.signal !== undefined) {
+            if (leader.signal(signal)) into.add(identity.pid)
+            continue
+          }
         }
+        others.push(identity)
       }
       return others.length === 0 ?
         Effect.void :
@@ -383,7 +400,7 @@ export const terminateMany = (
         } else if (t.phase === "force" && at >= t.deadline) {
           // The leader counted as alive until its exit was seen; ask the table before calling it escaped.
           const escaped: Array<ProcessIdentity> = []
-          for (const m of alive) if (yield* t.input.table.isAlive(m)) escaped.push(m)
+          for (const m of alive) if (yield* confirmedAlive(t, m)) escaped.push(m)
           // forceWait is over: no more scans; what the table does not confirm alive is gone.
           yield* finish(t, escaped.length > 0 ? { _tag: "Escaped", escaped: escaped.map((m) => m.pid) } : emptied(t))
           continue
@@ -414,7 +431,7 @@ export const terminateMany = (
                 yield* enterForce(t, found, at)
               } else {
                 const escaped: Array<ProcessIdentity> = []
-                for (const m of found) if (yield* t.input.table.isAlive(m)) escaped.push(m)
+                for (const m of found) if (yield* confirmedAlive(t, m)) escaped.push(m)
                 yield* finish(
                   t,
                   escaped.length > 0 ? { _tag: "Escaped", escaped: escaped.map((m) => m.pid) } : emptied(t)
