@@ -33,7 +33,7 @@ describe("adversarial round 4: a burst of exits", () => {
           const expected = (i: number) => i % 6 === 5 ? { code: null, signal: "SIGKILL" } : { code: i, signal: null }
           const first = yield* Effect.forEach(Array.from({ length: n }, (_, i) => i), (i) =>
             pool.spawn(sh(
-              `while [ ! -e ${go} ]; do sleep 0.005; done; ${i % 6 === 5 ? "kill -9 $$" : `exit ${i}`}`,
+              `while [ ! -e ${go} ]; do sleep 0.05; done; ${i % 6 === 5 ? "kill -9 $$" : `exit ${i}`}`,
               quiet
             )), { concurrency: "unbounded" })
           yield* awaitStats(pool, "every slot taken", (s) => s.inUse === n)
