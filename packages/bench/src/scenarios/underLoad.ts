@@ -18,8 +18,9 @@
  * (raw spawns at 190–330/s there, 450–470/s from a fresh process), which
  * would measure the bench's history, not the load.
  *
- * Fairness: raw, Shepherd and Shepherd with its fork helper take turns (the
- * order rotates run by run), so all see the same load; each phase starts with
+ * Fairness: raw, Shepherd and Shepherd with its fork helper take turns, 10
+ * spawns at a time (the order rotating slice by slice), so all see the same
+ * load, whose slow and fast spells outlast a run; each phase starts with
  * a warm-up of every contender
  * (not recorded), the loaded one after the hogs are running. The target
  * compares Shepherd's ratio to raw under load with its ratio on the quiet
@@ -105,6 +106,7 @@ export const run = (ctx: Ctx): Effect.Effect<ScenarioOutput> => inFreshProcess("
 /** The scenario itself, in the process that runs it. */
 export const measure = (ctx: Ctx): Effect.Effect<ScenarioOutput> => {
   const count = ctx.quick ? 25 : 100
+  const slice = ctx.quick ? 5 : 10
   const spawnRuns = ctx.quick ? 4 : 9
   const handoffRuns = ctx.quick ? 16 : 40
   const cores = Math.max(1, os.cpus().length)
@@ -140,20 +142,29 @@ export const measure = (ctx: Ctx): Effect.Effect<ScenarioOutput> => {
                   yield* rawHandoff
                   yield* handoffShepherd
                   yield* handoffHelper
-                  const spawnOnce = (runner: typeof rawRunner, into: Array<number>) =>
-                    Effect.gen(function*() {
-                      const start = performance.now()
-                      yield* runner(count, 1)
-                      into.push(count / (since(start) / 1000))
-                    })
-                  const spawns = [
-                    spawnOnce(rawRunner, s.spawnRaw),
-                    spawnOnce(spawnShepherd, s.spawnShepherd),
-                    spawnOnce(spawnHelper, s.spawnHelper)
+                  // One run: `count` spawns per contender, taken in slices of `slice` that alternate
+                  // (the order rotating slice by slice), each contender's time summed over its slices.
+                  // Under busy loops the machine switches between slow and fast spells lasting longer
+                  // than a whole run of one contender (one run of 100 could be 3× faster than the
+                  // next): alternating slices lets every contender see the same spells.
+                  const contenders: ReadonlyArray<readonly [typeof rawRunner, Array<number>]> = [
+                    [rawRunner, s.spawnRaw],
+                    [spawnShepherd, s.spawnShepherd],
+                    [spawnHelper, s.spawnHelper]
                   ]
-                  for (let r = 0; r < spawnRuns; r++) {
-                    for (const e of rotated(spawns, r)) yield* e
-                  }
+                  const spawnRun = (r: number) =>
+                    Effect.gen(function*() {
+                      const spent = contenders.map(() => 0)
+                      for (let k = 0; k < count / slice; k++) {
+                        for (const j of rotated([0, 1, 2], r + k)) {
+                          const start = performance.now()
+                          yield* contenders[j]![0](slice, 1)
+                          spent[j]! += since(start)
+                        }
+                      }
+                      contenders.forEach(([, into], j) => into.push(count / (spent[j]! / 1000)))
+                    })
+                  for (let r = 0; r < spawnRuns; r++) yield* spawnRun(r)
                   const handoffs = [
                     Effect.map(rawHandoff, (ms) => void s.handoffRaw.push(ms)),
                     Effect.map(handoffShepherd, (ms) => void s.handoffShepherd.push(ms)),
@@ -282,7 +293,7 @@ export const measure = (ctx: Ctx): Effect.Effect<ScenarioOutput> => {
                 rows,
                 targets,
                 notes: [
-                  `9: the contenders of scenarios 1 (sequential, ${count} spawns per run, ${spawnRuns} runs per phase) and 4 (${handoffRuns} hand-offs per phase), ` +
+                  `9: the contenders of scenarios 1 (sequential, ${count} spawns per contender and run, in slices of ${slice} that alternate between the contenders, ${spawnRuns} runs per phase) and 4 (${handoffRuns} hand-offs per phase), ` +
                   `first on the quiet machine, then with \`sh -c '${hogScript}'\` × ${cores} (one per core, same priority, carrying the run marker; ` +
                   `CPU contention seen by the bench with them running: ${
                     fmt(loadedContention)
