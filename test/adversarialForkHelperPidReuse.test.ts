@@ -27,18 +27,9 @@ import { Effect } from "effect"
 import * as NodeChildProcess from "node:child_process"
 import * as fs from "node:fs"
 import { cleanupPools, sh, withPool } from "./harness.ts"
-import { canChoosePid, isAlive } from "./support.ts"
+import { canChoosePid, isAlive, statOf, strangerOn } from "./support.ts"
 
 afterEach(cleanupPools)
-
-const startTimeOf = (pid: number): string | undefined => {
-  try {
-    const stat = fs.readFileSync(`/proc/${pid}/stat`, "latin1")
-    return stat.slice(stat.lastIndexOf(")") + 2).split(" ")[19]
-  } catch {
-    return undefined
-  }
-}
 
 const strangers: Array<NodeChildProcess.ChildProcess> = []
 afterEach(() => {
@@ -66,14 +57,9 @@ const scenario = (containment: "process-group" | "auto") =>
               return { pid: m.pid, startTime: m.identity.startTime, strangerStart: undefined }
             }
             freed++
-            fs.writeFileSync("/proc/sys/kernel/ns_last_pid", `${m.pid - 1}`)
-            stranger = NodeChildProcess.spawn("sleep", ["1000"], {
-              stdio: "ignore",
-              detached: true,
-              env: { ADV_FH_STRANGER: "1", PATH: process.env.PATH }
-            })
+            stranger = strangerOn(m.pid, "ADV_FH_STRANGER")
             strangers.push(stranger)
-            return { pid: m.pid, startTime: m.identity.startTime, strangerStart: startTimeOf(stranger.pid!) }
+            return { pid: m.pid, startTime: m.identity.startTime, strangerStart: statOf(stranger.pid!)?.startTime }
           }))
           const s = stranger
           if (s === undefined) continue

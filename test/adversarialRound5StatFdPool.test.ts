@@ -18,24 +18,9 @@ import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
 import { cleanupPools, eventually, sh, withPool } from "./harness.ts"
+import { statFdsHeld } from "./support.ts"
 
 afterEach(cleanupPools)
-
-/** Descriptors of this process open on some /proc/<pid>/stat, by pid. */
-const statFds = (): Array<number> => {
-  const held: Array<number> = []
-  for (const fd of fs.readdirSync("/proc/self/fd")) {
-    let target: string
-    try {
-      target = fs.readlinkSync(`/proc/self/fd/${fd}`)
-    } catch {
-      continue
-    }
-    const m = /^\/proc\/(\d+)\/stat$/.exec(target)
-    if (m !== null) held.push(Number(m[1]))
-  }
-  return held
-}
 
 const threads = Math.max(1, Number(process.env.UV_THREADPOOL_SIZE ?? 4) || 4)
 
@@ -71,7 +56,7 @@ describe("adversarial round 5: stat descriptors with a busy libuv thread pool", 
               )
             )
           }
-          const before = new Set(statFds())
+          const before = new Set(statFdsHeld())
           const closedLeaders = new Set<number>()
           for (let round = 0; round < 4; round++) {
             const session = `s${round}`
@@ -87,11 +72,11 @@ describe("adversarial round 5: stat descriptors with a busy libuv thread pool", 
           // Every tree is gone and reported: none of their leaders' descriptors is needed any more.
           yield* eventually(
             "the closed leaders' stat descriptors to be let go",
-            () => statFds().filter((pid) => closedLeaders.has(pid) && !before.has(pid)).length === 0,
+            () => statFdsHeld().filter((pid) => closedLeaders.has(pid) && !before.has(pid)).length === 0,
             15_000
           ).pipe(Effect.catchDefect((defect) =>
             Effect.sync(() => {
-              const held = statFds().filter((pid) => closedLeaders.has(pid)).length
+              const held = statFdsHeld().filter((pid) => closedLeaders.has(pid)).length
               throw new Error(
                 `${String(defect)}; still open: ${held} of ${closedLeaders.size} closed leaders' stat descriptors`
               )

@@ -30,27 +30,17 @@ import { afterEach, assert, describe, it } from "@effect/vitest"
 import { Deferred, Effect } from "effect"
 import * as ChildProcess from "effect/process/ChildProcess"
 import * as NodeChildProcess from "node:child_process"
-import * as fs from "node:fs"
 import type { Container, ProcessTable } from "@shepherd/core/ProcessTable"
 import * as terminate from "../packages/core/src/internal/terminate.ts"
 import * as NodeProcessLauncher from "../packages/node/src/NodeProcessLauncher.ts"
 import * as NodeProcessTable from "../packages/node/src/NodeProcessTable.ts"
-import { canChoosePid, isAlive } from "./support.ts"
+import { canChoosePid, isAlive, statOf, strangerOn } from "./support.ts"
 
 // Killed through their Node handles only (which refuse once reaped): never by a bare pid.
 const spawned: Array<NodeChildProcess.ChildProcess> = []
 afterEach(() => {
   for (const c of spawned.splice(0)) c.kill("SIGKILL")
 })
-
-const startTimeOf = (pid: number): string | undefined => {
-  try {
-    const stat = fs.readFileSync(`/proc/${pid}/stat`, "latin1")
-    return stat.slice(stat.lastIndexOf(")") + 2).split(" ")[19]
-  } catch {
-    return undefined
-  }
-}
 
 const policy = { signal: "SIGTERM" as const, graceMs: 2_000, forceWaitMs: 500 }
 
@@ -98,14 +88,9 @@ describe.skipIf(!canChoosePid)("adversarial: a reported leader is signalled by p
                   staging = false
                   b.signal?.("SIGKILL")
                   yield* b.exit
-                  fs.writeFileSync("/proc/sys/kernel/ns_last_pid", `${b.pid - 1}`)
-                  stranger = NodeChildProcess.spawn("sleep", ["1000"], {
-                    stdio: "ignore",
-                    detached: true,
-                    env: { ADV6_STRANGER: "1", PATH: process.env.PATH }
-                  })
+                  stranger = strangerOn(b.pid, "ADV6_STRANGER")
                   spawned.push(stranger)
-                  strangerStart = startTimeOf(stranger.pid!)
+                  strangerStart = statOf(stranger.pid!)?.startTime
                   // A itself is left alone (the next attempt uses it again).
                   return "sent" as const
                 })

@@ -9,7 +9,7 @@ import { Effect, Stream } from "effect"
 import * as ChildProcess from "effect/process/ChildProcess"
 import * as fs from "node:fs"
 import { awaitMembers, cleanupPools, eventually, sh, usePool, withPool } from "./harness.ts"
-import { isAlive, trees } from "./support.ts"
+import { isAlive, statFdsHeld, trees } from "./support.ts"
 import { helperPool, signal } from "./forkHelperSupport.ts"
 
 afterEach(cleanupPools)
@@ -135,20 +135,7 @@ describe("fork helper", () => {
   it.live("the host keeps one stat descriptor per live leader, and lets each go once its tree is gone", () => {
     let helper: number | undefined
     /** The leaders whose /proc/<pid>/stat this process holds open, by pid. */
-    const statFdsOf = (pids: ReadonlySet<number>): Array<number> => {
-      const held: Array<number> = []
-      for (const fd of fs.readdirSync("/proc/self/fd")) {
-        let target: string
-        try {
-          target = fs.readlinkSync(`/proc/self/fd/${fd}`)
-        } catch {
-          continue // closed meanwhile (the readdir's own descriptor)
-        }
-        const pid = Number(/^\/proc\/(\d+)\/stat$/.exec(target)?.[1])
-        if (pids.has(pid)) held.push(pid)
-      }
-      return held
-    }
+    const statFdsOf = (pids: ReadonlySet<number>): Array<number> => statFdsHeld().filter((pid) => pids.has(pid))
     return withPool({ name: "t-fh-statfd", forkFrom: "helper", slots: 16, kill }, (pool) =>
       Effect.gen(function*() {
         const ms = yield* Effect.forEach(

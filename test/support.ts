@@ -2,6 +2,7 @@
  * Shared helpers for tests on real processes: read `/proc`, find survivors by
  * their `SHEPHERD_ID`, and the process-tree shapes the suite exercises.
  */
+import * as NodeChildProcess from "node:child_process"
 import * as fs from "node:fs"
 
 export interface ProcInfo {
@@ -32,6 +33,36 @@ export const statOf = (pid: number): { readonly ppid: number; readonly startTime
   } catch {
     return undefined
   }
+}
+
+/**
+ * Starts a marked `sleep 1000` (its own session) on `pid` if the kernel hands that pid out next:
+ * `ns_last_pid` set just below it (root; see `canChoosePid`). Whether it got the pid is the caller's
+ * to check. Kill it through the returned handle (which refuses once it is reaped), never by pid.
+ */
+export const strangerOn = (pid: number, marker: string): NodeChildProcess.ChildProcess => {
+  fs.writeFileSync("/proc/sys/kernel/ns_last_pid", `${pid - 1}`)
+  return NodeChildProcess.spawn("sleep", ["1000"], {
+    stdio: "ignore",
+    detached: true,
+    env: { [marker]: "1", PATH: process.env.PATH }
+  })
+}
+
+/** The pids whose `/proc/<pid>/stat` this process holds open (one entry per descriptor). */
+export const statFdsHeld = (): Array<number> => {
+  const held: Array<number> = []
+  for (const fd of fs.readdirSync("/proc/self/fd")) {
+    let target: string
+    try {
+      target = fs.readlinkSync(`/proc/self/fd/${fd}`)
+    } catch {
+      continue // closed meanwhile (the readdir's own descriptor)
+    }
+    const m = /^\/proc\/(\d+)\/stat$/.exec(target)
+    if (m !== null) held.push(Number(m[1]))
+  }
+  return held
 }
 
 /** SIGKILLs every process whose command line `matches` (a test's own marked children). */
